@@ -1,0 +1,282 @@
+"""Backward kernels, FlashAttention-2 style, over the same sorted visiting order.
+
+* ``delta``: D_i = rowsum(dO_i * O_i), per sorted query slot.
+* ``dkdv``: one program per (key tile, batch*head); walks the query slots that see the
+  tile (masked diagonal tiles, unmasked full tiles, masked tail) and accumulates dK, dV
+  in registers; writes them to the keys' original positions. No atomics.
+* ``dq``: one program per (query tile, batch*head), same key ranges as the forward.
+
+P is recomputed from the saved base-2 LSE; rows that saw no key have LSE = +inf, so their
+P, and every gradient through them, is exactly 0.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def attention_bwd_delta_kernel(
+    Out, dOut, Delta, q_perm,
+    stride_ob, stride_ot, stride_oh, stride_od,
+    stride_dob, stride_dot, stride_doh, stride_dod,
+    H, T, n_tiles,
+    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    bh = pid // n_tiles
+    tile = pid % n_tiles
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    row_base = bh.to(tl.int64) * T
+    slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = slots < T
+    pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
+    offs_d = tl.arange(0, HEAD_DIM)
+    o = tl.load(
+        Out + b * stride_ob + h * stride_oh + pos[:, None] * stride_ot + offs_d[None, :] * stride_od,
+        mask=row_ok[:, None], other=0.0,
+    ).to(tl.float32)
+    do = tl.load(
+        dOut + b * stride_dob + h * stride_doh + pos[:, None] * stride_dot
+        + offs_d[None, :] * stride_dod,
+        mask=row_ok[:, None], other=0.0,
+    ).to(tl.float32)
+    tl.store(Delta + row_base + slots, tl.sum(o * do, 1), mask=row_ok)
+
+
+@triton.jit
+def _dkdv_tile(
+    dk, dv, k, v, k_pos, k_bucket,
+    Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh, q_base, do_base, row_base,
+    stride_qt, stride_qd, stride_dot, stride_dod,
+    slot0, T, qk_scale,
+    MASKED: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    slots = slot0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    if MASKED:
+        in_range = slots < T
+        q_pos = tl.load(q_perm_bh + slots, mask=in_range, other=0).to(tl.int64)
+        q_bucket = tl.load(q_bucket_bh + slots, mask=in_range, other=-2)
+        q = tl.load(
+            Q + q_base + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd,
+            mask=in_range[:, None], other=0.0,
+        )
+        do = tl.load(
+            dOut + do_base + q_pos[:, None] * stride_dot + offs_d[None, :] * stride_dod,
+            mask=in_range[:, None], other=0.0,
+        )
+        lse = tl.load(LSE + row_base + slots, mask=in_range, other=float("inf"))
+        delta = tl.load(Delta + row_base + slots, mask=in_range, other=0.0)
+    else:
+        q_pos = tl.load(q_perm_bh + slots).to(tl.int64)
+        q = tl.load(Q + q_base + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd)
+        do = tl.load(dOut + do_base + q_pos[:, None] * stride_dot + offs_d[None, :] * stride_dod)
+        lse = tl.load(LSE + row_base + slots)
+        delta = tl.load(Delta + row_base + slots)
+    # Transposed scores: keys along rows, queries along columns.
+    s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale
+    p_t = tl.math.exp2(s_t - lse[None, :])
+    if MASKED:
+        allowed = (k_bucket[:, None] == q_bucket[None, :]) & (k_pos[:, None] <= q_pos[None, :])
+        p_t = tl.where(allowed, p_t, 0.0)
+    dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
+    dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+    ds_t = p_t * (dp_t - delta[None, :])
+    dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def sparse_attention_bwd_dkdv_kernel(
+    Q, K, V, dOut, dK, dV, LSE, Delta,
+    q_perm, q_bucket_sorted, k_perm, k_bucket_sorted,
+    tile_start, tile_n_diag, tile_n_full, tile_end,
+    stride_qb, stride_qt, stride_qh, stride_qd,
+    stride_kb, stride_kt, stride_kh, stride_kd,
+    stride_vb, stride_vt, stride_vh, stride_vd,
+    stride_dob, stride_dot, stride_doh, stride_dod,
+    stride_dkb, stride_dkt, stride_dkh, stride_dkd,
+    stride_dvb, stride_dvt, stride_dvh, stride_dvd,
+    H, T, n_tiles, qk_scale, sm_scale,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    # 1-D grid; the first key tiles of a bucket are seen by the most queries and start first.
+    pid = tl.program_id(0)
+    bh = pid // n_tiles
+    tile = pid % n_tiles
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    row_base = bh.to(tl.int64) * T
+
+    slots = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    key_ok = slots < T
+    k_pos = tl.load(k_perm + row_base + slots, mask=key_ok, other=0).to(tl.int64)
+    k_bucket = tl.load(k_bucket_sorted + row_base + slots, mask=key_ok, other=-1)
+    offs_d = tl.arange(0, HEAD_DIM)
+    k = tl.load(
+        K + b * stride_kb + h * stride_kh + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd,
+        mask=key_ok[:, None], other=0.0,
+    )
+    v = tl.load(
+        V + b * stride_vb + h * stride_vh + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd,
+        mask=key_ok[:, None], other=0.0,
+    )
+
+    tile_idx = bh * n_tiles + tile
+    start = tl.load(tile_start + tile_idx)
+    n_diag = tl.load(tile_n_diag + tile_idx)
+    n_full = tl.load(tile_n_full + tile_idx)
+    end = tl.load(tile_end + tile_idx)
+
+    q_base = b * stride_qb + h * stride_qh
+    do_base = b * stride_dob + h * stride_doh
+    q_perm_bh = q_perm + row_base
+    q_bucket_bh = q_bucket_sorted + row_base
+
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    for i in range(0, n_diag):
+        dk, dv = _dkdv_tile(
+            dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
+            q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
+            start + i * BLOCK_M, T, qk_scale, True, BLOCK_M, HEAD_DIM, DOT_PRECISION,
+        )
+    full_start = start + n_diag * BLOCK_M
+    for i in range(0, n_full):
+        dk, dv = _dkdv_tile(
+            dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
+            q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
+            full_start + i * BLOCK_M, T, qk_scale, False, BLOCK_M, HEAD_DIM, DOT_PRECISION,
+        )
+    for slot0 in range(full_start + n_full * BLOCK_M, end, BLOCK_M):
+        dk, dv = _dkdv_tile(
+            dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
+            q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
+            slot0, T, qk_scale, True, BLOCK_M, HEAD_DIM, DOT_PRECISION,
+        )
+
+    dk = dk * sm_scale
+    tl.store(
+        dK + b * stride_dkb + h * stride_dkh + k_pos[:, None] * stride_dkt
+        + offs_d[None, :] * stride_dkd,
+        dk.to(dK.dtype.element_ty), mask=key_ok[:, None],
+    )
+    tl.store(
+        dV + b * stride_dvb + h * stride_dvh + k_pos[:, None] * stride_dvt
+        + offs_d[None, :] * stride_dvd,
+        dv.to(dV.dtype.element_ty), mask=key_ok[:, None],
+    )
+
+
+@triton.jit
+def _dq_tile(
+    dq, q, do, lse, delta, q_pos, q_bucket,
+    K, V, k_perm_bh, k_bucket_bh, k_base, v_base,
+    stride_kt, stride_kd, stride_vt, stride_vd,
+    slot0, T, qk_scale,
+    MASKED: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    slots = slot0 + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    if MASKED:
+        in_range = slots < T
+        k_pos = tl.load(k_perm_bh + slots, mask=in_range, other=0).to(tl.int64)
+        k_bucket = tl.load(k_bucket_bh + slots, mask=in_range, other=-1)
+        k = tl.load(
+            K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd,
+            mask=in_range[:, None], other=0.0,
+        )
+        v = tl.load(
+            V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd,
+            mask=in_range[:, None], other=0.0,
+        )
+    else:
+        k_pos = tl.load(k_perm_bh + slots).to(tl.int64)
+        k = tl.load(K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd)
+        v = tl.load(V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd)
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+    p = tl.math.exp2(s - lse[:, None])
+    if MASKED:
+        allowed = (q_bucket[:, None] == k_bucket[None, :]) & (k_pos[None, :] <= q_pos[:, None])
+        p = tl.where(allowed, p, 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+    ds = p * (dp - delta[:, None])
+    dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
+    return dq
+
+
+@triton.jit
+def sparse_attention_bwd_dq_kernel(
+    Q, K, V, dOut, dQ, LSE, Delta,
+    q_perm, q_bucket_sorted, k_perm, k_bucket_sorted,
+    tile_start, tile_n_full, tile_end,
+    stride_qb, stride_qt, stride_qh, stride_qd,
+    stride_kb, stride_kt, stride_kh, stride_kd,
+    stride_vb, stride_vt, stride_vh, stride_vd,
+    stride_dob, stride_dot, stride_doh, stride_dod,
+    stride_dqb, stride_dqt, stride_dqh, stride_dqd,
+    H, T, n_tiles, qk_scale, sm_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    # 1-D grid (no 65535 limit on batch*heads); later tiles of a bucket see more keys,
+    # so they start first.
+    pid = tl.program_id(0)
+    bh = pid // n_tiles
+    tile = n_tiles - 1 - pid % n_tiles
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    row_base = bh.to(tl.int64) * T
+
+    slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = slots < T
+    q_pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
+    q_bucket = tl.load(q_bucket_sorted + row_base + slots, mask=row_ok, other=-2)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd,
+        mask=row_ok[:, None], other=0.0,
+    )
+    do = tl.load(
+        dOut + b * stride_dob + h * stride_doh + q_pos[:, None] * stride_dot
+        + offs_d[None, :] * stride_dod,
+        mask=row_ok[:, None], other=0.0,
+    )
+    lse = tl.load(LSE + row_base + slots, mask=row_ok, other=float("inf"))
+    delta = tl.load(Delta + row_base + slots, mask=row_ok, other=0.0)
+
+    tile_idx = bh * n_tiles + tile
+    start = tl.load(tile_start + tile_idx)
+    n_full = tl.load(tile_n_full + tile_idx)
+    end = tl.load(tile_end + tile_idx)
+
+    k_base = b * stride_kb + h * stride_kh
+    v_base = b * stride_vb + h * stride_vh
+    k_perm_bh = k_perm + row_base
+    k_bucket_bh = k_bucket_sorted + row_base
+
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    for j in range(0, n_full):
+        dq = _dq_tile(
+            dq, q, do, lse, delta, q_pos, q_bucket, K, V, k_perm_bh, k_bucket_bh, k_base, v_base,
+            stride_kt, stride_kd, stride_vt, stride_vd, start + j * BLOCK_N, T, qk_scale,
+            False, BLOCK_N, HEAD_DIM, DOT_PRECISION,
+        )
+    for slot0 in range(start + n_full * BLOCK_N, end, BLOCK_N):
+        dq = _dq_tile(
+            dq, q, do, lse, delta, q_pos, q_bucket, K, V, k_perm_bh, k_bucket_bh, k_base, v_base,
+            stride_kt, stride_kd, stride_vt, stride_vd, slot0, T, qk_scale,
+            True, BLOCK_N, HEAD_DIM, DOT_PRECISION,
+        )
+    dq = dq * sm_scale
+    tl.store(
+        dQ + b * stride_dqb + h * stride_dqh + q_pos[:, None] * stride_dqt
+        + offs_d[None, :] * stride_dqd,
+        dq.to(dQ.dtype.element_ty), mask=row_ok[:, None],
+    )
