@@ -52,8 +52,9 @@ def _dkdv_tile(
     Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh, q_base, do_base, row_base,
     stride_qt, stride_qd, stride_dot, stride_dod,
     slot0, T, qk_scale,
+    dQacc, dq_base, stride_dqt, sm_scale,
     MASKED: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, FUSED_DQ: tl.constexpr,
 ):
     slots = slot0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -87,6 +88,14 @@ def _dkdv_tile(
     dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
     ds_t = p_t * (dp_t - delta[None, :])
     dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
+    if FUSED_DQ:
+        # dQ rows of this query tile, added into a float32 buffer (FlashAttention-2 style).
+        dq = tl.dot(tl.trans(ds_t).to(k.dtype), k, input_precision=DOT_PRECISION) * sm_scale
+        dq_ptrs = dQacc + dq_base + q_pos[:, None] * stride_dqt + offs_d[None, :]
+        if MASKED:
+            tl.atomic_add(dq_ptrs, dq, mask=in_range[:, None], sem="relaxed")
+        else:
+            tl.atomic_add(dq_ptrs, dq, sem="relaxed")
     return dk, dv
 
 
@@ -101,9 +110,10 @@ def sparse_attention_bwd_dkdv_kernel(
     stride_dob, stride_dot, stride_doh, stride_dod,
     stride_dkb, stride_dkt, stride_dkh, stride_dkd,
     stride_dvb, stride_dvt, stride_dvh, stride_dvd,
+    dQacc, stride_dqb, stride_dqt, stride_dqh,
     H, T, n_tiles, qk_scale, sm_scale,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, FUSED_DQ: tl.constexpr,
 ):
     # 1-D grid; the first key tiles of a bucket are seen by the most queries and start first.
     pid = tl.program_id(0)
@@ -137,6 +147,7 @@ def sparse_attention_bwd_dkdv_kernel(
     do_base = b * stride_dob + h * stride_doh
     q_perm_bh = q_perm + row_base
     q_bucket_bh = q_bucket_sorted + row_base
+    dq_base = b * stride_dqb + h * stride_dqh
 
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
@@ -144,20 +155,23 @@ def sparse_attention_bwd_dkdv_kernel(
         dk, dv = _dkdv_tile(
             dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
             q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
-            start + i * BLOCK_M, T, qk_scale, True, BLOCK_M, HEAD_DIM, DOT_PRECISION,
+            start + i * BLOCK_M, T, qk_scale, dQacc, dq_base, stride_dqt, sm_scale, True, BLOCK_M, HEAD_DIM, DOT_PRECISION,
+            FUSED_DQ,
         )
     full_start = start + n_diag * BLOCK_M
     for i in range(0, n_full):
         dk, dv = _dkdv_tile(
             dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
             q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
-            full_start + i * BLOCK_M, T, qk_scale, False, BLOCK_M, HEAD_DIM, DOT_PRECISION,
+            full_start + i * BLOCK_M, T, qk_scale, dQacc, dq_base, stride_dqt, sm_scale, False, BLOCK_M, HEAD_DIM, DOT_PRECISION,
+            FUSED_DQ,
         )
     for slot0 in range(full_start + n_full * BLOCK_M, end, BLOCK_M):
         dk, dv = _dkdv_tile(
             dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
             q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
-            slot0, T, qk_scale, True, BLOCK_M, HEAD_DIM, DOT_PRECISION,
+            slot0, T, qk_scale, dQacc, dq_base, stride_dqt, sm_scale, True, BLOCK_M, HEAD_DIM, DOT_PRECISION,
+            FUSED_DQ,
         )
 
     dk = dk * sm_scale

@@ -67,15 +67,22 @@ def _backward(
     launch = cfg.dkdv
     key_ranges = key_tile_ranges(plan, launch.block_n, launch.block_m)
     n_key_tiles = key_ranges.start.shape[1]
+    # With fused dQ the dK/dV kernel adds dQ into a float32 buffer; otherwise `dq` is only
+    # a placeholder argument there and the dQ kernel writes it.
+    dq_acc = torch.zeros((B, T, H, D), dtype=torch.float32, device=q.device) if cfg.fused_dq else dq
     sparse_attention_bwd_dkdv_kernel[(BH * n_key_tiles,)](
         q, k, v, do, dk, dv, lse, delta,
         plan.queries.perm, plan.queries.bucket, plan.keys.perm, plan.keys.bucket,
         key_ranges.start, key_ranges.n_diag, key_ranges.n_full, key_ranges.end,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
+        dq_acc, *dq_acc.stride()[:3],
         H, T, n_key_tiles, qk_scale, sm_scale,
         BLOCK_N=launch.block_n, BLOCK_M=launch.block_m, HEAD_DIM=D, DOT_PRECISION=precision,
+        FUSED_DQ=cfg.fused_dq,
         num_warps=launch.num_warps, num_stages=launch.num_stages,
     )
+    if cfg.fused_dq:
+        return dq_acc.to(q.dtype), dk, dv
 
     launch = cfg.dq
     query_ranges = query_tile_ranges(plan, launch.block_m, launch.block_n)
@@ -131,9 +138,9 @@ def hash_sparse_attention(
     Returns (B, T, H, D) in q's dtype; queries that see no key output 0.
     """
     B, T, H, D = validation.check_qkv(q, k, v)
-    validation.check_hashes(q_hash, k_hash, B, T, H, q.device)
+    max_bucket = validation.check_hashes(q_hash, k_hash, B, T, H, q.device)
     scale = validation.resolve_scale(sm_scale, D)
-    return _SparseAttention.apply(q, k, v, hash_plan(q_hash, k_hash), scale)
+    return _SparseAttention.apply(q, k, v, hash_plan(q_hash, k_hash, max_bucket), scale)
 
 
 def qk_sparse_attention(

@@ -26,6 +26,8 @@ class KernelConfig:
     dkdv: LaunchConfig
     dq: LaunchConfig
     delta_block_m: int = 128
+    # dQ added with float32 atomics inside the dK/dV kernel instead of its own pass.
+    fused_dq: bool = False
 
 
 # Small tiles in the interpreter: tests with T <= 256 still cross many tiles.
@@ -36,22 +38,16 @@ _INTERPRETER = KernelConfig(
     delta_block_m=16,
 )
 
+# v1 (PERF.md): the best of the v0 sweep at D=64 over 1 and 8 buckets, T=16384.
+_CUDA_SMALL_HEAD = KernelConfig(
+    fwd=LaunchConfig(128, 128, 4, 2),
+    dkdv=LaunchConfig(64, 64, 4, 2),
+    dq=LaunchConfig(64, 64, 4, 2),
+)
 _CUDA_16BIT = {
-    16: KernelConfig(
-        fwd=LaunchConfig(128, 64, 4, 3),
-        dkdv=LaunchConfig(64, 128, 8, 2),
-        dq=LaunchConfig(128, 64, 8, 2),
-    ),
-    32: KernelConfig(
-        fwd=LaunchConfig(128, 64, 4, 3),
-        dkdv=LaunchConfig(64, 128, 8, 2),
-        dq=LaunchConfig(128, 64, 8, 2),
-    ),
-    64: KernelConfig(
-        fwd=LaunchConfig(128, 64, 4, 3),
-        dkdv=LaunchConfig(64, 128, 8, 2),
-        dq=LaunchConfig(128, 64, 8, 2),
-    ),
+    16: _CUDA_SMALL_HEAD,
+    32: _CUDA_SMALL_HEAD,
+    64: _CUDA_SMALL_HEAD,
     128: KernelConfig(
         fwd=LaunchConfig(128, 64, 8, 2),
         dkdv=LaunchConfig(64, 64, 4, 2),

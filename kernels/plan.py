@@ -22,6 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import triton
+
+from ._triton_plan import (
+    bucket_histogram_kernel,
+    bucket_scatter_kernel,
+    key_tile_ranges_kernel,
+    query_tile_ranges_kernel,
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,13 @@ class SparsityPlan:
     keys: SortedRows
 
 
-def _sort_rows(bucket_bth: torch.Tensor) -> SortedRows:
+# Counting sort handles bucket ids below this; larger ids fall back to torch.sort.
+COUNTING_SORT_MAX_BUCKETS = 64
+_SORT_CHUNK = 128
+_RANGE_GROUP = 128
+
+
+def _sort_rows_torch(bucket_bth: torch.Tensor) -> SortedRows:
     """Stable sort of (B, T, H) bucket ids into per-(batch*head) visiting order."""
     B, T, H = bucket_bth.shape
     # The kernels index these as dense (BH, T) arrays; sort keeps its input's strides.
@@ -75,17 +89,57 @@ def _sort_rows(bucket_bth: torch.Tensor) -> SortedRows:
     return SortedRows(perm=perm, bucket=sorted_bucket, composite=composite)
 
 
-def hash_plan(q_hash: torch.Tensor, k_hash: torch.Tensor) -> SparsityPlan:
+def _sort_rows_counting(
+    src: torch.Tensor, n_buckets: int, from_keep: bool, dropped_bucket: int
+) -> SortedRows:
+    """Stable counting sort on the device: per-chunk histograms, prefix sums, scatter."""
+    B, T, H = src.shape
+    BH = B * H
+    nb = triton.next_power_of_2(max(n_buckets, 2))
+    n_chunks = triton.cdiv(T, _SORT_CHUNK)
+    device = src.device
+    counts = torch.empty((BH * n_chunks, nb), dtype=torch.int32, device=device)
+    common = dict(FROM_KEEP=from_keep, DROPPED_BUCKET=dropped_bucket, NB=nb, CHUNK=_SORT_CHUNK)
+    bucket_histogram_kernel[(BH * n_chunks,)](
+        src, counts, H, T, n_chunks, *src.stride(), **common
+    )
+    counts = counts.view(BH, n_chunks, nb)
+    totals = counts.sum(1)
+    bucket_start = totals.cumsum(-1) - totals
+    offsets = (bucket_start[:, None, :] + counts.cumsum(1) - counts).to(torch.int32).contiguous()
+    perm = torch.empty((BH, T), dtype=torch.int32, device=device)
+    bucket = torch.empty((BH, T), dtype=torch.int32, device=device)
+    composite = torch.empty((BH, T), dtype=torch.int64, device=device)
+    bucket_scatter_kernel[(BH * n_chunks,)](
+        src, offsets, perm, bucket, composite, H, T, n_chunks, *src.stride(), **common
+    )
+    return SortedRows(perm=perm, bucket=bucket, composite=composite)
+
+
+def _sort_rows(
+    src: torch.Tensor, max_bucket: int, from_keep: bool = False, dropped_bucket: int = 0
+) -> SortedRows:
+    if max_bucket < COUNTING_SORT_MAX_BUCKETS:
+        return _sort_rows_counting(src, max_bucket + 1, from_keep, dropped_bucket)
+    bucket = torch.where(src, 0, dropped_bucket) if from_keep else src
+    return _sort_rows_torch(bucket)
+
+
+def hash_plan(q_hash: torch.Tensor, k_hash: torch.Tensor, max_bucket: int) -> SparsityPlan:
+    """Plan for hash-sparse attention; `max_bucket` bounds the ids (validation reads it)."""
     return SparsityPlan(
-        seq_len=q_hash.shape[1], queries=_sort_rows(q_hash), keys=_sort_rows(k_hash)
+        seq_len=q_hash.shape[1],
+        queries=_sort_rows(q_hash, max_bucket),
+        keys=_sort_rows(k_hash, max_bucket),
     )
 
 
 def qk_plan(q_keep: torch.Tensor, k_keep: torch.Tensor) -> SparsityPlan:
-    q_bucket = (~q_keep).to(torch.int32)  # kept -> 0, dropped -> 1
-    k_bucket = (~k_keep).to(torch.int32) * 2  # kept -> 0, dropped -> 2
+    # Kept rows -> bucket 0; dropped queries -> 1 and dropped keys -> 2, which never match.
     return SparsityPlan(
-        seq_len=q_keep.shape[1], queries=_sort_rows(q_bucket), keys=_sort_rows(k_bucket)
+        seq_len=q_keep.shape[1],
+        queries=_sort_rows(q_keep, 2, from_keep=True, dropped_bucket=1),
+        keys=_sort_rows(k_keep, 2, from_keep=True, dropped_bucket=2),
     )
 
 
@@ -102,7 +156,10 @@ def _tile_bounds(rows: SortedRows, block: int) -> tuple[torch.Tensor, ...]:
     )
 
 
-def query_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> QueryTileRanges:
+def query_tile_ranges_torch(
+    plan: SparsityPlan, block_m: int, block_n: int
+) -> QueryTileRanges:
+    """Reference implementation of `query_tile_ranges` (torch.searchsorted)."""
     T = plan.seq_len
     keys = plan.keys.composite
     qc0, qc1, qb0, qb1 = _tile_bounds(plan.queries, block_m)
@@ -120,7 +177,8 @@ def query_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> QueryTi
     )
 
 
-def key_tile_ranges(plan: SparsityPlan, block_n: int, block_m: int) -> KeyTileRanges:
+def key_tile_ranges_torch(plan: SparsityPlan, block_n: int, block_m: int) -> KeyTileRanges:
+    """Reference implementation of `key_tile_ranges` (torch.searchsorted)."""
     T = plan.seq_len
     queries = plan.queries.composite
     kc0, kc1, kb0, kb1 = _tile_bounds(plan.keys, block_n)
@@ -138,6 +196,44 @@ def key_tile_ranges(plan: SparsityPlan, block_n: int, block_m: int) -> KeyTileRa
         n_full=n_full.to(torch.int32).contiguous(),
         end=end.to(torch.int32).contiguous(),
     )
+
+
+def _search_steps(T: int) -> int:
+    return max(1, (T + 1).bit_length())
+
+
+def query_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> QueryTileRanges:
+    T = plan.seq_len
+    BH = plan.queries.perm.shape[0]
+    n_tiles = triton.cdiv(T, block_m)
+    n_groups = triton.cdiv(n_tiles, _RANGE_GROUP)
+    device = plan.queries.perm.device
+    start, n_full, end = (
+        torch.empty((BH, n_tiles), dtype=torch.int32, device=device) for _ in range(3)
+    )
+    query_tile_ranges_kernel[(BH * n_groups,)](
+        plan.queries.composite, plan.queries.bucket, plan.keys.composite,
+        start, n_full, end, T, n_tiles, n_groups,
+        BLOCK_M=block_m, BLOCK_N=block_n, GROUP=_RANGE_GROUP, STEPS=_search_steps(T),
+    )
+    return QueryTileRanges(block_m, block_n, start, n_full, end)
+
+
+def key_tile_ranges(plan: SparsityPlan, block_n: int, block_m: int) -> KeyTileRanges:
+    T = plan.seq_len
+    BH = plan.keys.perm.shape[0]
+    n_tiles = triton.cdiv(T, block_n)
+    n_groups = triton.cdiv(n_tiles, _RANGE_GROUP)
+    device = plan.keys.perm.device
+    start, n_diag, n_full, end = (
+        torch.empty((BH, n_tiles), dtype=torch.int32, device=device) for _ in range(4)
+    )
+    key_tile_ranges_kernel[(BH * n_groups,)](
+        plan.keys.composite, plan.keys.bucket, plan.queries.composite,
+        start, n_diag, n_full, end, T, n_tiles, n_groups,
+        BLOCK_N=block_n, BLOCK_M=block_m, GROUP=_RANGE_GROUP, STEPS=_search_steps(T),
+    )
+    return KeyTileRanges(block_n, block_m, start, n_diag, n_full, end)
 
 
 def density(plan: SparsityPlan) -> float:

@@ -110,7 +110,8 @@ def _check_index_tensor(
 
 def check_hashes(
     q_hash: object, k_hash: object, B: int, T: int, H: int, device: torch.device
-) -> None:
+) -> int:
+    """Check the bucket ids and return the largest (the plan's counting sort needs it)."""
     qh = _check_index_tensor("q_hash", q_hash, B, T, H, device, "hash")
     kh = _check_index_tensor("k_hash", k_hash, B, T, H, device, "hash")
     # One synchronising read for all four bounds.
@@ -124,6 +125,7 @@ def check_hashes(
             raise ValueError(
                 f"{name}: bucket ids must be <= {MAX_BUCKET_ID}, got a maximum of {hi}"
             )
+    return max(hi_q, hi_k)
 
 
 def check_keeps(
