@@ -18,11 +18,23 @@ import triton.language as tl
 
 @triton.jit
 def attention_bwd_delta_kernel(
-    Out, dOut, Delta, q_perm,
-    stride_ob, stride_ot, stride_oh, stride_od,
-    stride_dob, stride_dot, stride_doh, stride_dod,
-    H, T, n_tiles,
-    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
+    Out,
+    dOut,
+    Delta,
+    q_perm,
+    stride_ob,
+    stride_ot,
+    stride_oh,
+    stride_od,
+    stride_dob,
+    stride_dot,
+    stride_doh,
+    stride_dod,
+    H,
+    T,
+    n_tiles,
+    BLOCK_M: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
 ):
     pid = tl.program_id(0)
     bh = pid // n_tiles
@@ -35,26 +47,54 @@ def attention_bwd_delta_kernel(
     pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
     offs_d = tl.arange(0, HEAD_DIM)
     o = tl.load(
-        Out + b * stride_ob + h * stride_oh + pos[:, None] * stride_ot + offs_d[None, :] * stride_od,
-        mask=row_ok[:, None], other=0.0,
+        Out
+        + b * stride_ob
+        + h * stride_oh
+        + pos[:, None] * stride_ot
+        + offs_d[None, :] * stride_od,
+        mask=row_ok[:, None],
+        other=0.0,
     ).to(tl.float32)
     do = tl.load(
-        dOut + b * stride_dob + h * stride_doh + pos[:, None] * stride_dot
+        dOut
+        + b * stride_dob
+        + h * stride_doh
+        + pos[:, None] * stride_dot
         + offs_d[None, :] * stride_dod,
-        mask=row_ok[:, None], other=0.0,
+        mask=row_ok[:, None],
+        other=0.0,
     ).to(tl.float32)
     tl.store(Delta + row_base + slots, tl.sum(o * do, 1), mask=row_ok)
 
 
 @triton.jit
 def _dkdv_tile(
-    dk, dv, k, v, k_pos, k_bucket,
-    Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh, q_base, do_base, row_base,
-    stride_qt, stride_qd, stride_dot, stride_dod,
-    slot0, T, qk_scale,
-    dQacc, dq_base, stride_dqt, sm_scale,
-    MASKED: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, FUSED_DQ: tl.constexpr,
+    dk,
+    dv,
+    k,
+    v,
+    k_pos,
+    k_bucket,
+    Q,
+    dOut,
+    LSE,
+    Delta,
+    q_perm_bh,
+    q_bucket_bh,
+    q_base,
+    do_base,
+    row_base,
+    stride_qt,
+    stride_qd,
+    stride_dot,
+    stride_dod,
+    slot0,
+    T,
+    qk_scale,
+    MASKED: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     slots = slot0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -64,11 +104,13 @@ def _dkdv_tile(
         q_bucket = tl.load(q_bucket_bh + slots, mask=in_range, other=-2)
         q = tl.load(
             Q + q_base + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd,
-            mask=in_range[:, None], other=0.0,
+            mask=in_range[:, None],
+            other=0.0,
         )
         do = tl.load(
             dOut + do_base + q_pos[:, None] * stride_dot + offs_d[None, :] * stride_dod,
-            mask=in_range[:, None], other=0.0,
+            mask=in_range[:, None],
+            other=0.0,
         )
         lse = tl.load(LSE + row_base + slots, mask=in_range, other=float("inf"))
         delta = tl.load(Delta + row_base + slots, mask=in_range, other=0.0)
@@ -88,32 +130,60 @@ def _dkdv_tile(
     dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
     ds_t = p_t * (dp_t - delta[None, :])
     dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
-    if FUSED_DQ:
-        # dQ rows of this query tile, added into a float32 buffer (FlashAttention-2 style).
-        dq = tl.dot(tl.trans(ds_t).to(k.dtype), k, input_precision=DOT_PRECISION) * sm_scale
-        dq_ptrs = dQacc + dq_base + q_pos[:, None] * stride_dqt + offs_d[None, :]
-        if MASKED:
-            tl.atomic_add(dq_ptrs, dq, mask=in_range[:, None], sem="relaxed")
-        else:
-            tl.atomic_add(dq_ptrs, dq, sem="relaxed")
     return dk, dv
 
 
 @triton.jit
 def sparse_attention_bwd_dkdv_kernel(
-    Q, K, V, dOut, dK, dV, LSE, Delta,
-    q_perm, q_bucket_sorted, k_perm, k_bucket_sorted,
-    tile_start, tile_n_diag, tile_n_full, tile_end,
-    stride_qb, stride_qt, stride_qh, stride_qd,
-    stride_kb, stride_kt, stride_kh, stride_kd,
-    stride_vb, stride_vt, stride_vh, stride_vd,
-    stride_dob, stride_dot, stride_doh, stride_dod,
-    stride_dkb, stride_dkt, stride_dkh, stride_dkd,
-    stride_dvb, stride_dvt, stride_dvh, stride_dvd,
-    dQacc, stride_dqb, stride_dqt, stride_dqh,
-    H, T, n_tiles, qk_scale, sm_scale,
-    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, FUSED_DQ: tl.constexpr,
+    Q,
+    K,
+    V,
+    dOut,
+    dK,
+    dV,
+    LSE,
+    Delta,
+    q_perm,
+    q_bucket_sorted,
+    k_perm,
+    k_bucket_sorted,
+    tile_start,
+    tile_n_diag,
+    tile_n_full,
+    tile_end,
+    stride_qb,
+    stride_qt,
+    stride_qh,
+    stride_qd,
+    stride_kb,
+    stride_kt,
+    stride_kh,
+    stride_kd,
+    stride_vb,
+    stride_vt,
+    stride_vh,
+    stride_vd,
+    stride_dob,
+    stride_dot,
+    stride_doh,
+    stride_dod,
+    stride_dkb,
+    stride_dkt,
+    stride_dkh,
+    stride_dkd,
+    stride_dvb,
+    stride_dvt,
+    stride_dvh,
+    stride_dvd,
+    H,
+    T,
+    n_tiles,
+    qk_scale,
+    sm_scale,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     # 1-D grid; the first key tiles of a bucket are seen by the most queries and start first.
     pid = tl.program_id(0)
@@ -129,12 +199,22 @@ def sparse_attention_bwd_dkdv_kernel(
     k_bucket = tl.load(k_bucket_sorted + row_base + slots, mask=key_ok, other=-1)
     offs_d = tl.arange(0, HEAD_DIM)
     k = tl.load(
-        K + b * stride_kb + h * stride_kh + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd,
-        mask=key_ok[:, None], other=0.0,
+        K
+        + b * stride_kb
+        + h * stride_kh
+        + k_pos[:, None] * stride_kt
+        + offs_d[None, :] * stride_kd,
+        mask=key_ok[:, None],
+        other=0.0,
     )
     v = tl.load(
-        V + b * stride_vb + h * stride_vh + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd,
-        mask=key_ok[:, None], other=0.0,
+        V
+        + b * stride_vb
+        + h * stride_vh
+        + k_pos[:, None] * stride_vt
+        + offs_d[None, :] * stride_vd,
+        mask=key_ok[:, None],
+        other=0.0,
     )
 
     tile_idx = bh * n_tiles + tile
@@ -147,53 +227,144 @@ def sparse_attention_bwd_dkdv_kernel(
     do_base = b * stride_dob + h * stride_doh
     q_perm_bh = q_perm + row_base
     q_bucket_bh = q_bucket_sorted + row_base
-    dq_base = b * stride_dqb + h * stride_dqh
 
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     for i in range(0, n_diag):
         dk, dv = _dkdv_tile(
-            dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
-            q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
-            start + i * BLOCK_M, T, qk_scale, dQacc, dq_base, stride_dqt, sm_scale, True, BLOCK_M, HEAD_DIM, DOT_PRECISION,
-            FUSED_DQ,
+            dk,
+            dv,
+            k,
+            v,
+            k_pos,
+            k_bucket,
+            Q,
+            dOut,
+            LSE,
+            Delta,
+            q_perm_bh,
+            q_bucket_bh,
+            q_base,
+            do_base,
+            row_base,
+            stride_qt,
+            stride_qd,
+            stride_dot,
+            stride_dod,
+            start + i * BLOCK_M,
+            T,
+            qk_scale,
+            True,
+            BLOCK_M,
+            HEAD_DIM,
+            DOT_PRECISION,
         )
     full_start = start + n_diag * BLOCK_M
     for i in range(0, n_full):
         dk, dv = _dkdv_tile(
-            dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
-            q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
-            full_start + i * BLOCK_M, T, qk_scale, dQacc, dq_base, stride_dqt, sm_scale, False, BLOCK_M, HEAD_DIM, DOT_PRECISION,
-            FUSED_DQ,
+            dk,
+            dv,
+            k,
+            v,
+            k_pos,
+            k_bucket,
+            Q,
+            dOut,
+            LSE,
+            Delta,
+            q_perm_bh,
+            q_bucket_bh,
+            q_base,
+            do_base,
+            row_base,
+            stride_qt,
+            stride_qd,
+            stride_dot,
+            stride_dod,
+            full_start + i * BLOCK_M,
+            T,
+            qk_scale,
+            False,
+            BLOCK_M,
+            HEAD_DIM,
+            DOT_PRECISION,
         )
     for slot0 in range(full_start + n_full * BLOCK_M, end, BLOCK_M):
         dk, dv = _dkdv_tile(
-            dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
-            q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
-            slot0, T, qk_scale, dQacc, dq_base, stride_dqt, sm_scale, True, BLOCK_M, HEAD_DIM, DOT_PRECISION,
-            FUSED_DQ,
+            dk,
+            dv,
+            k,
+            v,
+            k_pos,
+            k_bucket,
+            Q,
+            dOut,
+            LSE,
+            Delta,
+            q_perm_bh,
+            q_bucket_bh,
+            q_base,
+            do_base,
+            row_base,
+            stride_qt,
+            stride_qd,
+            stride_dot,
+            stride_dod,
+            slot0,
+            T,
+            qk_scale,
+            True,
+            BLOCK_M,
+            HEAD_DIM,
+            DOT_PRECISION,
         )
 
     dk = dk * sm_scale
     tl.store(
-        dK + b * stride_dkb + h * stride_dkh + k_pos[:, None] * stride_dkt
+        dK
+        + b * stride_dkb
+        + h * stride_dkh
+        + k_pos[:, None] * stride_dkt
         + offs_d[None, :] * stride_dkd,
-        dk.to(dK.dtype.element_ty), mask=key_ok[:, None],
+        dk.to(dK.dtype.element_ty),
+        mask=key_ok[:, None],
     )
     tl.store(
-        dV + b * stride_dvb + h * stride_dvh + k_pos[:, None] * stride_dvt
+        dV
+        + b * stride_dvb
+        + h * stride_dvh
+        + k_pos[:, None] * stride_dvt
         + offs_d[None, :] * stride_dvd,
-        dv.to(dV.dtype.element_ty), mask=key_ok[:, None],
+        dv.to(dV.dtype.element_ty),
+        mask=key_ok[:, None],
     )
 
 
 @triton.jit
 def _dq_tile(
-    dq, q, do, lse, delta, q_pos, q_bucket,
-    K, V, k_perm_bh, k_bucket_bh, k_base, v_base,
-    stride_kt, stride_kd, stride_vt, stride_vd,
-    slot0, T, qk_scale,
-    MASKED: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    q_pos,
+    q_bucket,
+    K,
+    V,
+    k_perm_bh,
+    k_bucket_bh,
+    k_base,
+    v_base,
+    stride_kt,
+    stride_kd,
+    stride_vt,
+    stride_vd,
+    slot0,
+    T,
+    qk_scale,
+    MASKED: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     slots = slot0 + tl.arange(0, BLOCK_N)
@@ -204,11 +375,13 @@ def _dq_tile(
         k_bucket = tl.load(k_bucket_bh + slots, mask=in_range, other=-1)
         k = tl.load(
             K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd,
-            mask=in_range[:, None], other=0.0,
+            mask=in_range[:, None],
+            other=0.0,
         )
         v = tl.load(
             V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd,
-            mask=in_range[:, None], other=0.0,
+            mask=in_range[:, None],
+            other=0.0,
         )
     else:
         k_pos = tl.load(k_perm_bh + slots).to(tl.int64)
@@ -227,16 +400,48 @@ def _dq_tile(
 
 @triton.jit
 def sparse_attention_bwd_dq_kernel(
-    Q, K, V, dOut, dQ, LSE, Delta,
-    q_perm, q_bucket_sorted, k_perm, k_bucket_sorted,
-    tile_start, tile_n_full, tile_end,
-    stride_qb, stride_qt, stride_qh, stride_qd,
-    stride_kb, stride_kt, stride_kh, stride_kd,
-    stride_vb, stride_vt, stride_vh, stride_vd,
-    stride_dob, stride_dot, stride_doh, stride_dod,
-    stride_dqb, stride_dqt, stride_dqh, stride_dqd,
-    H, T, n_tiles, qk_scale, sm_scale,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    Q,
+    K,
+    V,
+    dOut,
+    dQ,
+    LSE,
+    Delta,
+    q_perm,
+    q_bucket_sorted,
+    k_perm,
+    k_bucket_sorted,
+    tile_start,
+    tile_n_full,
+    tile_end,
+    stride_qb,
+    stride_qt,
+    stride_qh,
+    stride_qd,
+    stride_kb,
+    stride_kt,
+    stride_kh,
+    stride_kd,
+    stride_vb,
+    stride_vt,
+    stride_vh,
+    stride_vd,
+    stride_dob,
+    stride_dot,
+    stride_doh,
+    stride_dod,
+    stride_dqb,
+    stride_dqt,
+    stride_dqh,
+    stride_dqd,
+    H,
+    T,
+    n_tiles,
+    qk_scale,
+    sm_scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     # 1-D grid (no 65535 limit on batch*heads); later tiles of a bucket see more keys,
@@ -254,13 +459,22 @@ def sparse_attention_bwd_dq_kernel(
     q_bucket = tl.load(q_bucket_sorted + row_base + slots, mask=row_ok, other=-2)
     offs_d = tl.arange(0, HEAD_DIM)
     q = tl.load(
-        Q + b * stride_qb + h * stride_qh + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd,
-        mask=row_ok[:, None], other=0.0,
+        Q
+        + b * stride_qb
+        + h * stride_qh
+        + q_pos[:, None] * stride_qt
+        + offs_d[None, :] * stride_qd,
+        mask=row_ok[:, None],
+        other=0.0,
     )
     do = tl.load(
-        dOut + b * stride_dob + h * stride_doh + q_pos[:, None] * stride_dot
+        dOut
+        + b * stride_dob
+        + h * stride_doh
+        + q_pos[:, None] * stride_dot
         + offs_d[None, :] * stride_dod,
-        mask=row_ok[:, None], other=0.0,
+        mask=row_ok[:, None],
+        other=0.0,
     )
     lse = tl.load(LSE + row_base + slots, mask=row_ok, other=float("inf"))
     delta = tl.load(Delta + row_base + slots, mask=row_ok, other=0.0)
@@ -278,19 +492,65 @@ def sparse_attention_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     for j in range(0, n_full):
         dq = _dq_tile(
-            dq, q, do, lse, delta, q_pos, q_bucket, K, V, k_perm_bh, k_bucket_bh, k_base, v_base,
-            stride_kt, stride_kd, stride_vt, stride_vd, start + j * BLOCK_N, T, qk_scale,
-            False, BLOCK_N, HEAD_DIM, DOT_PRECISION,
+            dq,
+            q,
+            do,
+            lse,
+            delta,
+            q_pos,
+            q_bucket,
+            K,
+            V,
+            k_perm_bh,
+            k_bucket_bh,
+            k_base,
+            v_base,
+            stride_kt,
+            stride_kd,
+            stride_vt,
+            stride_vd,
+            start + j * BLOCK_N,
+            T,
+            qk_scale,
+            False,
+            BLOCK_N,
+            HEAD_DIM,
+            DOT_PRECISION,
         )
     for slot0 in range(start + n_full * BLOCK_N, end, BLOCK_N):
         dq = _dq_tile(
-            dq, q, do, lse, delta, q_pos, q_bucket, K, V, k_perm_bh, k_bucket_bh, k_base, v_base,
-            stride_kt, stride_kd, stride_vt, stride_vd, slot0, T, qk_scale,
-            True, BLOCK_N, HEAD_DIM, DOT_PRECISION,
+            dq,
+            q,
+            do,
+            lse,
+            delta,
+            q_pos,
+            q_bucket,
+            K,
+            V,
+            k_perm_bh,
+            k_bucket_bh,
+            k_base,
+            v_base,
+            stride_kt,
+            stride_kd,
+            stride_vt,
+            stride_vd,
+            slot0,
+            T,
+            qk_scale,
+            True,
+            BLOCK_N,
+            HEAD_DIM,
+            DOT_PRECISION,
         )
     dq = dq * sm_scale
     tl.store(
-        dQ + b * stride_dqb + h * stride_dqh + q_pos[:, None] * stride_dqt
+        dQ
+        + b * stride_dqb
+        + h * stride_dqh
+        + q_pos[:, None] * stride_dqt
         + offs_d[None, :] * stride_dqd,
-        dq.to(dQ.dtype.element_ty), mask=row_ok[:, None],
+        dq.to(dQ.dtype.element_ty),
+        mask=row_ok[:, None],
     )

@@ -17,11 +17,28 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _attend_tile(
-    acc, m_i, l_i, q, q_pos, q_bucket,
-    K, V, k_perm_bh, k_bucket_bh, k_base, v_base,
-    stride_kt, stride_kd, stride_vt, stride_vd,
-    slot0, T, qk_scale,
-    MASKED: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    acc,
+    m_i,
+    l_i,
+    q,
+    q_pos,
+    q_bucket,
+    K,
+    V,
+    k_perm_bh,
+    k_bucket_bh,
+    k_base,
+    v_base,
+    stride_kt,
+    stride_kd,
+    stride_vt,
+    stride_vd,
+    slot0,
+    T,
+    qk_scale,
+    MASKED: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     slots = slot0 + tl.arange(0, BLOCK_N)
@@ -32,11 +49,13 @@ def _attend_tile(
         k_bucket = tl.load(k_bucket_bh + slots, mask=in_range, other=-1)
         k = tl.load(
             K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd,
-            mask=in_range[:, None], other=0.0,
+            mask=in_range[:, None],
+            other=0.0,
         )
         v = tl.load(
             V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd,
-            mask=in_range[:, None], other=0.0,
+            mask=in_range[:, None],
+            other=0.0,
         )
     else:
         k_pos = tl.load(k_perm_bh + slots).to(tl.int64)
@@ -62,15 +81,41 @@ def _attend_tile(
 
 @triton.jit
 def sparse_attention_fwd_kernel(
-    Q, K, V, Out, LSE,
-    q_perm, q_bucket_sorted, k_perm, k_bucket_sorted,
-    tile_start, tile_n_full, tile_end,
-    stride_qb, stride_qt, stride_qh, stride_qd,
-    stride_kb, stride_kt, stride_kh, stride_kd,
-    stride_vb, stride_vt, stride_vh, stride_vd,
-    stride_ob, stride_ot, stride_oh, stride_od,
-    H, T, n_tiles, qk_scale,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    Q,
+    K,
+    V,
+    Out,
+    LSE,
+    q_perm,
+    q_bucket_sorted,
+    k_perm,
+    k_bucket_sorted,
+    tile_start,
+    tile_n_full,
+    tile_end,
+    stride_qb,
+    stride_qt,
+    stride_qh,
+    stride_qd,
+    stride_kb,
+    stride_kt,
+    stride_kh,
+    stride_kd,
+    stride_vb,
+    stride_vt,
+    stride_vh,
+    stride_vd,
+    stride_ob,
+    stride_ot,
+    stride_oh,
+    stride_od,
+    H,
+    T,
+    n_tiles,
+    qk_scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     # 1-D grid (no 65535 limit on batch*heads); later tiles of a bucket see more keys,
@@ -88,8 +133,13 @@ def sparse_attention_fwd_kernel(
     q_bucket = tl.load(q_bucket_sorted + row_base + slots, mask=row_ok, other=-2)
     offs_d = tl.arange(0, HEAD_DIM)
     q = tl.load(
-        Q + b * stride_qb + h * stride_qh + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd,
-        mask=row_ok[:, None], other=0.0,
+        Q
+        + b * stride_qb
+        + h * stride_qh
+        + q_pos[:, None] * stride_qt
+        + offs_d[None, :] * stride_qd,
+        mask=row_ok[:, None],
+        other=0.0,
     )
 
     tile_idx = bh * n_tiles + tile
@@ -107,21 +157,64 @@ def sparse_attention_fwd_kernel(
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     for j in range(0, n_full):
         acc, m_i, l_i = _attend_tile(
-            acc, m_i, l_i, q, q_pos, q_bucket, K, V, k_perm_bh, k_bucket_bh, k_base, v_base,
-            stride_kt, stride_kd, stride_vt, stride_vd, start + j * BLOCK_N, T, qk_scale,
-            False, BLOCK_N, HEAD_DIM, DOT_PRECISION,
+            acc,
+            m_i,
+            l_i,
+            q,
+            q_pos,
+            q_bucket,
+            K,
+            V,
+            k_perm_bh,
+            k_bucket_bh,
+            k_base,
+            v_base,
+            stride_kt,
+            stride_kd,
+            stride_vt,
+            stride_vd,
+            start + j * BLOCK_N,
+            T,
+            qk_scale,
+            False,
+            BLOCK_N,
+            HEAD_DIM,
+            DOT_PRECISION,
         )
     for slot0 in range(start + n_full * BLOCK_N, end, BLOCK_N):
         acc, m_i, l_i = _attend_tile(
-            acc, m_i, l_i, q, q_pos, q_bucket, K, V, k_perm_bh, k_bucket_bh, k_base, v_base,
-            stride_kt, stride_kd, stride_vt, stride_vd, slot0, T, qk_scale,
-            True, BLOCK_N, HEAD_DIM, DOT_PRECISION,
+            acc,
+            m_i,
+            l_i,
+            q,
+            q_pos,
+            q_bucket,
+            K,
+            V,
+            k_perm_bh,
+            k_bucket_bh,
+            k_base,
+            v_base,
+            stride_kt,
+            stride_kd,
+            stride_vt,
+            stride_vd,
+            slot0,
+            T,
+            qk_scale,
+            True,
+            BLOCK_N,
+            HEAD_DIM,
+            DOT_PRECISION,
         )
 
     seen = l_i > 0.0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]
     o_ptrs = (
-        Out + b * stride_ob + h * stride_oh + q_pos[:, None] * stride_ot
+        Out
+        + b * stride_ob
+        + h * stride_oh
+        + q_pos[:, None] * stride_ot
         + offs_d[None, :] * stride_od
     )
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None])

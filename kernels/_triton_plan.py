@@ -11,11 +11,25 @@ import triton.language as tl
 
 
 @triton.jit
-def _bucket_of(Src, bh, offs, ok, H, T, stride_b, stride_t, stride_h,
-               FROM_KEEP: tl.constexpr, DROPPED_BUCKET: tl.constexpr, NB: tl.constexpr):
+def _bucket_of(
+    Src,
+    bh,
+    offs,
+    ok,
+    H,
+    T,
+    stride_b,
+    stride_t,
+    stride_h,
+    FROM_KEEP: tl.constexpr,
+    DROPPED_BUCKET: tl.constexpr,
+    NB: tl.constexpr,
+):
     b = bh // H
     h = bh % H
-    ptrs = Src + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + offs.to(tl.int64) * stride_t
+    ptrs = (
+        Src + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + offs.to(tl.int64) * stride_t
+    )
     if FROM_KEEP:
         keep = tl.load(ptrs, mask=ok, other=0)
         bucket = tl.where(keep != 0, 0, DROPPED_BUCKET)
@@ -27,24 +41,46 @@ def _bucket_of(Src, bh, offs, ok, H, T, stride_b, stride_t, stride_h,
 
 @triton.jit
 def bucket_histogram_kernel(
-    Src, Counts, H, T, n_chunks, stride_b, stride_t, stride_h,
-    FROM_KEEP: tl.constexpr, DROPPED_BUCKET: tl.constexpr, NB: tl.constexpr,
+    Src,
+    Counts,
+    H,
+    T,
+    n_chunks,
+    stride_b,
+    stride_t,
+    stride_h,
+    FROM_KEEP: tl.constexpr,
+    DROPPED_BUCKET: tl.constexpr,
+    NB: tl.constexpr,
     CHUNK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     bh = pid // n_chunks
     chunk = pid % n_chunks
     offs = chunk * CHUNK + tl.arange(0, CHUNK)
-    bucket = _bucket_of(Src, bh, offs, offs < T, H, T, stride_b, stride_t, stride_h,
-                        FROM_KEEP, DROPPED_BUCKET, NB)
+    bucket = _bucket_of(
+        Src, bh, offs, offs < T, H, T, stride_b, stride_t, stride_h, FROM_KEEP, DROPPED_BUCKET, NB
+    )
     one_hot = (bucket[:, None] == tl.arange(0, NB)[None, :]).to(tl.int32)
     tl.store(Counts + pid.to(tl.int64) * NB + tl.arange(0, NB), tl.sum(one_hot, 0))
 
 
 @triton.jit
 def bucket_scatter_kernel(
-    Src, Offsets, Perm, SortedBucket, Composite, H, T, n_chunks, stride_b, stride_t, stride_h,
-    FROM_KEEP: tl.constexpr, DROPPED_BUCKET: tl.constexpr, NB: tl.constexpr,
+    Src,
+    Offsets,
+    Perm,
+    SortedBucket,
+    Composite,
+    H,
+    T,
+    n_chunks,
+    stride_b,
+    stride_t,
+    stride_h,
+    FROM_KEEP: tl.constexpr,
+    DROPPED_BUCKET: tl.constexpr,
+    NB: tl.constexpr,
     CHUNK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -52,8 +88,9 @@ def bucket_scatter_kernel(
     chunk = pid % n_chunks
     offs = chunk * CHUNK + tl.arange(0, CHUNK)
     ok = offs < T
-    bucket = _bucket_of(Src, bh, offs, ok, H, T, stride_b, stride_t, stride_h,
-                        FROM_KEEP, DROPPED_BUCKET, NB)
+    bucket = _bucket_of(
+        Src, bh, offs, ok, H, T, stride_b, stride_t, stride_h, FROM_KEEP, DROPPED_BUCKET, NB
+    )
     one_hot = (bucket[:, None] == tl.arange(0, NB)[None, :]).to(tl.int32)
     # Rank among the same bucket inside the chunk keeps the sort stable.
     rank = tl.sum(tl.cumsum(one_hot, 0) * one_hot, 1) - 1
@@ -84,8 +121,19 @@ def _search(sorted_bh, T, value, RIGHT: tl.constexpr, STEPS: tl.constexpr):
 
 @triton.jit
 def query_tile_ranges_kernel(
-    QComp, QBucket, KComp, Start, NFull, End, T, n_tiles, n_groups,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP: tl.constexpr, STEPS: tl.constexpr,
+    QComp,
+    QBucket,
+    KComp,
+    Start,
+    NFull,
+    End,
+    T,
+    n_tiles,
+    n_groups,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    GROUP: tl.constexpr,
+    STEPS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     bh = pid // n_groups
@@ -112,8 +160,20 @@ def query_tile_ranges_kernel(
 
 @triton.jit
 def key_tile_ranges_kernel(
-    KComp, KBucket, QComp, Start, NDiag, NFull, End, T, n_tiles, n_groups,
-    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, GROUP: tl.constexpr, STEPS: tl.constexpr,
+    KComp,
+    KBucket,
+    QComp,
+    Start,
+    NDiag,
+    NFull,
+    End,
+    T,
+    n_tiles,
+    n_groups,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    GROUP: tl.constexpr,
+    STEPS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     bh = pid // n_groups

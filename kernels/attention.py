@@ -22,7 +22,11 @@ def _dot_precision(dtype: torch.dtype) -> str:
 
 
 def _forward(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: SparsityPlan, sm_scale: float,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: SparsityPlan,
+    sm_scale: float,
     cfg: _config.KernelConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, H, D = q.shape
@@ -32,21 +36,46 @@ def _forward(
     out = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((B * H, T), dtype=torch.float32, device=q.device)
     sparse_attention_fwd_kernel[(B * H * n_tiles,)](
-        q, k, v, out, lse,
-        plan.queries.perm, plan.queries.bucket, plan.keys.perm, plan.keys.bucket,
-        ranges.start, ranges.n_full, ranges.end,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        H, T, n_tiles, sm_scale * LOG2E,
-        BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, HEAD_DIM=D,
+        q,
+        k,
+        v,
+        out,
+        lse,
+        plan.queries.perm,
+        plan.queries.bucket,
+        plan.keys.perm,
+        plan.keys.bucket,
+        ranges.start,
+        ranges.n_full,
+        ranges.end,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *out.stride(),
+        H,
+        T,
+        n_tiles,
+        sm_scale * LOG2E,
+        BLOCK_M=launch.block_m,
+        BLOCK_N=launch.block_n,
+        HEAD_DIM=D,
         DOT_PRECISION=_dot_precision(q.dtype),
-        num_warps=launch.num_warps, num_stages=launch.num_stages,
+        num_warps=launch.num_warps,
+        num_stages=launch.num_stages,
     )
     return out, lse
 
 
 def _backward(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
-    do: torch.Tensor, plan: SparsityPlan, sm_scale: float, cfg: _config.KernelConfig,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    do: torch.Tensor,
+    plan: SparsityPlan,
+    sm_scale: float,
+    cfg: _config.KernelConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     B, T, H, D = q.shape
     BH = B * H
@@ -56,8 +85,17 @@ def _backward(
     delta = torch.empty((BH, T), dtype=torch.float32, device=q.device)
     n_delta_tiles = triton.cdiv(T, cfg.delta_block_m)
     attention_bwd_delta_kernel[(BH * n_delta_tiles,)](
-        out, do, delta, plan.queries.perm, *out.stride(), *do.stride(), H, T, n_delta_tiles,
-        BLOCK_M=cfg.delta_block_m, HEAD_DIM=D,
+        out,
+        do,
+        delta,
+        plan.queries.perm,
+        *out.stride(),
+        *do.stride(),
+        H,
+        T,
+        n_delta_tiles,
+        BLOCK_M=cfg.delta_block_m,
+        HEAD_DIM=D,
     )
 
     dq = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device)
@@ -67,34 +105,76 @@ def _backward(
     launch = cfg.dkdv
     key_ranges = key_tile_ranges(plan, launch.block_n, launch.block_m)
     n_key_tiles = key_ranges.start.shape[1]
-    # With fused dQ the dK/dV kernel adds dQ into a float32 buffer; otherwise `dq` is only
-    # a placeholder argument there and the dQ kernel writes it.
-    dq_acc = torch.zeros((B, T, H, D), dtype=torch.float32, device=q.device) if cfg.fused_dq else dq
     sparse_attention_bwd_dkdv_kernel[(BH * n_key_tiles,)](
-        q, k, v, do, dk, dv, lse, delta,
-        plan.queries.perm, plan.queries.bucket, plan.keys.perm, plan.keys.bucket,
-        key_ranges.start, key_ranges.n_diag, key_ranges.n_full, key_ranges.end,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
-        dq_acc, *dq_acc.stride()[:3],
-        H, T, n_key_tiles, qk_scale, sm_scale,
-        BLOCK_N=launch.block_n, BLOCK_M=launch.block_m, HEAD_DIM=D, DOT_PRECISION=precision,
-        FUSED_DQ=cfg.fused_dq,
-        num_warps=launch.num_warps, num_stages=launch.num_stages,
+        q,
+        k,
+        v,
+        do,
+        dk,
+        dv,
+        lse,
+        delta,
+        plan.queries.perm,
+        plan.queries.bucket,
+        plan.keys.perm,
+        plan.keys.bucket,
+        key_ranges.start,
+        key_ranges.n_diag,
+        key_ranges.n_full,
+        key_ranges.end,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *do.stride(),
+        *dk.stride(),
+        *dv.stride(),
+        H,
+        T,
+        n_key_tiles,
+        qk_scale,
+        sm_scale,
+        BLOCK_N=launch.block_n,
+        BLOCK_M=launch.block_m,
+        HEAD_DIM=D,
+        DOT_PRECISION=precision,
+        num_warps=launch.num_warps,
+        num_stages=launch.num_stages,
     )
-    if cfg.fused_dq:
-        return dq_acc.to(q.dtype), dk, dv
 
     launch = cfg.dq
     query_ranges = query_tile_ranges(plan, launch.block_m, launch.block_n)
     n_query_tiles = query_ranges.start.shape[1]
     sparse_attention_bwd_dq_kernel[(BH * n_query_tiles,)](
-        q, k, v, do, dq, lse, delta,
-        plan.queries.perm, plan.queries.bucket, plan.keys.perm, plan.keys.bucket,
-        query_ranges.start, query_ranges.n_full, query_ranges.end,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
-        H, T, n_query_tiles, qk_scale, sm_scale,
-        BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, HEAD_DIM=D, DOT_PRECISION=precision,
-        num_warps=launch.num_warps, num_stages=launch.num_stages,
+        q,
+        k,
+        v,
+        do,
+        dq,
+        lse,
+        delta,
+        plan.queries.perm,
+        plan.queries.bucket,
+        plan.keys.perm,
+        plan.keys.bucket,
+        query_ranges.start,
+        query_ranges.n_full,
+        query_ranges.end,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *do.stride(),
+        *dq.stride(),
+        H,
+        T,
+        n_query_tiles,
+        qk_scale,
+        sm_scale,
+        BLOCK_M=launch.block_m,
+        BLOCK_N=launch.block_n,
+        HEAD_DIM=D,
+        DOT_PRECISION=precision,
+        num_warps=launch.num_warps,
+        num_stages=launch.num_stages,
     )
     return dq, dk, dv
 
@@ -103,7 +183,11 @@ class _SparseAttention(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx,
-        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: SparsityPlan, sm_scale: float,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        plan: SparsityPlan,
+        sm_scale: float,
     ) -> torch.Tensor:
         cfg = _config.select(q.device, q.dtype, q.shape[-1])
         out, lse = _forward(q, k, v, plan, sm_scale, cfg)
@@ -119,7 +203,15 @@ class _SparseAttention(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, ...]:
         q, k, v, out, lse = ctx.saved_tensors  # type: ignore[attr-defined]
         dq, dk, dv = _backward(
-            q, k, v, out, lse, do, ctx.plan, ctx.sm_scale, ctx.cfg  # type: ignore[attr-defined]
+            q,
+            k,
+            v,
+            out,
+            lse,
+            do,
+            ctx.plan,
+            ctx.sm_scale,
+            ctx.cfg,  # type: ignore[attr-defined]
         )
         return dq, dk, dv, None, None
 

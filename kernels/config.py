@@ -26,8 +26,6 @@ class KernelConfig:
     dkdv: LaunchConfig
     dq: LaunchConfig
     delta_block_m: int = 128
-    # dQ added with float32 atomics inside the dK/dV kernel instead of its own pass.
-    fused_dq: bool = False
 
 
 # Small tiles in the interpreter: tests with T <= 256 still cross many tiles.

@@ -100,9 +100,7 @@ def _sort_rows_counting(
     device = src.device
     counts = torch.empty((BH * n_chunks, nb), dtype=torch.int32, device=device)
     common = dict(FROM_KEEP=from_keep, DROPPED_BUCKET=dropped_bucket, NB=nb, CHUNK=_SORT_CHUNK)
-    bucket_histogram_kernel[(BH * n_chunks,)](
-        src, counts, H, T, n_chunks, *src.stride(), **common
-    )
+    bucket_histogram_kernel[(BH * n_chunks,)](src, counts, H, T, n_chunks, *src.stride(), **common)
     counts = counts.view(BH, n_chunks, nb)
     totals = counts.sum(1)
     bucket_start = totals.cumsum(-1) - totals
@@ -156,9 +154,7 @@ def _tile_bounds(rows: SortedRows, block: int) -> tuple[torch.Tensor, ...]:
     )
 
 
-def query_tile_ranges_torch(
-    plan: SparsityPlan, block_m: int, block_n: int
-) -> QueryTileRanges:
+def query_tile_ranges_torch(plan: SparsityPlan, block_m: int, block_n: int) -> QueryTileRanges:
     """Reference implementation of `query_tile_ranges` (torch.searchsorted)."""
     T = plan.seq_len
     keys = plan.keys.composite
@@ -212,9 +208,19 @@ def query_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> QueryTi
         torch.empty((BH, n_tiles), dtype=torch.int32, device=device) for _ in range(3)
     )
     query_tile_ranges_kernel[(BH * n_groups,)](
-        plan.queries.composite, plan.queries.bucket, plan.keys.composite,
-        start, n_full, end, T, n_tiles, n_groups,
-        BLOCK_M=block_m, BLOCK_N=block_n, GROUP=_RANGE_GROUP, STEPS=_search_steps(T),
+        plan.queries.composite,
+        plan.queries.bucket,
+        plan.keys.composite,
+        start,
+        n_full,
+        end,
+        T,
+        n_tiles,
+        n_groups,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        GROUP=_RANGE_GROUP,
+        STEPS=_search_steps(T),
     )
     return QueryTileRanges(block_m, block_n, start, n_full, end)
 
@@ -229,9 +235,20 @@ def key_tile_ranges(plan: SparsityPlan, block_n: int, block_m: int) -> KeyTileRa
         torch.empty((BH, n_tiles), dtype=torch.int32, device=device) for _ in range(4)
     )
     key_tile_ranges_kernel[(BH * n_groups,)](
-        plan.keys.composite, plan.keys.bucket, plan.queries.composite,
-        start, n_diag, n_full, end, T, n_tiles, n_groups,
-        BLOCK_N=block_n, BLOCK_M=block_m, GROUP=_RANGE_GROUP, STEPS=_search_steps(T),
+        plan.keys.composite,
+        plan.keys.bucket,
+        plan.queries.composite,
+        start,
+        n_diag,
+        n_full,
+        end,
+        T,
+        n_tiles,
+        n_groups,
+        BLOCK_N=block_n,
+        BLOCK_M=block_m,
+        GROUP=_RANGE_GROUP,
+        STEPS=_search_steps(T),
     )
     return KeyTileRanges(block_n, block_m, start, n_diag, n_full, end)
 

@@ -30,26 +30,33 @@ B, H, D = 4, 48, 64
 
 
 def _bench(fn, grad_to_none=None) -> tuple[float, float, float]:
-    med, q20, q80 = do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8],
-                             grad_to_none=grad_to_none)
+    med, q20, q80 = do_bench(
+        fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8], grad_to_none=grad_to_none
+    )
     return med, q20, q80
 
 
 def _inputs(T: int, dtype=torch.bfloat16, d: int = D, h: int = H):
     g = torch.Generator(device="cuda").manual_seed(0)
-    return [torch.randn(B, T, h, d, device="cuda", dtype=dtype, generator=g).requires_grad_()
-            for _ in range(3)]
+    return [
+        torch.randn(B, T, h, d, device="cuda", dtype=dtype, generator=g).requires_grad_()
+        for _ in range(3)
+    ]
 
 
 def _pattern(kind: str, param: float, T: int, h: int = H):
     g = torch.Generator(device="cuda").manual_seed(1)
     if kind == "hash":
         nb = int(param)
-        return (torch.randint(0, nb, (B, T, h), device="cuda", generator=g, dtype=torch.int32),
-                torch.randint(0, nb, (B, T, h), device="cuda", generator=g, dtype=torch.int32))
+        return (
+            torch.randint(0, nb, (B, T, h), device="cuda", generator=g, dtype=torch.int32),
+            torch.randint(0, nb, (B, T, h), device="cuda", generator=g, dtype=torch.int32),
+        )
     keep = 1.0 - param
-    return (torch.rand(B, T, h, device="cuda", generator=g) < keep,
-            torch.rand(B, T, h, device="cuda", generator=g) < keep)
+    return (
+        torch.rand(B, T, h, device="cuda", generator=g) < keep,
+        torch.rand(B, T, h, device="cuda", generator=g) < keep,
+    )
 
 
 def _fn(kind):
@@ -71,23 +78,34 @@ def time_modes(fn_fwd, q, k, v):
 
 def sdpa_cudnn(q, k, v):
     from torch.nn.attention import SDPBackend, sdpa_kernel
+
     qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
 
     def run():
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
+
     return run
 
 
 def check(out_file, log):
     """bf16 correctness against a float32 dense reference, small shapes."""
     from . import reference
+
     torch.manual_seed(0)
     rows = []
-    for kind, param, T, d in [("hash", 1, 2048, 64), ("hash", 8, 2048, 64), ("hash", 64, 1000, 128),
-                              ("qk", 0.5, 2048, 64), ("qk", 0.9, 777, 128), ("hash", 4, 3000, 32)]:
-        q, k, v = (torch.randn(1, T, 4, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-                   for _ in range(3))
+    for kind, param, T, d in [
+        ("hash", 1, 2048, 64),
+        ("hash", 8, 2048, 64),
+        ("hash", 64, 1000, 128),
+        ("qk", 0.5, 2048, 64),
+        ("qk", 0.9, 777, 128),
+        ("hash", 4, 3000, 32),
+    ]:
+        q, k, v = (
+            torch.randn(1, T, 4, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            for _ in range(3)
+        )
         g = torch.Generator(device="cuda").manual_seed(3)
         if kind == "hash":
             a = torch.randint(0, int(param), (1, T, 4), device="cuda", generator=g)
@@ -99,12 +117,18 @@ def check(out_file, log):
         do = torch.randn_like(out)
         out.backward(do)
         qf, kf, vf = (x.detach().float().requires_grad_() for x in (q, k, v))
-        ref_fn = reference.hash_sparse_attention if kind == "hash" else reference.qk_sparse_attention
+        ref_fn = (
+            reference.hash_sparse_attention if kind == "hash" else reference.qk_sparse_attention
+        )
         ref = ref_fn(qf, kf, vf, a, b)
         ref.backward(do.float())
         errs = {}
-        for name, x, y in [("out", out, ref), ("dq", q.grad, qf.grad), ("dk", k.grad, kf.grad),
-                           ("dv", v.grad, vf.grad)]:
+        for name, x, y in [
+            ("out", out, ref),
+            ("dq", q.grad, qf.grad),
+            ("dk", k.grad, kf.grad),
+            ("dv", v.grad, vf.grad),
+        ]:
             errs[name] = ((x.float() - y).norm() / y.norm().clamp_min(1e-30)).item()
             errs[name + "_nan"] = bool(torch.isnan(x).any())
         row = {"what": "check", "kind": kind, "param": param, "T": T, "D": d, **errs}
@@ -117,17 +141,30 @@ def _time_patterns(log, q, k, v, T, patterns, tag, d=D, h=H):
     for kind, param in patterns:
         a, b = _pattern(kind, param, T, h=h)
         fwd, bwd, tot = time_modes(lambda a=a, b=b, kind=kind: _fn(kind)(q, k, v, a, b), q, k, v)
-        log({"what": "ours", "tag": tag, "kind": kind, "param": param, "T": T, "D": d,
-             "fwd": fwd, "bwd": bwd, "total": tot})
+        log(
+            {
+                "what": "ours",
+                "tag": tag,
+                "kind": kind,
+                "param": param,
+                "T": T,
+                "D": d,
+                "fwd": fwd,
+                "bwd": bwd,
+                "total": tot,
+            }
+        )
 
 
 def _sweep(log, q, k, v, T, part, space, base, patterns, d=D, h=H):
     for bm, bn, w, s in space:
         lc = kcfg.LaunchConfig(bm, bn, w, s)
-        cfg = kcfg.KernelConfig(fwd=lc if part == "fwd" else base.fwd,
-                                dkdv=lc if part.startswith("dkdv") else base.dkdv,
-                                dq=lc if part == "dq" else base.dq,
-                                fused_dq=part == "dkdv_fused" or base.fused_dq)
+        cfg = kcfg.KernelConfig(
+            fwd=lc if part == "fwd" else base.fwd,
+            dkdv=lc if part.startswith("dkdv") else base.dkdv,
+            dq=lc if part == "dq" else base.dq,
+            fused_dq=part == "dkdv_fused" or base.fused_dq,
+        )
         for kind, param in patterns:
             a, b = _pattern(kind, param, T, h=h)
             try:
@@ -137,13 +174,34 @@ def _sweep(log, q, k, v, T, part, space, base, patterns, d=D, h=H):
                     else:
                         out = hash_sparse_attention(q, k, v, a, b)
                         do = torch.randn_like(out)
-                        ms = _bench(lambda out=out, do=do: out.backward(do, retain_graph=True),
-                                    grad_to_none=[q, k, v])
-                log({"what": "sweep", "part": part, "cfg": [bm, bn, w, s], "kind": kind,
-                     "param": param, "T": T, "D": d, "ms": ms})
-            except Exception as exc:  # noqa: BLE001 - a config that fails to compile
-                log({"what": "sweep", "part": part, "cfg": [bm, bn, w, s], "kind": kind,
-                     "param": param, "D": d, "error": str(exc)[:300]})
+                        ms = _bench(
+                            lambda out=out, do=do: out.backward(do, retain_graph=True),
+                            grad_to_none=[q, k, v],
+                        )
+                log(
+                    {
+                        "what": "sweep",
+                        "part": part,
+                        "cfg": [bm, bn, w, s],
+                        "kind": kind,
+                        "param": param,
+                        "T": T,
+                        "D": d,
+                        "ms": ms,
+                    }
+                )
+            except Exception as exc:
+                log(
+                    {
+                        "what": "sweep",
+                        "part": part,
+                        "cfg": [bm, bn, w, s],
+                        "kind": kind,
+                        "param": param,
+                        "D": d,
+                        "error": str(exc)[:300],
+                    }
+                )
 
 
 ALL = [("hash", 1), ("hash", 2), ("hash", 8), ("hash", 32), ("qk", 0.2), ("qk", 0.5), ("qk", 0.8)]
@@ -163,8 +221,15 @@ def main(argv=None) -> int:
         sink.write(json.dumps(row) + "\n")
         sink.flush()
 
-    log({"what": "env", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-         "triton": triton.__version__, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+    log(
+        {
+            "what": "env",
+            "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__,
+            "triton": triton.__version__,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+    )
     base = kcfg.select(torch.device("cuda"), torch.bfloat16, D)
     fused = dataclasses.replace(base, fused_dq=True)
     if "check" in sections:
@@ -189,13 +254,18 @@ def main(argv=None) -> int:
             query_tile_ranges(p, base.fwd.block_m, base.fwd.block_n)
             key_tile_ranges(p, base.dkdv.block_n, base.dkdv.block_m)
             query_tile_ranges(p, base.dq.block_m, base.dq.block_n)
+
         log({"what": "plan_hash8_all", "T": T, "ms": _bench(plan_all)})
         log({"what": "plan_hash8_sort", "T": T, "ms": _bench(lambda: hash_plan(a, b, 7))})
-        log({"what": "plan_hash8_torchsort", "T": T,
-             "ms": _bench(lambda: hash_plan(a, b, 1000))})
+        log({"what": "plan_hash8_torchsort", "T": T, "ms": _bench(lambda: hash_plan(a, b, 1000))})
         p = hash_plan(a, b, 7)
-        log({"what": "plan_ranges_fwd", "T": T,
-             "ms": _bench(lambda: query_tile_ranges(p, base.fwd.block_m, base.fwd.block_n))})
+        log(
+            {
+                "what": "plan_ranges_fwd",
+                "T": T,
+                "ms": _bench(lambda: query_tile_ranges(p, base.fwd.block_m, base.fwd.block_n)),
+            }
+        )
         a, b = _pattern("qk", 0.5, T)
         log({"what": "plan_qk_sort", "T": T, "ms": _bench(lambda: qk_plan(a, b))})
     if "dkdv_fused" in sections:
@@ -213,12 +283,45 @@ def main(argv=None) -> int:
         with kcfg.override(dataclasses.replace(b128, fused_dq=True)):
             _time_patterns(log, q, k, v, T, [("hash", 1), ("hash", 8)], "v1_fused_dq", d=128, h=h)
         pats = [("hash", 8), ("hash", 1)]
-        _sweep(log, q, k, v, T, "fwd", itertools.product([64, 128], [64, 128], [4, 8], [2]),
-               b128, pats, d=128, h=h)
-        _sweep(log, q, k, v, T, "dkdv", itertools.product([32, 64], [64, 128], [4, 8], [1]),
-               b128, pats, d=128, h=h)
-        _sweep(log, q, k, v, T, "dq", itertools.product([64, 128], [32, 64], [4, 8], [2]),
-               b128, pats, d=128, h=h)
+        _sweep(
+            log,
+            q,
+            k,
+            v,
+            T,
+            "fwd",
+            itertools.product([64, 128], [64, 128], [4, 8], [2]),
+            b128,
+            pats,
+            d=128,
+            h=h,
+        )
+        _sweep(
+            log,
+            q,
+            k,
+            v,
+            T,
+            "dkdv",
+            itertools.product([32, 64], [64, 128], [4, 8], [1]),
+            b128,
+            pats,
+            d=128,
+            h=h,
+        )
+        _sweep(
+            log,
+            q,
+            k,
+            v,
+            T,
+            "dq",
+            itertools.product([64, 128], [32, 64], [4, 8], [2]),
+            b128,
+            pats,
+            d=128,
+            h=h,
+        )
     sink.close()
     return 0
 

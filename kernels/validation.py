@@ -29,11 +29,11 @@ def check_qkv(q: object, k: object, v: object) -> tuple[int, int, int, int]:
     """Check q, k, v and return (B, T, H, D)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor of shape (B, T, H, D), got {type(t)!r}")
-        if t.dim() != 4:
-            raise ValueError(
-                f"{name}: expected 4 dimensions (B, T, H, D), got shape {_shape(t)}"
+            raise TypeError(
+                f"{name}: expected a torch.Tensor of shape (B, T, H, D), got {type(t)!r}"
             )
+        if t.dim() != 4:
+            raise ValueError(f"{name}: expected 4 dimensions (B, T, H, D), got shape {_shape(t)}")
     assert isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
     assert isinstance(v, torch.Tensor)
     for name, t in (("k", k), ("v", v)):
@@ -50,16 +50,12 @@ def check_qkv(q: object, k: object, v: object) -> tuple[int, int, int, int]:
             raise TypeError(f"{name}: expected the dtype of q ({q.dtype}), got {t.dtype}")
     B, T, H, D = q.shape
     if D not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(
-            f"q: head dim {D} is not supported; expected one of {SUPPORTED_HEAD_DIMS}"
-        )
+        raise ValueError(f"q: head dim {D} is not supported; expected one of {SUPPORTED_HEAD_DIMS}")
     if B == 0 or T == 0 or H == 0:
         raise ValueError(f"q: expected non-empty B, T and H, got shape {_shape(q)}")
     for name, t in (("k", k), ("v", v)):
         if t.device != q.device:
-            raise ValueError(
-                f"{name}: expected the device of q ({q.device}), got {t.device}"
-            )
+            raise ValueError(f"{name}: expected the device of q ({q.device}), got {t.device}")
     _check_device(q)
     return B, T, H, D
 
@@ -93,7 +89,9 @@ def _check_index_tensor(
     name: str, t: object, B: int, T: int, H: int, device: torch.device, kind: str
 ) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor of shape ({B}, {T}, {H}), got {type(t)!r}")
+        raise TypeError(
+            f"{name}: expected a torch.Tensor of shape ({B}, {T}, {H}), got {type(t)!r}"
+        )
     if tuple(t.shape) != (B, T, H):
         raise ValueError(
             f"{name}: expected shape (B, T, H) = ({B}, {T}, {H}) to match q, got {_shape(t)}"

@@ -41,7 +41,7 @@ def test_keep_masks_compact_kept_rows_first_in_time_order(device: str) -> None:
         kept = torch.nonzero(keep[0, :, h].cpu()).flatten().to(torch.int32)
         dropped = torch.nonzero(~keep[0, :, h].cpu()).flatten().to(torch.int32)
         assert torch.equal(rows.perm[h].cpu(), torch.cat([kept, dropped]))
-        assert set(rows.bucket[h, len(kept):].cpu().tolist()) <= {2}
+        assert set(rows.bucket[h, len(kept) :].cpu().tolist()) <= {2}
 
 
 def test_large_bucket_ids_use_the_torch_sort(device: str) -> None:

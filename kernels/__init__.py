@@ -1,0 +1,15 @@
+"""Sparse Causal Flash Attention kernels in Triton: hash-sparse and QK-sparse, exact and causal.
+
+Usable without the benchmarking harness::
+
+    from scfa_kernels import hash_sparse_attention, qk_sparse_attention, lsh_buckets
+"""
+
+from __future__ import annotations
+
+from . import reference
+from .attention import hash_sparse_attention, qk_sparse_attention
+from .lsh import lsh_buckets
+
+__all__ = ["hash_sparse_attention", "lsh_buckets", "qk_sparse_attention", "reference"]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Implementation families, one module each; importing a module registers its implementations."""

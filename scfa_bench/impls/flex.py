@@ -1,0 +1,53 @@
+"""FlexAttention (torch.compile'd), dense causal; the block mask is built once per shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+import torch
+from torch import Tensor
+
+from scfa_bench.inputs import AttentionInputs
+from scfa_bench.registry import register
+
+
+def _causal(batch: Tensor, head: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+    return q_idx >= kv_idx
+
+
+@cache
+def _compiled_flex() -> Callable[..., Tensor]:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+@register(
+    name="flex_dense",
+    pattern="dense",
+    devices=("cuda",),
+    description="FlexAttention (compiled Triton), dense causal, block mask built once",
+)
+class FlexDense:
+    def available(self, device: str) -> tuple[bool, str]:
+        if device != "cuda":
+            return False, "FlexAttention is measured on CUDA only"
+        if not torch.cuda.is_available():
+            return False, "no CUDA device"
+        try:
+            from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
+        except ImportError as exc:
+            return False, f"this torch has no FlexAttention: {exc}"
+        return True, ""
+
+    def prepare(self, inputs: AttentionInputs) -> Callable[[], Tensor]:
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        _, t, _, _ = inputs.q.shape
+        block_mask = create_block_mask(
+            _causal, B=None, H=None, Q_LEN=t, KV_LEN=t, device=inputs.q.device
+        )
+        flex = _compiled_flex()
+        qt, kt, vt = (x.transpose(1, 2) for x in inputs.leaves)
+        return lambda: flex(qt, kt, vt, block_mask=block_mask).transpose(1, 2)

@@ -1,0 +1,143 @@
+"""Shared pieces of the kernel tests: seeded inputs, the reference side, error measures.
+
+Not a test module (no test_ prefix). The kernel tests compare scfa_kernels against
+scfa_kernels.reference computed in float32 from the SAME rounded inputs the kernel saw, so
+only the kernel's own arithmetic error is measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+import scfa_kernels
+from scfa_kernels import reference
+
+# Norm-relative error bounds ||got - want|| / ||want|| and max-abs bounds, per dtype.
+# float32 in the interpreter is plain fp32 numpy arithmetic (~1e-7 seen). float16 rounds P
+# and dS to half before each dot product, as on the GPU: ~3e-4 seen, so 10x headroom still
+# catches a 1% error in the softmax scale.
+REL_TOL = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
+ABS_TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}
+GRAD_REL_TOL = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+GRAD_ABS_TOL = {torch.float32: 2e-4, torch.float16: 3e-2, torch.bfloat16: 1e-1}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One sparsity pattern: 'hash' (a, c = q_hash, k_hash) or 'qk' (a, c = q_keep, k_keep)."""
+
+    kind: str
+    a: Tensor
+    c: Tensor
+
+    def kernel(self, q: Tensor, k: Tensor, v: Tensor, sm_scale: float | None = None) -> Tensor:
+        fn = (
+            scfa_kernels.hash_sparse_attention
+            if self.kind == "hash"
+            else scfa_kernels.qk_sparse_attention
+        )
+        return fn(q, k, v, self.a, self.c, sm_scale=sm_scale)
+
+    def mask(self) -> Tensor:
+        build = reference.hash_mask if self.kind == "hash" else reference.qk_mask
+        return build(self.a, self.c)
+
+    def reference_out(self, q: Tensor, k: Tensor, v: Tensor, sm_scale: float | None = None):
+        return reference.masked_attention(q, k, v, self.mask(), sm_scale)
+
+    def reference_grads(self, q, k, v, do, sm_scale: float | None = None):
+        grads = (
+            reference.hash_sparse_attention_grads
+            if self.kind == "hash"
+            else reference.qk_sparse_attention_grads
+        )
+        return grads(q, k, v, self.a, self.c, do, sm_scale=sm_scale)
+
+    def stranded(self) -> Tensor:
+        """(B, T, H) bool: queries with no allowed key."""
+        return ~self.mask().any(dim=-1).permute(0, 2, 1)
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def make_qkv(
+    b: int, t: int, h: int, d: int, dtype: torch.dtype, device: str, seed: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    gen = generator(seed)
+    return tuple(
+        torch.randn(b, t, h, d, generator=gen).to(dtype=dtype, device=device) for _ in range(3)
+    )
+
+
+def random_hash(b: int, t: int, h: int, n_buckets: int, device: str, seed: int) -> Pattern:
+    gen = generator(seed)
+    q_hash, k_hash = (torch.randint(0, n_buckets, (b, t, h), generator=gen) for _ in range(2))
+    return Pattern("hash", q_hash.to(device), k_hash.to(device))
+
+
+def random_keep(b: int, t: int, h: int, drop, device: str, seed: int) -> Pattern:
+    """drop: a float, or one drop rate per head (heads with different sparsity)."""
+    gen = generator(seed)
+    p_drop = torch.as_tensor(drop, dtype=torch.float32).expand(h)
+    q_keep, k_keep = (torch.rand(b, t, h, generator=gen) >= p_drop for _ in range(2))
+    return Pattern("qk", q_keep.to(device), k_keep.to(device))
+
+
+def rel_err(got: Tensor, want: Tensor) -> float:
+    """||got - want|| / ||want|| in float64; the plain norm of got when want is zero."""
+    got64, want64 = got.double(), want.double()
+    denom = want64.norm().item()
+    diff = (got64 - want64).norm().item()
+    return diff / denom if denom > 0 else diff
+
+
+def assert_matches(got: Tensor, want: Tensor, rel_tol: float, abs_tol: float, what: str) -> None:
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    assert torch.isfinite(got).all(), f"{what}: non-finite values"
+    err = rel_err(got, want)
+    max_abs = (got.double() - want.double()).abs().max().item() if got.numel() else 0.0
+    assert err <= rel_tol, f"{what}: norm-relative error {err:.3g} > {rel_tol:.3g}"
+    assert max_abs <= abs_tol, f"{what}: max abs error {max_abs:.3g} > {abs_tol:.3g}"
+
+
+def check_forward(
+    pattern: Pattern, q: Tensor, k: Tensor, v: Tensor, sm_scale: float | None = None
+) -> Tensor:
+    """Kernel output against the reference; stranded rows must be exactly 0. Returns it."""
+    out = pattern.kernel(q, k, v, sm_scale)
+    assert out.dtype == q.dtype and out.device == q.device
+    want = pattern.reference_out(q.float(), k.float(), v.float(), sm_scale).cpu()
+    got = out.float().cpu()
+    assert_matches(got, want, REL_TOL[q.dtype], ABS_TOL[q.dtype], "out")
+    stranded = pattern.stranded().cpu()
+    assert torch.count_nonzero(got[stranded]) == 0, "stranded queries must output exactly 0"
+    return out
+
+
+def check_backward(
+    pattern: Pattern,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    sm_scale: float | None = None,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Kernel dq, dk, dv (autograd, random upstream grad) against the exact reference."""
+    leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+    out = pattern.kernel(*leaves, sm_scale)
+    do = torch.randn(out.shape, generator=generator(seed)).to(dtype=q.dtype, device=q.device)
+    out.backward(do)
+    want = pattern.reference_grads(q.float(), k.float(), v.float(), do.float(), sm_scale)
+    grads = tuple(x.grad for x in leaves)
+    for name, g, w in zip(("dq", "dk", "dv"), grads, want, strict=True):
+        assert g is not None, f"{name}: no gradient"
+        assert g.dtype == q.dtype and g.shape == q.shape, name
+        assert_matches(g.float().cpu(), w.cpu(), GRAD_REL_TOL[q.dtype], GRAD_ABS_TOL[q.dtype], name)
+    stranded = pattern.stranded().cpu()
+    assert torch.count_nonzero(grads[0].float().cpu()[stranded]) == 0, "stranded dq must be 0"
+    return grads
