@@ -16,26 +16,16 @@ import triton
 import triton.language as tl
 
 
+# fmt: off
 @triton.jit
 def attention_bwd_delta_kernel(
-    Out,
-    dOut,
-    Delta,
-    q_perm,
-    stride_ob,
-    stride_ot,
-    stride_oh,
-    stride_od,
-    stride_dob,
-    stride_dot,
-    stride_doh,
-    stride_dod,
-    H,
-    T,
-    n_tiles,
-    BLOCK_M: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
+    Out, dOut, Delta, q_perm,
+    stride_ob, stride_ot, stride_oh, stride_od,
+    stride_dob, stride_dot, stride_doh, stride_dod,
+    H, T, n_tiles,
+    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
+    # fmt: on
     pid = tl.program_id(0)
     bh = pid // n_tiles
     tile = pid % n_tiles
@@ -46,72 +36,34 @@ def attention_bwd_delta_kernel(
     row_ok = slots < T
     pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
     offs_d = tl.arange(0, HEAD_DIM)
-    o = tl.load(
-        Out
-        + b * stride_ob
-        + h * stride_oh
-        + pos[:, None] * stride_ot
-        + offs_d[None, :] * stride_od,
-        mask=row_ok[:, None],
-        other=0.0,
-    ).to(tl.float32)
-    do = tl.load(
-        dOut
-        + b * stride_dob
-        + h * stride_doh
-        + pos[:, None] * stride_dot
-        + offs_d[None, :] * stride_dod,
-        mask=row_ok[:, None],
-        other=0.0,
-    ).to(tl.float32)
-    tl.store(Delta + row_base + slots, tl.sum(o * do, 1), mask=row_ok)
+    o_ptrs = Out + b * stride_ob + h * stride_oh + pos[:, None] * stride_ot
+    do_ptrs = dOut + b * stride_dob + h * stride_doh + pos[:, None] * stride_dot
+    o = tl.load(o_ptrs + offs_d[None, :] * stride_od, mask=row_ok[:, None], other=0.0)
+    do = tl.load(do_ptrs + offs_d[None, :] * stride_dod, mask=row_ok[:, None], other=0.0)
+    tl.store(Delta + row_base + slots, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=row_ok)
 
 
+# fmt: off
 @triton.jit
 def _dkdv_tile(
-    dk,
-    dv,
-    k,
-    v,
-    k_pos,
-    k_bucket,
-    Q,
-    dOut,
-    LSE,
-    Delta,
-    q_perm_bh,
-    q_bucket_bh,
-    q_base,
-    do_base,
-    row_base,
-    stride_qt,
-    stride_qd,
-    stride_dot,
-    stride_dod,
-    slot0,
-    T,
-    qk_scale,
-    MASKED: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
+    dk, dv, k, v, k_pos, k_bucket,
+    Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh, q_base, do_base, row_base,
+    stride_qt, stride_qd, stride_dot, stride_dod,
+    slot0, T, qk_scale,
+    MASKED: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    # fmt: on
     slots = slot0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     if MASKED:
         in_range = slots < T
         q_pos = tl.load(q_perm_bh + slots, mask=in_range, other=0).to(tl.int64)
         q_bucket = tl.load(q_bucket_bh + slots, mask=in_range, other=-2)
-        q = tl.load(
-            Q + q_base + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd,
-            mask=in_range[:, None],
-            other=0.0,
-        )
-        do = tl.load(
-            dOut + do_base + q_pos[:, None] * stride_dot + offs_d[None, :] * stride_dod,
-            mask=in_range[:, None],
-            other=0.0,
-        )
+        q_ptrs = Q + q_base + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd
+        do_ptrs = dOut + do_base + q_pos[:, None] * stride_dot + offs_d[None, :] * stride_dod
+        q = tl.load(q_ptrs, mask=in_range[:, None], other=0.0)
+        do = tl.load(do_ptrs, mask=in_range[:, None], other=0.0)
         lse = tl.load(LSE + row_base + slots, mask=in_range, other=float("inf"))
         delta = tl.load(Delta + row_base + slots, mask=in_range, other=0.0)
     else:
@@ -133,58 +85,23 @@ def _dkdv_tile(
     return dk, dv
 
 
+# fmt: off
 @triton.jit
 def sparse_attention_bwd_dkdv_kernel(
-    Q,
-    K,
-    V,
-    dOut,
-    dK,
-    dV,
-    LSE,
-    Delta,
-    q_perm,
-    q_bucket_sorted,
-    k_perm,
-    k_bucket_sorted,
-    tile_start,
-    tile_n_diag,
-    tile_n_full,
-    tile_end,
-    stride_qb,
-    stride_qt,
-    stride_qh,
-    stride_qd,
-    stride_kb,
-    stride_kt,
-    stride_kh,
-    stride_kd,
-    stride_vb,
-    stride_vt,
-    stride_vh,
-    stride_vd,
-    stride_dob,
-    stride_dot,
-    stride_doh,
-    stride_dod,
-    stride_dkb,
-    stride_dkt,
-    stride_dkh,
-    stride_dkd,
-    stride_dvb,
-    stride_dvt,
-    stride_dvh,
-    stride_dvd,
-    H,
-    T,
-    n_tiles,
-    qk_scale,
-    sm_scale,
-    BLOCK_N: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
+    Q, K, V, dOut, dK, dV, LSE, Delta,
+    q_perm, q_bucket_sorted, k_perm, k_bucket_sorted,
+    tile_start, tile_n_diag, tile_n_full, tile_end,
+    stride_qb, stride_qt, stride_qh, stride_qd,
+    stride_kb, stride_kt, stride_kh, stride_kd,
+    stride_vb, stride_vt, stride_vh, stride_vd,
+    stride_dob, stride_dot, stride_doh, stride_dod,
+    stride_dkb, stride_dkt, stride_dkh, stride_dkd,
+    stride_dvb, stride_dvt, stride_dvh, stride_dvd,
+    H, T, n_tiles, qk_scale, sm_scale,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    # fmt: on
     # 1-D grid; the first key tiles of a bucket are seen by the most queries and start first.
     pid = tl.program_id(0)
     bh = pid // n_tiles
@@ -193,35 +110,23 @@ def sparse_attention_bwd_dkdv_kernel(
     h = (bh % H).to(tl.int64)
     row_base = bh.to(tl.int64) * T
 
-    slots = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-    key_ok = slots < T
-    k_pos = tl.load(k_perm + row_base + slots, mask=key_ok, other=0).to(tl.int64)
-    k_bucket = tl.load(k_bucket_sorted + row_base + slots, mask=key_ok, other=-1)
-    offs_d = tl.arange(0, HEAD_DIM)
-    k = tl.load(
-        K
-        + b * stride_kb
-        + h * stride_kh
-        + k_pos[:, None] * stride_kt
-        + offs_d[None, :] * stride_kd,
-        mask=key_ok[:, None],
-        other=0.0,
-    )
-    v = tl.load(
-        V
-        + b * stride_vb
-        + h * stride_vh
-        + k_pos[:, None] * stride_vt
-        + offs_d[None, :] * stride_vd,
-        mask=key_ok[:, None],
-        other=0.0,
-    )
-
     tile_idx = bh * n_tiles + tile
     start = tl.load(tile_start + tile_idx)
     n_diag = tl.load(tile_n_diag + tile_idx)
     n_full = tl.load(tile_n_full + tile_idx)
     end = tl.load(tile_end + tile_idx)
+
+    slots = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    key_ok = slots < T
+    # A key tile no query sees (dropped keys) only writes zeros.
+    load_ok = key_ok & (end > start)
+    k_pos = tl.load(k_perm + row_base + slots, mask=key_ok, other=0).to(tl.int64)
+    k_bucket = tl.load(k_bucket_sorted + row_base + slots, mask=load_ok, other=-1)
+    offs_d = tl.arange(0, HEAD_DIM)
+    k_ptrs = K + b * stride_kb + h * stride_kh + k_pos[:, None] * stride_kt
+    v_ptrs = V + b * stride_vb + h * stride_vh + k_pos[:, None] * stride_vt
+    k = tl.load(k_ptrs + offs_d[None, :] * stride_kd, mask=load_ok[:, None], other=0.0)
+    v = tl.load(v_ptrs + offs_d[None, :] * stride_vd, mask=load_ok[:, None], other=0.0)
 
     q_base = b * stride_qb + h * stride_qh
     do_base = b * stride_dob + h * stride_doh
@@ -231,158 +136,59 @@ def sparse_attention_bwd_dkdv_kernel(
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     for i in range(0, n_diag):
+        # fmt: off
         dk, dv = _dkdv_tile(
-            dk,
-            dv,
-            k,
-            v,
-            k_pos,
-            k_bucket,
-            Q,
-            dOut,
-            LSE,
-            Delta,
-            q_perm_bh,
-            q_bucket_bh,
-            q_base,
-            do_base,
-            row_base,
-            stride_qt,
-            stride_qd,
-            stride_dot,
-            stride_dod,
-            start + i * BLOCK_M,
-            T,
-            qk_scale,
-            True,
-            BLOCK_M,
-            HEAD_DIM,
-            DOT_PRECISION,
+            dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
+            q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
+            start + i * BLOCK_M, T, qk_scale, True, BLOCK_M, HEAD_DIM, DOT_PRECISION,
         )
+        # fmt: on
     full_start = start + n_diag * BLOCK_M
     for i in range(0, n_full):
+        # fmt: off
         dk, dv = _dkdv_tile(
-            dk,
-            dv,
-            k,
-            v,
-            k_pos,
-            k_bucket,
-            Q,
-            dOut,
-            LSE,
-            Delta,
-            q_perm_bh,
-            q_bucket_bh,
-            q_base,
-            do_base,
-            row_base,
-            stride_qt,
-            stride_qd,
-            stride_dot,
-            stride_dod,
-            full_start + i * BLOCK_M,
-            T,
-            qk_scale,
-            False,
-            BLOCK_M,
-            HEAD_DIM,
-            DOT_PRECISION,
+            dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
+            q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
+            full_start + i * BLOCK_M, T, qk_scale, False, BLOCK_M, HEAD_DIM, DOT_PRECISION,
         )
+        # fmt: on
     for slot0 in range(full_start + n_full * BLOCK_M, end, BLOCK_M):
+        # fmt: off
         dk, dv = _dkdv_tile(
-            dk,
-            dv,
-            k,
-            v,
-            k_pos,
-            k_bucket,
-            Q,
-            dOut,
-            LSE,
-            Delta,
-            q_perm_bh,
-            q_bucket_bh,
-            q_base,
-            do_base,
-            row_base,
-            stride_qt,
-            stride_qd,
-            stride_dot,
-            stride_dod,
-            slot0,
-            T,
-            qk_scale,
-            True,
-            BLOCK_M,
-            HEAD_DIM,
-            DOT_PRECISION,
+            dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
+            q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
+            slot0, T, qk_scale, True, BLOCK_M, HEAD_DIM, DOT_PRECISION,
         )
+        # fmt: on
 
-    dk = dk * sm_scale
-    tl.store(
-        dK
-        + b * stride_dkb
-        + h * stride_dkh
-        + k_pos[:, None] * stride_dkt
-        + offs_d[None, :] * stride_dkd,
-        dk.to(dK.dtype.element_ty),
-        mask=key_ok[:, None],
-    )
-    tl.store(
-        dV
-        + b * stride_dvb
-        + h * stride_dvh
-        + k_pos[:, None] * stride_dvt
-        + offs_d[None, :] * stride_dvd,
-        dv.to(dV.dtype.element_ty),
-        mask=key_ok[:, None],
-    )
+    dk_ptrs = dK + b * stride_dkb + h * stride_dkh + k_pos[:, None] * stride_dkt
+    dv_ptrs = dV + b * stride_dvb + h * stride_dvh + k_pos[:, None] * stride_dvt
+    dk_ptrs += offs_d[None, :] * stride_dkd
+    dv_ptrs += offs_d[None, :] * stride_dvd
+    tl.store(dk_ptrs, (dk * sm_scale).to(dK.dtype.element_ty), mask=key_ok[:, None])
+    tl.store(dv_ptrs, dv.to(dV.dtype.element_ty), mask=key_ok[:, None])
 
 
+# fmt: off
 @triton.jit
 def _dq_tile(
-    dq,
-    q,
-    do,
-    lse,
-    delta,
-    q_pos,
-    q_bucket,
-    K,
-    V,
-    k_perm_bh,
-    k_bucket_bh,
-    k_base,
-    v_base,
-    stride_kt,
-    stride_kd,
-    stride_vt,
-    stride_vd,
-    slot0,
-    T,
-    qk_scale,
-    MASKED: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
+    dq, q, do, lse, delta, q_pos, q_bucket,
+    K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
+    slot0, T, qk_scale,
+    MASKED: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    # fmt: on
     slots = slot0 + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     if MASKED:
         in_range = slots < T
         k_pos = tl.load(k_perm_bh + slots, mask=in_range, other=0).to(tl.int64)
         k_bucket = tl.load(k_bucket_bh + slots, mask=in_range, other=-1)
-        k = tl.load(
-            K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd,
-            mask=in_range[:, None],
-            other=0.0,
-        )
-        v = tl.load(
-            V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd,
-            mask=in_range[:, None],
-            other=0.0,
-        )
+        k_ptrs = K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd
+        v_ptrs = V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd
+        k = tl.load(k_ptrs, mask=in_range[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=in_range[:, None], other=0.0)
     else:
         k_pos = tl.load(k_perm_bh + slots).to(tl.int64)
         k = tl.load(K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd)
@@ -398,54 +204,22 @@ def _dq_tile(
     return dq
 
 
+# fmt: off
 @triton.jit
 def sparse_attention_bwd_dq_kernel(
-    Q,
-    K,
-    V,
-    dOut,
-    dQ,
-    LSE,
-    Delta,
-    q_perm,
-    q_bucket_sorted,
-    k_perm,
-    k_bucket_sorted,
-    tile_start,
-    tile_n_full,
-    tile_end,
-    stride_qb,
-    stride_qt,
-    stride_qh,
-    stride_qd,
-    stride_kb,
-    stride_kt,
-    stride_kh,
-    stride_kd,
-    stride_vb,
-    stride_vt,
-    stride_vh,
-    stride_vd,
-    stride_dob,
-    stride_dot,
-    stride_doh,
-    stride_dod,
-    stride_dqb,
-    stride_dqt,
-    stride_dqh,
-    stride_dqd,
-    H,
-    T,
-    n_tiles,
-    qk_scale,
-    sm_scale,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
+    Q, K, V, dOut, dQ, LSE, Delta,
+    q_perm, q_bucket_sorted, k_perm, k_bucket_sorted,
+    tile_start, tile_n_full, tile_end,
+    stride_qb, stride_qt, stride_qh, stride_qd,
+    stride_kb, stride_kt, stride_kh, stride_kd,
+    stride_vb, stride_vt, stride_vh, stride_vd,
+    stride_dob, stride_dot, stride_doh, stride_dod,
+    stride_dqb, stride_dqt, stride_dqh, stride_dqd,
+    H, T, n_tiles, qk_scale, sm_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    # 1-D grid (no 65535 limit on batch*heads); later tiles of a bucket see more keys,
-    # so they start first.
+    # fmt: on
     pid = tl.program_id(0)
     bh = pid // n_tiles
     tile = n_tiles - 1 - pid % n_tiles
@@ -453,36 +227,23 @@ def sparse_attention_bwd_dq_kernel(
     h = (bh % H).to(tl.int64)
     row_base = bh.to(tl.int64) * T
 
-    slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = slots < T
-    q_pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
-    q_bucket = tl.load(q_bucket_sorted + row_base + slots, mask=row_ok, other=-2)
-    offs_d = tl.arange(0, HEAD_DIM)
-    q = tl.load(
-        Q
-        + b * stride_qb
-        + h * stride_qh
-        + q_pos[:, None] * stride_qt
-        + offs_d[None, :] * stride_qd,
-        mask=row_ok[:, None],
-        other=0.0,
-    )
-    do = tl.load(
-        dOut
-        + b * stride_dob
-        + h * stride_doh
-        + q_pos[:, None] * stride_dot
-        + offs_d[None, :] * stride_dod,
-        mask=row_ok[:, None],
-        other=0.0,
-    )
-    lse = tl.load(LSE + row_base + slots, mask=row_ok, other=float("inf"))
-    delta = tl.load(Delta + row_base + slots, mask=row_ok, other=0.0)
-
     tile_idx = bh * n_tiles + tile
     start = tl.load(tile_start + tile_idx)
     n_full = tl.load(tile_n_full + tile_idx)
     end = tl.load(tile_end + tile_idx)
+
+    slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = slots < T
+    load_ok = row_ok & (end > start)
+    q_pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
+    q_bucket = tl.load(q_bucket_sorted + row_base + slots, mask=load_ok, other=-2)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_ptrs = Q + b * stride_qb + h * stride_qh + q_pos[:, None] * stride_qt
+    do_ptrs = dOut + b * stride_dob + h * stride_doh + q_pos[:, None] * stride_dot
+    q = tl.load(q_ptrs + offs_d[None, :] * stride_qd, mask=load_ok[:, None], other=0.0)
+    do = tl.load(do_ptrs + offs_d[None, :] * stride_dod, mask=load_ok[:, None], other=0.0)
+    lse = tl.load(LSE + row_base + slots, mask=load_ok, other=float("inf"))
+    delta = tl.load(Delta + row_base + slots, mask=load_ok, other=0.0)
 
     k_base = b * stride_kb + h * stride_kh
     v_base = b * stride_vb + h * stride_vh
@@ -491,66 +252,21 @@ def sparse_attention_bwd_dq_kernel(
 
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     for j in range(0, n_full):
+        # fmt: off
         dq = _dq_tile(
-            dq,
-            q,
-            do,
-            lse,
-            delta,
-            q_pos,
-            q_bucket,
-            K,
-            V,
-            k_perm_bh,
-            k_bucket_bh,
-            k_base,
-            v_base,
-            stride_kt,
-            stride_kd,
-            stride_vt,
-            stride_vd,
-            start + j * BLOCK_N,
-            T,
-            qk_scale,
-            False,
-            BLOCK_N,
-            HEAD_DIM,
-            DOT_PRECISION,
+            dq, q, do, lse, delta, q_pos, q_bucket,
+            K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt,
+            stride_vd, start + j * BLOCK_N, T, qk_scale, False, BLOCK_N, HEAD_DIM, DOT_PRECISION,
         )
+        # fmt: on
     for slot0 in range(start + n_full * BLOCK_N, end, BLOCK_N):
+        # fmt: off
         dq = _dq_tile(
-            dq,
-            q,
-            do,
-            lse,
-            delta,
-            q_pos,
-            q_bucket,
-            K,
-            V,
-            k_perm_bh,
-            k_bucket_bh,
-            k_base,
-            v_base,
-            stride_kt,
-            stride_kd,
-            stride_vt,
-            stride_vd,
-            slot0,
-            T,
-            qk_scale,
-            True,
-            BLOCK_N,
-            HEAD_DIM,
-            DOT_PRECISION,
+            dq, q, do, lse, delta, q_pos, q_bucket,
+            K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt,
+            stride_vd, slot0, T, qk_scale, True, BLOCK_N, HEAD_DIM, DOT_PRECISION,
         )
-    dq = dq * sm_scale
-    tl.store(
-        dQ
-        + b * stride_dqb
-        + h * stride_dqh
-        + q_pos[:, None] * stride_dqt
-        + offs_d[None, :] * stride_dqd,
-        dq.to(dQ.dtype.element_ty),
-        mask=row_ok[:, None],
-    )
+        # fmt: on
+    dq_ptrs = dQ + b * stride_dqb + h * stride_dqh + q_pos[:, None] * stride_dqt
+    dq_ptrs += offs_d[None, :] * stride_dqd
+    tl.store(dq_ptrs, (dq * sm_scale).to(dQ.dtype.element_ty), mask=row_ok[:, None])

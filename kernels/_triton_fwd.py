@@ -15,48 +15,26 @@ import triton.language as tl
 LOG2E = 1.4426950408889634
 
 
+# fmt: off
 @triton.jit
 def _attend_tile(
-    acc,
-    m_i,
-    l_i,
-    q,
-    q_pos,
-    q_bucket,
-    K,
-    V,
-    k_perm_bh,
-    k_bucket_bh,
-    k_base,
-    v_base,
-    stride_kt,
-    stride_kd,
-    stride_vt,
-    stride_vd,
-    slot0,
-    T,
-    qk_scale,
-    MASKED: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
+    acc, m_i, l_i, q, q_pos, q_bucket,
+    K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
+    slot0, T, qk_scale,
+    MASKED: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    # fmt: on
     slots = slot0 + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     if MASKED:
         in_range = slots < T
         k_pos = tl.load(k_perm_bh + slots, mask=in_range, other=0).to(tl.int64)
         k_bucket = tl.load(k_bucket_bh + slots, mask=in_range, other=-1)
-        k = tl.load(
-            K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd,
-            mask=in_range[:, None],
-            other=0.0,
-        )
-        v = tl.load(
-            V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd,
-            mask=in_range[:, None],
-            other=0.0,
-        )
+        k_ptrs = K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd
+        v_ptrs = V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd
+        k = tl.load(k_ptrs, mask=in_range[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=in_range[:, None], other=0.0)
     else:
         k_pos = tl.load(k_perm_bh + slots).to(tl.int64)
         k = tl.load(K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd)
@@ -79,45 +57,21 @@ def _attend_tile(
     return acc, m_new, l_i
 
 
+# fmt: off
 @triton.jit
 def sparse_attention_fwd_kernel(
-    Q,
-    K,
-    V,
-    Out,
-    LSE,
-    q_perm,
-    q_bucket_sorted,
-    k_perm,
-    k_bucket_sorted,
-    tile_start,
-    tile_n_full,
-    tile_end,
-    stride_qb,
-    stride_qt,
-    stride_qh,
-    stride_qd,
-    stride_kb,
-    stride_kt,
-    stride_kh,
-    stride_kd,
-    stride_vb,
-    stride_vt,
-    stride_vh,
-    stride_vd,
-    stride_ob,
-    stride_ot,
-    stride_oh,
-    stride_od,
-    H,
-    T,
-    n_tiles,
-    qk_scale,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
+    Q, K, V, Out, LSE,
+    q_perm, q_bucket_sorted, k_perm, k_bucket_sorted,
+    tile_start, tile_n_full, tile_end,
+    stride_qb, stride_qt, stride_qh, stride_qd,
+    stride_kb, stride_kt, stride_kh, stride_kd,
+    stride_vb, stride_vt, stride_vh, stride_vd,
+    stride_ob, stride_ot, stride_oh, stride_od,
+    H, T, n_tiles, qk_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    # fmt: on
     # 1-D grid (no 65535 limit on batch*heads); later tiles of a bucket see more keys,
     # so they start first.
     pid = tl.program_id(0)
@@ -127,25 +81,20 @@ def sparse_attention_fwd_kernel(
     h = (bh % H).to(tl.int64)
     row_base = bh.to(tl.int64) * T
 
-    slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = slots < T
-    q_pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
-    q_bucket = tl.load(q_bucket_sorted + row_base + slots, mask=row_ok, other=-2)
-    offs_d = tl.arange(0, HEAD_DIM)
-    q = tl.load(
-        Q
-        + b * stride_qb
-        + h * stride_qh
-        + q_pos[:, None] * stride_qt
-        + offs_d[None, :] * stride_qd,
-        mask=row_ok[:, None],
-        other=0.0,
-    )
-
     tile_idx = bh * n_tiles + tile
     start = tl.load(tile_start + tile_idx)
     n_full = tl.load(tile_n_full + tile_idx)
     end = tl.load(tile_end + tile_idx)
+
+    slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = slots < T
+    # A tile that sees no key (dropped or stranded queries) only writes zeros.
+    load_ok = row_ok & (end > start)
+    q_pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
+    q_bucket = tl.load(q_bucket_sorted + row_base + slots, mask=load_ok, other=-2)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_ptrs = Q + b * stride_qb + h * stride_qh + q_pos[:, None] * stride_qt
+    q = tl.load(q_ptrs + offs_d[None, :] * stride_qd, mask=load_ok[:, None], other=0.0)
 
     k_base = b * stride_kb + h * stride_kh
     v_base = b * stride_vb + h * stride_vh
@@ -156,67 +105,28 @@ def sparse_attention_fwd_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     for j in range(0, n_full):
+        # fmt: off
         acc, m_i, l_i = _attend_tile(
-            acc,
-            m_i,
-            l_i,
-            q,
-            q_pos,
-            q_bucket,
-            K,
-            V,
-            k_perm_bh,
-            k_bucket_bh,
-            k_base,
-            v_base,
-            stride_kt,
-            stride_kd,
-            stride_vt,
-            stride_vd,
-            start + j * BLOCK_N,
-            T,
-            qk_scale,
-            False,
-            BLOCK_N,
-            HEAD_DIM,
-            DOT_PRECISION,
+            acc, m_i, l_i, q, q_pos, q_bucket,
+            K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt,
+            stride_vd, start + j * BLOCK_N, T, qk_scale,
+            False, BLOCK_N, HEAD_DIM, DOT_PRECISION,
         )
+        # fmt: on
     for slot0 in range(start + n_full * BLOCK_N, end, BLOCK_N):
+        # fmt: off
         acc, m_i, l_i = _attend_tile(
-            acc,
-            m_i,
-            l_i,
-            q,
-            q_pos,
-            q_bucket,
-            K,
-            V,
-            k_perm_bh,
-            k_bucket_bh,
-            k_base,
-            v_base,
-            stride_kt,
-            stride_kd,
-            stride_vt,
-            stride_vd,
-            slot0,
-            T,
-            qk_scale,
-            True,
-            BLOCK_N,
-            HEAD_DIM,
-            DOT_PRECISION,
+            acc, m_i, l_i, q, q_pos, q_bucket,
+            K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt,
+            stride_vd, slot0, T, qk_scale,
+            True, BLOCK_N, HEAD_DIM, DOT_PRECISION,
         )
+        # fmt: on
 
     seen = l_i > 0.0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]
-    o_ptrs = (
-        Out
-        + b * stride_ob
-        + h * stride_oh
-        + q_pos[:, None] * stride_ot
-        + offs_d[None, :] * stride_od
-    )
+    o_ptrs = Out + b * stride_ob + h * stride_oh + q_pos[:, None] * stride_ot
+    o_ptrs += offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None])
     lse = tl.where(seen, m_i + tl.math.log2(tl.where(seen, l_i, 1.0)), float("inf"))
     tl.store(LSE + row_base + slots, lse, mask=row_ok)

@@ -39,66 +39,68 @@ def _bucket_of(
     return tl.where(ok, bucket, NB)
 
 
+# fmt: off
 @triton.jit
-def bucket_histogram_kernel(
-    Src,
-    Counts,
-    H,
-    T,
-    n_chunks,
-    stride_b,
-    stride_t,
-    stride_h,
-    FROM_KEEP: tl.constexpr,
-    DROPPED_BUCKET: tl.constexpr,
-    NB: tl.constexpr,
+def _sort_one_row(
+    Src, bh, out_row, Perm, SortedBucket, Composite, H, T, stride_b, stride_t, stride_h,
+    FROM_KEEP: tl.constexpr, DROPPED_BUCKET: tl.constexpr, NB: tl.constexpr,
     CHUNK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    bh = pid // n_chunks
-    chunk = pid % n_chunks
-    offs = chunk * CHUNK + tl.arange(0, CHUNK)
-    bucket = _bucket_of(
-        Src, bh, offs, offs < T, H, T, stride_b, stride_t, stride_h, FROM_KEEP, DROPPED_BUCKET, NB
-    )
-    one_hot = (bucket[:, None] == tl.arange(0, NB)[None, :]).to(tl.int32)
-    tl.store(Counts + pid.to(tl.int64) * NB + tl.arange(0, NB), tl.sum(one_hot, 0))
+    # fmt: on
+    columns = tl.arange(0, NB)
+    counts = tl.zeros([NB], dtype=tl.int32)
+    for chunk0 in range(0, T, CHUNK):
+        offs = chunk0 + tl.arange(0, CHUNK)
+        # fmt: off
+        bucket = _bucket_of(Src, bh, offs, offs < T, H, T, stride_b, stride_t, stride_h,
+                            FROM_KEEP, DROPPED_BUCKET, NB)
+        # fmt: on
+        counts += tl.sum((bucket[:, None] == columns[None, :]).to(tl.int32), 0)
+    next_slot = tl.cumsum(counts, 0) - counts  # first free slot of each bucket
+    for chunk0 in range(0, T, CHUNK):
+        offs = chunk0 + tl.arange(0, CHUNK)
+        ok = offs < T
+        # fmt: off
+        bucket = _bucket_of(Src, bh, offs, ok, H, T, stride_b, stride_t, stride_h,
+                            FROM_KEEP, DROPPED_BUCKET, NB)
+        # fmt: on
+        one_hot = (bucket[:, None] == columns[None, :]).to(tl.int32)
+        # Rows of the same bucket earlier in the chunk keep the sort stable.
+        earlier = tl.cumsum(one_hot, 0) - one_hot
+        dest = out_row + tl.sum(one_hot * (next_slot[None, :] + earlier), 1)
+        tl.store(Perm + dest, offs, mask=ok)
+        tl.store(SortedBucket + dest, bucket, mask=ok)
+        tl.store(Composite + dest, bucket.to(tl.int64) * T + offs, mask=ok)
+        next_slot += tl.sum(one_hot, 0)
 
 
+# fmt: off
 @triton.jit
-def bucket_scatter_kernel(
-    Src,
-    Offsets,
-    Perm,
-    SortedBucket,
-    Composite,
-    H,
-    T,
-    n_chunks,
-    stride_b,
-    stride_t,
-    stride_h,
-    FROM_KEEP: tl.constexpr,
-    DROPPED_BUCKET: tl.constexpr,
-    NB: tl.constexpr,
-    CHUNK: tl.constexpr,
+def bucket_sort_pair_kernel(
+    QSrc, KSrc, Perm, SortedBucket, Composite, BH, H, T,
+    q_stride_b, q_stride_t, q_stride_h, k_stride_b, k_stride_t, k_stride_h,
+    FROM_KEEP: tl.constexpr, NB: tl.constexpr, CHUNK: tl.constexpr,
 ):
+    # fmt: on
+    """Stable counting sort of every (batch*head) row of the queries and of the keys.
+
+    One program per (side, row), both sides in one launch: launches and the serial scan,
+    not bytes, are what this step costs (PERF.md). Outputs are (2, BH, T): queries, keys.
+    Dropped rows (FROM_KEEP) go to bucket 1 (queries) and 2 (keys), which never match.
+    """
     pid = tl.program_id(0)
-    bh = pid // n_chunks
-    chunk = pid % n_chunks
-    offs = chunk * CHUNK + tl.arange(0, CHUNK)
-    ok = offs < T
-    bucket = _bucket_of(
-        Src, bh, offs, ok, H, T, stride_b, stride_t, stride_h, FROM_KEEP, DROPPED_BUCKET, NB
-    )
-    one_hot = (bucket[:, None] == tl.arange(0, NB)[None, :]).to(tl.int32)
-    # Rank among the same bucket inside the chunk keeps the sort stable.
-    rank = tl.sum(tl.cumsum(one_hot, 0) * one_hot, 1) - 1
-    base = tl.load(Offsets + pid.to(tl.int64) * NB + bucket, mask=ok, other=0)
-    dest = bh.to(tl.int64) * T + base + rank
-    tl.store(Perm + dest, offs, mask=ok)
-    tl.store(SortedBucket + dest, bucket, mask=ok)
-    tl.store(Composite + dest, bucket.to(tl.int64) * T + offs, mask=ok)
+    out_row = pid.to(tl.int64) * T
+    bh = pid % BH
+    if pid < BH:
+        # fmt: off
+        _sort_one_row(QSrc, bh, out_row, Perm, SortedBucket, Composite, H, T,
+                      q_stride_b, q_stride_t, q_stride_h, FROM_KEEP, 1, NB, CHUNK)
+        # fmt: on
+    else:
+        # fmt: off
+        _sort_one_row(KSrc, bh, out_row, Perm, SortedBucket, Composite, H, T,
+                      k_stride_b, k_stride_t, k_stride_h, FROM_KEEP, 2, NB, CHUNK)
+        # fmt: on
 
 
 @triton.jit

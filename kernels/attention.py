@@ -189,7 +189,7 @@ class _SparseAttention(torch.autograd.Function):
         plan: SparsityPlan,
         sm_scale: float,
     ) -> torch.Tensor:
-        cfg = _config.select(q.device, q.dtype, q.shape[-1])
+        cfg = _config.select(q.device, q.dtype, q.shape[-1], plan.mean_bucket_rows)
         out, lse = _forward(q, k, v, plan, sm_scale, cfg)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.plan = plan  # type: ignore[attr-defined]

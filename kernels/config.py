@@ -36,22 +36,29 @@ _INTERPRETER = KernelConfig(
     delta_block_m=16,
 )
 
-# v1 (PERF.md): the best of the v0 sweep at D=64 over 1 and 8 buckets, T=16384.
-_CUDA_SMALL_HEAD = KernelConfig(
+# Measured on an H100 (PERF.md, v2 and v3 sweeps at T=16384): large buckets (and QK-sparse, whose
+# kept rows form one bucket) want big tiles; small buckets waste less with small tiles.
+_CUDA_LARGE_BUCKETS = KernelConfig(
     fwd=LaunchConfig(128, 128, 4, 2),
+    dkdv=LaunchConfig(32, 128, 4, 3),  # v3 sweep: deeper pipeline, 3% over (64, 64, 4, 2)
+    dq=LaunchConfig(128, 32, 4, 5),
+)
+_CUDA_MEDIUM_BUCKETS = KernelConfig(
+    fwd=LaunchConfig(128, 64, 4, 3),
+    dkdv=LaunchConfig(32, 64, 4, 1),
+    dq=LaunchConfig(64, 32, 4, 3),
+)
+_CUDA_SMALL_BUCKETS = KernelConfig(
+    fwd=LaunchConfig(64, 32, 4, 3),
+    dkdv=LaunchConfig(32, 64, 4, 1),
+    dq=LaunchConfig(64, 32, 4, 3),
+)
+# Head dim 128 (v1 sweep): 64 x 64 tiles everywhere.
+_CUDA_HEAD_128 = KernelConfig(
+    fwd=LaunchConfig(64, 64, 4, 2),
     dkdv=LaunchConfig(64, 64, 4, 2),
     dq=LaunchConfig(64, 64, 4, 2),
 )
-_CUDA_16BIT = {
-    16: _CUDA_SMALL_HEAD,
-    32: _CUDA_SMALL_HEAD,
-    64: _CUDA_SMALL_HEAD,
-    128: KernelConfig(
-        fwd=LaunchConfig(128, 64, 8, 2),
-        dkdv=LaunchConfig(64, 64, 4, 2),
-        dq=LaunchConfig(64, 64, 4, 2),
-    ),
-}
 
 _CUDA_FLOAT32 = KernelConfig(
     fwd=LaunchConfig(64, 32, 4, 2),
@@ -62,14 +69,23 @@ _CUDA_FLOAT32 = KernelConfig(
 _override: KernelConfig | None = None
 
 
-def select(device: torch.device, dtype: torch.dtype, head_dim: int) -> KernelConfig:
+def select(
+    device: torch.device, dtype: torch.dtype, head_dim: int, mean_bucket_rows: float
+) -> KernelConfig:
+    """Launch configuration; `mean_bucket_rows` = T / number of buckets (T for QK-sparse)."""
     if _override is not None:
         return _override
     if device.type != "cuda":
         return _INTERPRETER
     if dtype == torch.float32:
         return _CUDA_FLOAT32
-    return _CUDA_16BIT[head_dim]
+    if head_dim == 128:
+        return _CUDA_HEAD_128
+    if mean_bucket_rows >= 4096:
+        return _CUDA_LARGE_BUCKETS
+    if mean_bucket_rows > 1024:
+        return _CUDA_MEDIUM_BUCKETS
+    return _CUDA_SMALL_BUCKETS
 
 
 @contextlib.contextmanager

@@ -25,8 +25,7 @@ import torch
 import triton
 
 from ._triton_plan import (
-    bucket_histogram_kernel,
-    bucket_scatter_kernel,
+    bucket_sort_pair_kernel,
     key_tile_ranges_kernel,
     query_tile_ranges_kernel,
 )
@@ -69,11 +68,14 @@ class SparsityPlan:
     seq_len: int
     queries: SortedRows
     keys: SortedRows
+    # T / (largest bucket id + 1): picks tile sizes (config.select); T for QK-sparse.
+    mean_bucket_rows: float
 
 
 # Counting sort handles bucket ids below this; larger ids fall back to torch.sort.
 COUNTING_SORT_MAX_BUCKETS = 64
-_SORT_CHUNK = 128
+# One-hot (chunk x buckets) elements per step of the counting sort.
+_SORT_ELEMENTS = 8192
 _RANGE_GROUP = 128
 
 
@@ -89,56 +91,52 @@ def _sort_rows_torch(bucket_bth: torch.Tensor) -> SortedRows:
     return SortedRows(perm=perm, bucket=sorted_bucket, composite=composite)
 
 
-def _sort_rows_counting(
-    src: torch.Tensor, n_buckets: int, from_keep: bool, dropped_bucket: int
-) -> SortedRows:
-    """Stable counting sort on the device: per-chunk histograms, prefix sums, scatter."""
-    B, T, H = src.shape
+def _sort_rows_pair_counting(
+    q_src: torch.Tensor, k_src: torch.Tensor, n_buckets: int, from_keep: bool
+) -> tuple[SortedRows, SortedRows]:
+    """Stable counting sort of queries and keys on the device, in one launch."""
+    B, T, H = q_src.shape
     BH = B * H
     nb = triton.next_power_of_2(max(n_buckets, 2))
-    n_chunks = triton.cdiv(T, _SORT_CHUNK)
-    device = src.device
-    counts = torch.empty((BH * n_chunks, nb), dtype=torch.int32, device=device)
-    common = dict(FROM_KEEP=from_keep, DROPPED_BUCKET=dropped_bucket, NB=nb, CHUNK=_SORT_CHUNK)
-    bucket_histogram_kernel[(BH * n_chunks,)](src, counts, H, T, n_chunks, *src.stride(), **common)
-    counts = counts.view(BH, n_chunks, nb)
-    totals = counts.sum(1)
-    bucket_start = totals.cumsum(-1) - totals
-    offsets = (bucket_start[:, None, :] + counts.cumsum(1) - counts).to(torch.int32).contiguous()
-    perm = torch.empty((BH, T), dtype=torch.int32, device=device)
-    bucket = torch.empty((BH, T), dtype=torch.int32, device=device)
-    composite = torch.empty((BH, T), dtype=torch.int64, device=device)
-    bucket_scatter_kernel[(BH * n_chunks,)](
-        src, offsets, perm, bucket, composite, H, T, n_chunks, *src.stride(), **common
+    chunk = max(16, min(1024, _SORT_ELEMENTS // nb))
+    perm = torch.empty((2, BH, T), dtype=torch.int32, device=q_src.device)
+    bucket = torch.empty((2, BH, T), dtype=torch.int32, device=q_src.device)
+    composite = torch.empty((2, BH, T), dtype=torch.int64, device=q_src.device)
+    # fmt: off
+    bucket_sort_pair_kernel[(2 * BH,)](
+        q_src, k_src, perm, bucket, composite, BH, H, T, *q_src.stride(), *k_src.stride(),
+        FROM_KEEP=from_keep, NB=nb, CHUNK=chunk, num_warps=8,
     )
-    return SortedRows(perm=perm, bucket=bucket, composite=composite)
+    # fmt: on
+    return (
+        SortedRows(perm=perm[0], bucket=bucket[0], composite=composite[0]),
+        SortedRows(perm=perm[1], bucket=bucket[1], composite=composite[1]),
+    )
 
 
-def _sort_rows(
-    src: torch.Tensor, max_bucket: int, from_keep: bool = False, dropped_bucket: int = 0
-) -> SortedRows:
+def _sort_rows_pair(
+    q_src: torch.Tensor, k_src: torch.Tensor, max_bucket: int, from_keep: bool = False
+) -> tuple[SortedRows, SortedRows]:
+    """Sort queries and keys; with `from_keep`, sources are keep masks (see qk_plan)."""
     if max_bucket < COUNTING_SORT_MAX_BUCKETS:
-        return _sort_rows_counting(src, max_bucket + 1, from_keep, dropped_bucket)
-    bucket = torch.where(src, 0, dropped_bucket) if from_keep else src
-    return _sort_rows_torch(bucket)
+        return _sort_rows_pair_counting(q_src, k_src, max_bucket + 1, from_keep)
+    if from_keep:
+        q_src, k_src = torch.where(q_src, 0, 1), torch.where(k_src, 0, 2)
+    return _sort_rows_torch(q_src), _sort_rows_torch(k_src)
 
 
 def hash_plan(q_hash: torch.Tensor, k_hash: torch.Tensor, max_bucket: int) -> SparsityPlan:
     """Plan for hash-sparse attention; `max_bucket` bounds the ids (validation reads it)."""
-    return SparsityPlan(
-        seq_len=q_hash.shape[1],
-        queries=_sort_rows(q_hash, max_bucket),
-        keys=_sort_rows(k_hash, max_bucket),
-    )
+    T = q_hash.shape[1]
+    queries, keys = _sort_rows_pair(q_hash, k_hash, max_bucket)
+    return SparsityPlan(T, queries, keys, mean_bucket_rows=T / (max_bucket + 1))
 
 
 def qk_plan(q_keep: torch.Tensor, k_keep: torch.Tensor) -> SparsityPlan:
     # Kept rows -> bucket 0; dropped queries -> 1 and dropped keys -> 2, which never match.
-    return SparsityPlan(
-        seq_len=q_keep.shape[1],
-        queries=_sort_rows(q_keep, 2, from_keep=True, dropped_bucket=1),
-        keys=_sort_rows(k_keep, 2, from_keep=True, dropped_bucket=2),
-    )
+    T = q_keep.shape[1]
+    queries, keys = _sort_rows_pair(q_keep, k_keep, 2, from_keep=True)
+    return SparsityPlan(T, queries, keys, mean_bucket_rows=float(T))
 
 
 def _tile_bounds(rows: SortedRows, block: int) -> tuple[torch.Tensor, ...]:

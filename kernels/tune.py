@@ -11,8 +11,6 @@ lines to DIR/tune.jsonl and prints a table. The numbers that matter for users co
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import itertools
 import json
 import sys
 import time
@@ -163,16 +161,15 @@ def _sweep(log, q, k, v, T, part, space, base, patterns, d=D, h=H):
             fwd=lc if part == "fwd" else base.fwd,
             dkdv=lc if part.startswith("dkdv") else base.dkdv,
             dq=lc if part == "dq" else base.dq,
-            fused_dq=part == "dkdv_fused" or base.fused_dq,
         )
         for kind, param in patterns:
             a, b = _pattern(kind, param, T, h=h)
             try:
                 with kcfg.override(cfg):
                     if part == "fwd":
-                        ms = _bench(lambda a=a, b=b: hash_sparse_attention(q, k, v, a, b))
+                        ms = _bench(lambda a=a, b=b, kind=kind: _fn(kind)(q, k, v, a, b))
                     else:
-                        out = hash_sparse_attention(q, k, v, a, b)
+                        out = _fn(kind)(q, k, v, a, b)
                         do = torch.randn_like(out)
                         ms = _bench(
                             lambda out=out, do=do: out.backward(do, retain_graph=True),
@@ -204,13 +201,52 @@ def _sweep(log, q, k, v, T, part, space, base, patterns, d=D, h=H):
                 )
 
 
+T_MEDIUM_BUCKET = 2048.0  # rows per bucket at T=16384, 8 buckets
 ALL = [("hash", 1), ("hash", 2), ("hash", 8), ("hash", 32), ("qk", 0.2), ("qk", 0.5), ("qk", 0.8)]
+
+
+CANDIDATES = {
+    # v3 round: deeper software pipelines and larger key tiles for the dense-like patterns.
+    "dkdv": [
+        (64, 64, 4, 2),
+        (32, 128, 4, 3),
+        (32, 128, 4, 4),
+        (32, 128, 4, 5),
+        (64, 128, 4, 3),
+        (64, 128, 8, 3),
+        (64, 64, 4, 3),
+        (64, 64, 4, 4),
+        (32, 64, 4, 3),
+        (32, 64, 4, 4),
+    ],
+    "dq": [
+        (64, 64, 4, 2),
+        (128, 32, 4, 3),
+        (128, 32, 4, 4),
+        (128, 32, 4, 5),
+        (128, 64, 8, 3),
+        (64, 64, 4, 3),
+        (64, 64, 4, 4),
+        (128, 64, 4, 3),
+    ],
+    "fwd": [
+        (128, 128, 4, 2),
+        (128, 128, 4, 3),
+        (128, 64, 8, 3),
+        (128, 64, 8, 4),
+        (128, 128, 8, 2),
+        (64, 64, 4, 4),
+        (128, 64, 4, 4),
+    ],
+}
+SPARSE = [("hash", 1), ("hash", 2), ("hash", 8), ("qk", 0.2), ("qk", 0.5), ("qk", 0.8)]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("."))
-    ap.add_argument("--sections", default="check,base,variants,plan,dkdv_fused,d128")
+    ap.add_argument("--sections", default="base,current,plan,sparse_sweep,d128")
+    ap.add_argument("--tag", default="current")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     sink = open(args.out / "tune.jsonl", "a")
@@ -230,22 +266,17 @@ def main(argv=None) -> int:
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
     )
-    base = kcfg.select(torch.device("cuda"), torch.bfloat16, D)
-    fused = dataclasses.replace(base, fused_dq=True)
+    base = kcfg.select(torch.device("cuda"), torch.bfloat16, D, T_MEDIUM_BUCKET)
     if "check" in sections:
         check(sink, log)
-        with kcfg.override(fused):
-            check(sink, log)
 
     T = 16384
     q, k, v = _inputs(T)
     if "base" in sections:
         fwd, bwd, tot = time_modes(sdpa_cudnn(q, k, v), q, k, v)
         log({"what": "sdpa_cudnn", "T": T, "D": D, "fwd": fwd, "bwd": bwd, "total": tot})
-    if "variants" in sections:
-        _time_patterns(log, q, k, v, T, ALL, "v1")
-        with kcfg.override(fused):
-            _time_patterns(log, q, k, v, T, ALL, "v1_fused_dq")
+    if "current" in sections:
+        _time_patterns(log, q, k, v, T, [*ALL, ("hash", 64)], args.tag)
     if "plan" in sections:
         a, b = _pattern("hash", 8, T)
 
@@ -257,20 +288,12 @@ def main(argv=None) -> int:
 
         log({"what": "plan_hash8_all", "T": T, "ms": _bench(plan_all)})
         log({"what": "plan_hash8_sort", "T": T, "ms": _bench(lambda: hash_plan(a, b, 7))})
-        log({"what": "plan_hash8_torchsort", "T": T, "ms": _bench(lambda: hash_plan(a, b, 1000))})
-        p = hash_plan(a, b, 7)
-        log(
-            {
-                "what": "plan_ranges_fwd",
-                "T": T,
-                "ms": _bench(lambda: query_tile_ranges(p, base.fwd.block_m, base.fwd.block_n)),
-            }
-        )
         a, b = _pattern("qk", 0.5, T)
         log({"what": "plan_qk_sort", "T": T, "ms": _bench(lambda: qk_plan(a, b))})
-    if "dkdv_fused" in sections:
-        space = itertools.product([32, 64], [64, 128], [4, 8], [1, 2])
-        _sweep(log, q, k, v, T, "dkdv_fused", space, base, [("hash", 8), ("hash", 1)])
+    if "sparse_sweep" in sections:
+        large = kcfg.select(torch.device("cuda"), torch.bfloat16, D, float(T))
+        for part, space in CANDIDATES.items():
+            _sweep(log, q, k, v, T, part, space, large, SPARSE)
     if "d128" in sections:
         del q, k, v
         torch.cuda.empty_cache()
@@ -278,49 +301,8 @@ def main(argv=None) -> int:
         q, k, v = _inputs(T, d=128, h=h)
         fwd, bwd, tot = time_modes(sdpa_cudnn(q, k, v), q, k, v)
         log({"what": "sdpa_cudnn", "T": T, "D": 128, "fwd": fwd, "bwd": bwd, "total": tot})
-        b128 = kcfg.select(q.device, q.dtype, 128)
-        _time_patterns(log, q, k, v, T, [("hash", 1), ("hash", 8)], "v1", d=128, h=h)
-        with kcfg.override(dataclasses.replace(b128, fused_dq=True)):
-            _time_patterns(log, q, k, v, T, [("hash", 1), ("hash", 8)], "v1_fused_dq", d=128, h=h)
-        pats = [("hash", 8), ("hash", 1)]
-        _sweep(
-            log,
-            q,
-            k,
-            v,
-            T,
-            "fwd",
-            itertools.product([64, 128], [64, 128], [4, 8], [2]),
-            b128,
-            pats,
-            d=128,
-            h=h,
-        )
-        _sweep(
-            log,
-            q,
-            k,
-            v,
-            T,
-            "dkdv",
-            itertools.product([32, 64], [64, 128], [4, 8], [1]),
-            b128,
-            pats,
-            d=128,
-            h=h,
-        )
-        _sweep(
-            log,
-            q,
-            k,
-            v,
-            T,
-            "dq",
-            itertools.product([64, 128], [32, 64], [4, 8], [2]),
-            b128,
-            pats,
-            d=128,
-            h=h,
+        _time_patterns(
+            log, q, k, v, T, [("hash", 1), ("hash", 8), ("qk", 0.5)], args.tag, d=128, h=h
         )
     sink.close()
     return 0

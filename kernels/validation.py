@@ -113,8 +113,9 @@ def check_hashes(
     qh = _check_index_tensor("q_hash", q_hash, B, T, H, device, "hash")
     kh = _check_index_tensor("k_hash", k_hash, B, T, H, device, "hash")
     # One synchronising read for all four bounds.
+    (q_lo, q_hi), (k_lo, k_hi) = torch.aminmax(qh), torch.aminmax(kh)
     lo_q, lo_k, hi_q, hi_k = torch.stack(
-        [qh.min().long(), kh.min().long(), qh.max().long(), kh.max().long()]
+        [q_lo.long(), k_lo.long(), q_hi.long(), k_hi.long()]
     ).tolist()
     for name, lo, hi in (("q_hash", lo_q, hi_q), ("k_hash", lo_k, hi_k)):
         if lo < 0:

@@ -13,42 +13,48 @@ def _random_hash(B: int, T: int, H: int, n_buckets: int, seed: int) -> torch.Ten
     return torch.randint(0, n_buckets, (B, T, H), generator=g)
 
 
-@pytest.mark.parametrize("T", [1, 5, 127, 128, 129, 300])
+@pytest.mark.parametrize("T", [1, 5, 127, 128, 129, 300, 1100])
 @pytest.mark.parametrize("n_buckets", [1, 2, 7, 64])
 def test_counting_sort_matches_stable_torch_sort(device: str, T: int, n_buckets: int) -> None:
-    buckets = _random_hash(2, T, 3, n_buckets, seed=T * 100 + n_buckets).to(device)
-    counted = P._sort_rows_counting(buckets, n_buckets, from_keep=False, dropped_bucket=0)
-    expected = P._sort_rows_torch(buckets)
-    assert torch.equal(counted.perm.cpu(), expected.perm.cpu())
-    assert torch.equal(counted.bucket.cpu(), expected.bucket.cpu())
-    assert torch.equal(counted.composite.cpu(), expected.composite.cpu())
+    q_buckets = _random_hash(2, T, 3, n_buckets, seed=T * 100 + n_buckets).to(device)
+    k_buckets = _random_hash(2, T, 3, n_buckets, seed=T * 100 + n_buckets + 1).to(device)
+    counted = P._sort_rows_pair_counting(q_buckets, k_buckets, n_buckets, from_keep=False)
+    expected = (P._sort_rows_torch(q_buckets), P._sort_rows_torch(k_buckets))
+    for got, want in zip(counted, expected, strict=True):
+        assert torch.equal(got.perm.cpu(), want.perm.cpu())
+        assert torch.equal(got.bucket.cpu(), want.bucket.cpu())
+        assert torch.equal(got.composite.cpu(), want.composite.cpu())
 
 
 def test_counting_sort_reads_strided_input(device: str) -> None:
     # A (B, H, T) tensor seen as (B, T, H): the kernel must follow the strides.
     base = _random_hash(2, 50, 4, 5, seed=1).permute(0, 2, 1).contiguous().to(device)
     strided = base.permute(0, 2, 1)
-    counted = P._sort_rows_counting(strided, 5, from_keep=False, dropped_bucket=0)
-    expected = P._sort_rows_torch(strided.contiguous())
-    assert torch.equal(counted.perm.cpu(), expected.perm.cpu())
+    dense = _random_hash(2, 50, 4, 5, seed=2).to(device)
+    q_rows, k_rows = P._sort_rows_pair_counting(strided, dense, 5, from_keep=False)
+    assert torch.equal(q_rows.perm.cpu(), P._sort_rows_torch(strided.contiguous()).perm.cpu())
+    assert torch.equal(k_rows.perm.cpu(), P._sort_rows_torch(dense).perm.cpu())
 
 
 def test_keep_masks_compact_kept_rows_first_in_time_order(device: str) -> None:
     g = torch.Generator().manual_seed(3)
-    keep = (torch.rand(1, 40, 2, generator=g) < 0.5).to(device)
-    rows = P._sort_rows(keep, 2, from_keep=True, dropped_bucket=2)
-    for h in range(2):
-        kept = torch.nonzero(keep[0, :, h].cpu()).flatten().to(torch.int32)
-        dropped = torch.nonzero(~keep[0, :, h].cpu()).flatten().to(torch.int32)
-        assert torch.equal(rows.perm[h].cpu(), torch.cat([kept, dropped]))
-        assert set(rows.bucket[h, len(kept) :].cpu().tolist()) <= {2}
+    q_keep = (torch.rand(1, 40, 2, generator=g) < 0.5).to(device)
+    k_keep = (torch.rand(1, 40, 2, generator=g) < 0.5).to(device)
+    rows = P._sort_rows_pair(q_keep, k_keep, 2, from_keep=True)
+    for keep, sorted_rows, dropped_bucket in zip((q_keep, k_keep), rows, (1, 2), strict=True):
+        for h in range(2):
+            kept = torch.nonzero(keep[0, :, h].cpu()).flatten().to(torch.int32)
+            dropped = torch.nonzero(~keep[0, :, h].cpu()).flatten().to(torch.int32)
+            assert torch.equal(sorted_rows.perm[h].cpu(), torch.cat([kept, dropped]))
+            assert set(sorted_rows.bucket[h, : len(kept)].cpu().tolist()) <= {0}
+            assert set(sorted_rows.bucket[h, len(kept) :].cpu().tolist()) <= {dropped_bucket}
 
 
 def test_large_bucket_ids_use_the_torch_sort(device: str) -> None:
     buckets = torch.tensor([[[1000], [3], [1000], [3]]], device=device)
-    rows = P._sort_rows(buckets, 1000)
-    assert rows.perm.cpu().tolist() == [[1, 3, 0, 2]]
-    assert rows.bucket.cpu().tolist() == [[3, 3, 1000, 1000]]
+    q_rows, k_rows = P._sort_rows_pair(buckets, buckets, 1000)
+    assert q_rows.perm.cpu().tolist() == [[1, 3, 0, 2]]
+    assert k_rows.bucket.cpu().tolist() == [[3, 3, 1000, 1000]]
 
 
 @pytest.mark.parametrize("T,n_buckets", [(1, 1), (37, 1), (100, 3), (257, 8), (200, 64)])
