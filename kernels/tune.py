@@ -242,6 +242,51 @@ CANDIDATES = {
 SPARSE = [("hash", 1), ("hash", 2), ("hash", 8), ("qk", 0.2), ("qk", 0.5), ("qk", 0.8)]
 
 
+def profile_small(log) -> None:
+    """Where the time goes when T is small: kernel time against host time per call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for T, kind, param in [(1024, "hash", 8), (4096, "hash", 2), (4096, "qk", 0.2)]:
+        q, k, v = _inputs(T)
+        a, b = _pattern(kind, param, T)
+        fn = _fn(kind)
+        do = torch.randn_like(q)
+
+        def step(fn=fn, q=q, k=k, v=v, a=a, b=b, do=do):
+            fn(q, k, v, a, b).backward(do)
+
+        step()
+        torch.cuda.synchronize()
+        wall = _bench(step, grad_to_none=[q, k, v])
+        # Host time to issue one call when the GPU queue is empty (the validation sync waits).
+        n = 20
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        torch.cuda.synchronize()
+        host_ms = (time.perf_counter() - t0) * 1e3 / n
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                step()
+            torch.cuda.synchronize()
+        kernels = {}
+        for evt in prof.key_averages():
+            if evt.device_time_total > 0:
+                kernels[evt.key[:60]] = round(evt.device_time_total / 5 / 1e3, 4)
+        log(
+            {
+                "what": "profile",
+                "T": T,
+                "kind": kind,
+                "param": param,
+                "do_bench_ms": wall,
+                "loop_ms_per_call": host_ms,
+                "gpu_ms_per_call": round(sum(kernels.values()), 4),
+                "kernels_ms": dict(sorted(kernels.items(), key=lambda kv: -kv[1])[:14]),
+            }
+        )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("."))
@@ -269,6 +314,8 @@ def main(argv=None) -> int:
     base = kcfg.select(torch.device("cuda"), torch.bfloat16, D, T_MEDIUM_BUCKET)
     if "check" in sections:
         check(sink, log)
+    if "profile" in sections:
+        profile_small(log)
 
     T = 16384
     q, k, v = _inputs(T)

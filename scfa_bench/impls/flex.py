@@ -20,6 +20,15 @@ def _causal(batch: Tensor, head: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tenso
 def _compiled_flex() -> Callable[..., Tensor]:
     from torch.nn.attention.flex_attention import flex_attention
 
+    # One compiled graph per (shape, grad mode): a sweep needs more than dynamo's default
+    # cache of 8, past which flex_attention silently falls back to eager, which builds the
+    # full T x T score matrix (seen on an H100: a 192 GiB allocation at T=16384).
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
+    torch._dynamo.config.accumulated_cache_size_limit = max(
+        torch._dynamo.config.accumulated_cache_size_limit, 1024
+    )
+    # The bwd mode replays backward with retain_graph=True, which donated buffers forbid.
+    torch._functorch.config.donated_buffer = False
     return torch.compile(flex_attention, dynamic=False)
 
 
