@@ -239,6 +239,18 @@ CANDIDATES = {
         (128, 64, 4, 4),
     ],
 }
+SMALL_T_CANDIDATES = {
+    "fwd": [
+        (128, 128, 4, 2),
+        (128, 64, 4, 3),
+        (64, 64, 4, 2),
+        (64, 32, 4, 3),
+        (128, 64, 4, 2),
+        (64, 128, 4, 2),
+    ],
+    "dkdv": [(32, 128, 4, 3), (32, 64, 4, 1), (64, 64, 4, 2), (32, 64, 4, 2)],
+    "dq": [(128, 32, 4, 5), (64, 32, 4, 3), (64, 64, 4, 2), (64, 64, 4, 4)],
+}
 SPARSE = [("hash", 1), ("hash", 2), ("hash", 8), ("qk", 0.2), ("qk", 0.5), ("qk", 0.8)]
 
 
@@ -287,6 +299,98 @@ def profile_small(log) -> None:
         )
 
 
+def host_costs(log) -> None:
+    """Host (CPU) time of each step of a forward call, GPU queue kept busy or idle."""
+    from . import validation
+    from .attention import _forward
+
+    T = 4096
+    q, k, v = _inputs(T)
+    a, b = _pattern("hash", 2, T)
+    B, _, Hh, Dd = q.shape
+    n = 50
+
+    def per_call(fn) -> float:
+        fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        host = (time.perf_counter() - t0) * 1e3 / n
+        torch.cuda.synchronize()
+        return round(host, 4)
+
+    plan = hash_plan(a, b, 1)
+    cfg = kcfg.select(q.device, q.dtype, Dd, plan.mean_bucket_rows)
+    log(
+        {
+            "what": "host_ms",
+            "T": T,
+            "step": "validation (sync)",
+            "ms": per_call(lambda: validation.check_hashes(a, b, B, T, Hh, q.device)),
+        }
+    )
+    log(
+        {
+            "what": "host_ms",
+            "T": T,
+            "step": "check_qkv",
+            "ms": per_call(lambda: validation.check_qkv(q, k, v)),
+        }
+    )
+    log(
+        {
+            "what": "host_ms",
+            "T": T,
+            "step": "hash_plan (sort launch)",
+            "ms": per_call(lambda: hash_plan(a, b, 1)),
+        }
+    )
+    log(
+        {
+            "what": "host_ms",
+            "T": T,
+            "step": "query_tile_ranges",
+            "ms": per_call(lambda: query_tile_ranges(plan, cfg.fwd.block_m, cfg.fwd.block_n)),
+        }
+    )
+    log(
+        {
+            "what": "host_ms",
+            "T": T,
+            "step": "_forward (ranges + fwd launch)",
+            "ms": per_call(lambda: _forward(q, k, v, plan, 0.125, cfg)),
+        }
+    )
+    with torch.no_grad():
+        log(
+            {
+                "what": "host_ms",
+                "T": T,
+                "step": "hash_sparse_attention no_grad",
+                "ms": per_call(lambda: hash_sparse_attention(q, k, v, a, b)),
+            }
+        )
+    log(
+        {
+            "what": "host_ms",
+            "T": T,
+            "step": "hash_sparse_attention",
+            "ms": per_call(lambda: hash_sparse_attention(q, k, v, a, b)),
+        }
+    )
+    log(
+        {"what": "fwd_do_bench", "T": T, "ms": _bench(lambda: hash_sparse_attention(q, k, v, a, b))}
+    )
+    log(
+        {
+            "what": "fwd_kernel_only_do_bench",
+            "T": T,
+            "ms": _bench(lambda: _forward(q, k, v, plan, 0.125, cfg)),
+        }
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("."))
@@ -314,6 +418,8 @@ def main(argv=None) -> int:
     base = kcfg.select(torch.device("cuda"), torch.bfloat16, D, T_MEDIUM_BUCKET)
     if "check" in sections:
         check(sink, log)
+    if "host" in sections:
+        host_costs(log)
     if "profile" in sections:
         profile_small(log)
 
@@ -337,6 +443,14 @@ def main(argv=None) -> int:
         log({"what": "plan_hash8_sort", "T": T, "ms": _bench(lambda: hash_plan(a, b, 7))})
         a, b = _pattern("qk", 0.5, T)
         log({"what": "plan_qk_sort", "T": T, "ms": _bench(lambda: qk_plan(a, b))})
+    if "small_t_sweep" in sections:
+        T4 = 4096
+        q4, k4, v4 = _inputs(T4)
+        large = kcfg.select(torch.device("cuda"), torch.bfloat16, D, float(T4))
+        pats = [("hash", 2), ("hash", 4), ("qk", 0.2), ("qk", 0.5)]
+        for part, space in SMALL_T_CANDIDATES.items():
+            _sweep(log, q4, k4, v4, T4, part, space, large, pats)
+        del q4, k4, v4
     if "sparse_sweep" in sections:
         large = kcfg.select(torch.device("cuda"), torch.bfloat16, D, float(T))
         for part, space in CANDIDATES.items():
