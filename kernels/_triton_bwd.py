@@ -15,6 +15,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ._triton_common import load_key_tile, program_tile
+
 
 # fmt: off
 @triton.jit
@@ -26,12 +28,7 @@ def attention_bwd_delta_kernel(
     BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
     # fmt: on
-    pid = tl.program_id(0)
-    bh = pid // n_tiles
-    tile = pid % n_tiles
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    row_base = bh.to(tl.int64) * T
+    _bh, tile, b, h, row_base = program_tile(n_tiles, H, T, False)
     slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = slots < T
     pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
@@ -102,13 +99,8 @@ def sparse_attention_bwd_dkdv_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     # fmt: on
-    # 1-D grid; the first key tiles of a bucket are seen by the most queries and start first.
-    pid = tl.program_id(0)
-    bh = pid // n_tiles
-    tile = pid % n_tiles
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    row_base = bh.to(tl.int64) * T
+    # The first key tiles of a bucket are seen by the most queries: they start first.
+    bh, tile, b, h, row_base = program_tile(n_tiles, H, T, False)
 
     tile_idx = bh * n_tiles + tile
     start = tl.load(tile_start + tile_idx)
@@ -179,20 +171,12 @@ def _dq_tile(
     DOT_PRECISION: tl.constexpr,
 ):
     # fmt: on
-    slots = slot0 + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
-    if MASKED:
-        in_range = slots < T
-        k_pos = tl.load(k_perm_bh + slots, mask=in_range, other=0).to(tl.int64)
-        k_bucket = tl.load(k_bucket_bh + slots, mask=in_range, other=-1)
-        k_ptrs = K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd
-        v_ptrs = V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd
-        k = tl.load(k_ptrs, mask=in_range[:, None], other=0.0)
-        v = tl.load(v_ptrs, mask=in_range[:, None], other=0.0)
-    else:
-        k_pos = tl.load(k_perm_bh + slots).to(tl.int64)
-        k = tl.load(K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd)
-        v = tl.load(V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd)
+    # fmt: off
+    k_pos, k_bucket, k, v = load_key_tile(
+        K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
+        slot0, T, MASKED, BLOCK_N, HEAD_DIM,
+    )
+    # fmt: on
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
     p = tl.math.exp2(s - lse[:, None])
     if MASKED:
@@ -220,12 +204,7 @@ def sparse_attention_bwd_dq_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     # fmt: on
-    pid = tl.program_id(0)
-    bh = pid // n_tiles
-    tile = n_tiles - 1 - pid % n_tiles
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    row_base = bh.to(tl.int64) * T
+    bh, tile, b, h, row_base = program_tile(n_tiles, H, T, True)
 
     tile_idx = bh * n_tiles + tile
     start = tl.load(tile_start + tile_idx)

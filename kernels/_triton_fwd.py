@@ -12,6 +12,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ._triton_common import load_key_tile, program_tile
+
 LOG2E = 1.4426950408889634
 
 
@@ -25,20 +27,12 @@ def _attend_tile(
     DOT_PRECISION: tl.constexpr,
 ):
     # fmt: on
-    slots = slot0 + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
-    if MASKED:
-        in_range = slots < T
-        k_pos = tl.load(k_perm_bh + slots, mask=in_range, other=0).to(tl.int64)
-        k_bucket = tl.load(k_bucket_bh + slots, mask=in_range, other=-1)
-        k_ptrs = K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd
-        v_ptrs = V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd
-        k = tl.load(k_ptrs, mask=in_range[:, None], other=0.0)
-        v = tl.load(v_ptrs, mask=in_range[:, None], other=0.0)
-    else:
-        k_pos = tl.load(k_perm_bh + slots).to(tl.int64)
-        k = tl.load(K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd)
-        v = tl.load(V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd)
+    # fmt: off
+    k_pos, k_bucket, k, v = load_key_tile(
+        K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
+        slot0, T, MASKED, BLOCK_N, HEAD_DIM,
+    )
+    # fmt: on
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
     if MASKED:
         allowed = (q_bucket[:, None] == k_bucket[None, :]) & (k_pos[None, :] <= q_pos[:, None])
@@ -72,14 +66,8 @@ def sparse_attention_fwd_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     # fmt: on
-    # 1-D grid (no 65535 limit on batch*heads); later tiles of a bucket see more keys,
-    # so they start first.
-    pid = tl.program_id(0)
-    bh = pid // n_tiles
-    tile = n_tiles - 1 - pid % n_tiles
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    row_base = bh.to(tl.int64) * T
+    # Later tiles of a bucket see more keys, so they start first.
+    bh, tile, b, h, row_base = program_tile(n_tiles, H, T, True)
 
     tile_idx = bh * n_tiles + tile
     start = tl.load(tile_start + tile_idx)

@@ -122,32 +122,33 @@ def _search(sorted_bh, T, value, RIGHT: tl.constexpr, STEPS: tl.constexpr):
 
 
 @triton.jit
-def query_tile_ranges_kernel(
-    QComp,
-    QBucket,
-    KComp,
-    Start,
-    NFull,
-    End,
-    T,
-    n_tiles,
-    n_groups,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    GROUP: tl.constexpr,
-    STEPS: tl.constexpr,
-):
+def _tile_edges(Comp, Bucket, T, n_tiles, n_groups, BLOCK: tl.constexpr, GROUP: tl.constexpr):
+    """This program's GROUP tiles of one row: composite key and bucket of each tile's first
+    and last slot, plus (bh, row offset, tile ids, in-range mask)."""
     pid = tl.program_id(0)
     bh = pid // n_groups
     tiles = (pid % n_groups) * GROUP + tl.arange(0, GROUP)
     ok = tiles < n_tiles
     row = bh.to(tl.int64) * T
-    first = tiles * BLOCK_M
-    last = tl.minimum(first + BLOCK_M, T) - 1
-    qc0 = tl.load(QComp + row + first, mask=ok, other=0)
-    qc1 = tl.load(QComp + row + last, mask=ok, other=0)
-    qb0 = tl.load(QBucket + row + first, mask=ok, other=0)
-    qb1 = tl.load(QBucket + row + last, mask=ok, other=0)
+    first = tiles * BLOCK
+    last = tl.minimum(first + BLOCK, T) - 1
+    c0 = tl.load(Comp + row + first, mask=ok, other=0)
+    c1 = tl.load(Comp + row + last, mask=ok, other=0)
+    b0 = tl.load(Bucket + row + first, mask=ok, other=0)
+    b1 = tl.load(Bucket + row + last, mask=ok, other=0)
+    return bh, row, tiles, ok, c0, c1, b0, b1
+
+
+# fmt: off
+@triton.jit
+def query_tile_ranges_kernel(
+    QComp, QBucket, KComp, Start, NFull, End, T, n_tiles, n_groups,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP: tl.constexpr, STEPS: tl.constexpr,
+):
+    # fmt: on
+    bh, row, tiles, ok, qc0, qc1, qb0, qb1 = _tile_edges(
+        QComp, QBucket, T, n_tiles, n_groups, BLOCK_M, GROUP
+    )
     keys = KComp + row
     start = _search(keys, T, qb0.to(tl.int64) * T, False, STEPS)
     end = _search(keys, T, qc1, True, STEPS)
@@ -160,34 +161,16 @@ def query_tile_ranges_kernel(
     tl.store(End + out, end, mask=ok)
 
 
+# fmt: off
 @triton.jit
 def key_tile_ranges_kernel(
-    KComp,
-    KBucket,
-    QComp,
-    Start,
-    NDiag,
-    NFull,
-    End,
-    T,
-    n_tiles,
-    n_groups,
-    BLOCK_N: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    GROUP: tl.constexpr,
-    STEPS: tl.constexpr,
+    KComp, KBucket, QComp, Start, NDiag, NFull, End, T, n_tiles, n_groups,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, GROUP: tl.constexpr, STEPS: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    bh = pid // n_groups
-    tiles = (pid % n_groups) * GROUP + tl.arange(0, GROUP)
-    ok = tiles < n_tiles
-    row = bh.to(tl.int64) * T
-    first = tiles * BLOCK_N
-    last = tl.minimum(first + BLOCK_N, T) - 1
-    kc0 = tl.load(KComp + row + first, mask=ok, other=0)
-    kc1 = tl.load(KComp + row + last, mask=ok, other=0)
-    kb0 = tl.load(KBucket + row + first, mask=ok, other=0)
-    kb1 = tl.load(KBucket + row + last, mask=ok, other=0)
+    # fmt: on
+    bh, row, tiles, ok, kc0, kc1, kb0, kb1 = _tile_edges(
+        KComp, KBucket, T, n_tiles, n_groups, BLOCK_N, GROUP
+    )
     queries = QComp + row
     start = _search(queries, T, kc0, False, STEPS)
     end = _search(queries, T, (kb1.to(tl.int64) + 1) * T, False, STEPS)

@@ -1,11 +1,13 @@
-"""Kernel tuning and quick side-by-side timings on a GPU (a developer tool, not the suite).
+"""Kernel tuning on a GPU: a developer tool, not the benchmark suite.
 
-    python -m scfa_kernels.tune --out DIR [--quick]
+    python -m scfa_kernels.tune --out DIR --sections base,current,plan [--tag NAME]
 
-Times our kernels against torch SDPA (cuDNN) in the same process, sweeps launch
-configurations of each kernel, and times the plan (sorting, ranges) alone. Writes JSON
-lines to DIR/tune.jsonl and prints a table. The numbers that matter for users come from
-`scfa-bench run`; this script exists to choose configurations (see PERF.md).
+Sections: `base` (cuDNN at T=16384), `current` (our kernels, every pattern, fwd / bwd /
+fwd+bwd), `plan` (the sort and tile ranges alone), `sparse_sweep`, `small_t_sweep`, `d128`
+(launch configurations per kernel), `profile` and `host` (kernel against host time per call
+at short T). Appends JSON lines to DIR/tune.jsonl. The numbers users see come from
+`scfa-bench run`; this script exists to choose configurations and find costs (PERF.md).
+Correctness on a GPU: `python -m scfa_kernels.verify`.
 """
 
 from __future__ import annotations
@@ -84,55 +86,6 @@ def sdpa_cudnn(q, k, v):
             return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
 
     return run
-
-
-def check(out_file, log):
-    """bf16 correctness against a float32 dense reference, small shapes."""
-    from . import reference
-
-    torch.manual_seed(0)
-    rows = []
-    for kind, param, T, d in [
-        ("hash", 1, 2048, 64),
-        ("hash", 8, 2048, 64),
-        ("hash", 64, 1000, 128),
-        ("qk", 0.5, 2048, 64),
-        ("qk", 0.9, 777, 128),
-        ("hash", 4, 3000, 32),
-    ]:
-        q, k, v = (
-            torch.randn(1, T, 4, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-            for _ in range(3)
-        )
-        g = torch.Generator(device="cuda").manual_seed(3)
-        if kind == "hash":
-            a = torch.randint(0, int(param), (1, T, 4), device="cuda", generator=g)
-            b = torch.randint(0, int(param), (1, T, 4), device="cuda", generator=g)
-        else:
-            a = torch.rand(1, T, 4, device="cuda", generator=g) > param
-            b = torch.rand(1, T, 4, device="cuda", generator=g) > param
-        out = _fn(kind)(q, k, v, a, b)
-        do = torch.randn_like(out)
-        out.backward(do)
-        qf, kf, vf = (x.detach().float().requires_grad_() for x in (q, k, v))
-        ref_fn = (
-            reference.hash_sparse_attention if kind == "hash" else reference.qk_sparse_attention
-        )
-        ref = ref_fn(qf, kf, vf, a, b)
-        ref.backward(do.float())
-        errs = {}
-        for name, x, y in [
-            ("out", out, ref),
-            ("dq", q.grad, qf.grad),
-            ("dk", k.grad, kf.grad),
-            ("dv", v.grad, vf.grad),
-        ]:
-            errs[name] = ((x.float() - y).norm() / y.norm().clamp_min(1e-30)).item()
-            errs[name + "_nan"] = bool(torch.isnan(x).any())
-        row = {"what": "check", "kind": kind, "param": param, "T": T, "D": d, **errs}
-        log(row)
-        rows.append(row)
-    return rows
 
 
 def _time_patterns(log, q, k, v, T, patterns, tag, d=D, h=H):
@@ -416,8 +369,6 @@ def main(argv=None) -> int:
         }
     )
     base = kcfg.select(torch.device("cuda"), torch.bfloat16, D, T_MEDIUM_BUCKET)
-    if "check" in sections:
-        check(sink, log)
     if "host" in sections:
         host_costs(log)
     if "profile" in sections:

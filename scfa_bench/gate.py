@@ -30,18 +30,8 @@ from rich.table import Table
 from scfa_bench import stats
 from scfa_bench.errors import InputError
 from scfa_bench.loading import Results, load_results
+from scfa_bench.results import KEY_COLUMNS
 
-KEY_COLUMNS = (
-    "impl",
-    "batch",
-    "heads",
-    "head_dim",
-    "seq_len",
-    "n_buckets",
-    "drop_rate",
-    "dtype",
-    "mode",
-)
 DEFAULT_MAX_SLOWDOWN = 0.10
 
 

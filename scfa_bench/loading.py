@@ -19,24 +19,10 @@ from scfa_bench.errors import InputError
 
 # The runner's column order and statuses are the single source of truth.
 from scfa_bench.results import COLUMNS as RESULT_COLUMNS
-from scfa_bench.results import STATUSES
+from scfa_bench.results import KEY_COLUMNS, STATUSES
 
 # The analysis cannot work without these; the others are filled with blanks if absent.
-REQUIRED_COLUMNS = (
-    "impl",
-    "mode",
-    "batch",
-    "heads",
-    "head_dim",
-    "seq_len",
-    "n_buckets",
-    "drop_rate",
-    "dtype",
-    "ms_median",
-    "ms_q20",
-    "ms_q80",
-    "status",
-)
+REQUIRED_COLUMNS = (*KEY_COLUMNS, "ms_median", "ms_q20", "ms_q80", "status")
 INT_COLUMNS = ("batch", "heads", "head_dim", "seq_len")
 OPTIONAL_INT_COLUMNS = ("n_buckets",)
 FLOAT_COLUMNS = (
