@@ -44,34 +44,52 @@ def _bucket_of(
 def _sort_one_row(
     Src, bh, out_row, Perm, SortedBucket, Composite, H, T, stride_b, stride_t, stride_h,
     FROM_KEEP: tl.constexpr, DROPPED_BUCKET: tl.constexpr, NB: tl.constexpr,
-    CHUNK: tl.constexpr,
+    CHUNK: tl.constexpr, RANK_BY_SORT: tl.constexpr,
 ):
     # fmt: on
-    columns = tl.arange(0, NB)
+    """Histogram pass, prefix sum, then a stable scatter pass, chunk by chunk.
+
+    A row's rank among the chunk's rows of its bucket comes from a one-hot cumulative sum
+    (CHUNK x NB work: cheap for few buckets) or, with RANK_BY_SORT, from sorting the
+    chunk by (bucket, index) (independent of NB).
+    """
+    lanes = tl.arange(0, CHUNK)
     counts = tl.zeros([NB], dtype=tl.int32)
     for chunk0 in range(0, T, CHUNK):
-        offs = chunk0 + tl.arange(0, CHUNK)
-        # fmt: off
-        bucket = _bucket_of(Src, bh, offs, offs < T, H, T, stride_b, stride_t, stride_h,
-                            FROM_KEEP, DROPPED_BUCKET, NB)
-        # fmt: on
-        counts += tl.sum((bucket[:, None] == columns[None, :]).to(tl.int32), 0)
-    next_slot = tl.cumsum(counts, 0) - counts  # first free slot of each bucket
-    for chunk0 in range(0, T, CHUNK):
-        offs = chunk0 + tl.arange(0, CHUNK)
+        offs = chunk0 + lanes
         ok = offs < T
         # fmt: off
         bucket = _bucket_of(Src, bh, offs, ok, H, T, stride_b, stride_t, stride_h,
                             FROM_KEEP, DROPPED_BUCKET, NB)
         # fmt: on
-        one_hot = (bucket[:, None] == columns[None, :]).to(tl.int32)
-        # Rows of the same bucket earlier in the chunk keep the sort stable.
-        earlier = tl.cumsum(one_hot, 0) - one_hot
-        dest = out_row + tl.sum(one_hot * (next_slot[None, :] + earlier), 1)
+        counts += tl.histogram(bucket, NB, mask=ok)
+    next_slot = tl.cumsum(counts, 0) - counts  # first free slot of each bucket
+    for chunk0 in range(0, T, CHUNK):
+        offs = chunk0 + lanes
+        ok = offs < T
+        # fmt: off
+        bucket = _bucket_of(Src, bh, offs, ok, H, T, stride_b, stride_t, stride_h,
+                            FROM_KEEP, DROPPED_BUCKET, NB)
+        # fmt: on
+        chunk_counts = tl.histogram(bucket, NB, mask=ok)
+        if RANK_BY_SORT:
+            # Sorted by (bucket, index), the row at position p of the chunk goes to
+            # next_slot[bucket] + p - (rows of the chunk in lower buckets).
+            key = tl.sort(bucket * CHUNK + lanes)
+            bucket = key // CHUNK
+            offs = chunk0 + key % CHUNK
+            ok = bucket < NB
+            lower = tl.cumsum(chunk_counts, 0) - chunk_counts
+            dest = out_row + tl.gather(next_slot - lower, tl.where(ok, bucket, 0), 0) + lanes
+        else:
+            one_hot = (bucket[:, None] == tl.arange(0, NB)[None, :]).to(tl.int32)
+            # Rows of the same bucket earlier in the chunk keep the sort stable.
+            earlier = tl.cumsum(one_hot, 0) - one_hot
+            dest = out_row + tl.sum(one_hot * (next_slot[None, :] + earlier), 1)
         tl.store(Perm + dest, offs, mask=ok)
         tl.store(SortedBucket + dest, bucket, mask=ok)
         tl.store(Composite + dest, bucket.to(tl.int64) * T + offs, mask=ok)
-        next_slot += tl.sum(one_hot, 0)
+        next_slot += chunk_counts
 
 
 # fmt: off
@@ -80,6 +98,7 @@ def bucket_sort_pair_kernel(
     QSrc, KSrc, Perm, SortedBucket, Composite, BH, H, T,
     q_stride_b, q_stride_t, q_stride_h, k_stride_b, k_stride_t, k_stride_h,
     FROM_KEEP: tl.constexpr, NB: tl.constexpr, CHUNK: tl.constexpr,
+    RANK_BY_SORT: tl.constexpr,
 ):
     # fmt: on
     """Stable counting sort of every (batch*head) row of the queries and of the keys.
@@ -94,12 +113,12 @@ def bucket_sort_pair_kernel(
     if pid < BH:
         # fmt: off
         _sort_one_row(QSrc, bh, out_row, Perm, SortedBucket, Composite, H, T,
-                      q_stride_b, q_stride_t, q_stride_h, FROM_KEEP, 1, NB, CHUNK)
+                      q_stride_b, q_stride_t, q_stride_h, FROM_KEEP, 1, NB, CHUNK, RANK_BY_SORT)
         # fmt: on
     else:
         # fmt: off
         _sort_one_row(KSrc, bh, out_row, Perm, SortedBucket, Composite, H, T,
-                      k_stride_b, k_stride_t, k_stride_h, FROM_KEEP, 2, NB, CHUNK)
+                      k_stride_b, k_stride_t, k_stride_h, FROM_KEEP, 2, NB, CHUNK, RANK_BY_SORT)
         # fmt: on
 
 

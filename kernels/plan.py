@@ -74,8 +74,12 @@ class SparsityPlan:
 
 # Counting sort handles bucket ids below this; larger ids fall back to torch.sort.
 COUNTING_SORT_MAX_BUCKETS = 64
-# One-hot (chunk x buckets) elements per step of the counting sort.
-_SORT_ELEMENTS = 8192
+# The counting sort ranks rows within a chunk by a one-hot (chunk x buckets) cumulative
+# sum up to this many buckets, above by sorting the chunk (PERF.md, v4).
+_ONE_HOT_MAX_BUCKETS = 8
+_ONE_HOT_ELEMENTS = 8192
+_SORT_CHUNK = 1024
+_SORT_CHUNK_INTERPRETER = 32
 _RANGE_GROUP = 128
 
 
@@ -92,20 +96,30 @@ def _sort_rows_torch(bucket_bth: torch.Tensor) -> SortedRows:
 
 
 def _sort_rows_pair_counting(
-    q_src: torch.Tensor, k_src: torch.Tensor, n_buckets: int, from_keep: bool
+    q_src: torch.Tensor,
+    k_src: torch.Tensor,
+    n_buckets: int,
+    from_keep: bool,
+    rank_by_sort: bool | None = None,
 ) -> tuple[SortedRows, SortedRows]:
     """Stable counting sort of queries and keys on the device, in one launch."""
     B, T, H = q_src.shape
     BH = B * H
     nb = triton.next_power_of_2(max(n_buckets, 2))
-    chunk = max(16, min(1024, _SORT_ELEMENTS // nb))
+    if rank_by_sort is None:
+        # tl.sort is slow under the interpreter: CPU runs keep the one-hot ranks (the tests
+        # exercise both on the CPU).
+        rank_by_sort = nb > _ONE_HOT_MAX_BUCKETS and q_src.device.type == "cuda"
+    chunk = _SORT_CHUNK if q_src.device.type == "cuda" else _SORT_CHUNK_INTERPRETER
+    if not rank_by_sort:
+        chunk = max(16, min(1024, _ONE_HOT_ELEMENTS // nb))
     perm = torch.empty((2, BH, T), dtype=torch.int32, device=q_src.device)
     bucket = torch.empty((2, BH, T), dtype=torch.int32, device=q_src.device)
     composite = torch.empty((2, BH, T), dtype=torch.int64, device=q_src.device)
     # fmt: off
     bucket_sort_pair_kernel[(2 * BH,)](
         q_src, k_src, perm, bucket, composite, BH, H, T, *q_src.stride(), *k_src.stride(),
-        FROM_KEEP=from_keep, NB=nb, CHUNK=chunk, num_warps=8,
+        FROM_KEEP=from_keep, NB=nb, CHUNK=chunk, RANK_BY_SORT=rank_by_sort, num_warps=8,
     )
     # fmt: on
     return (

@@ -394,6 +394,15 @@ def main(argv=None) -> int:
         log({"what": "plan_hash8_sort", "T": T, "ms": _bench(lambda: hash_plan(a, b, 7))})
         a, b = _pattern("qk", 0.5, T)
         log({"what": "plan_qk_sort", "T": T, "ms": _bench(lambda: qk_plan(a, b))})
+        from .plan import _sort_rows_pair_counting
+
+        for nb in (8, 16, 32, 64):
+            a, b = _pattern("hash", nb, T)
+            for by_sort in (False, True):
+                ms = _bench(
+                    lambda a=a, b=b, nb=nb, s=by_sort: _sort_rows_pair_counting(a, b, nb, False, s)
+                )
+                log({"what": "sort_rank", "T": T, "nb": nb, "rank_by_sort": by_sort, "ms": ms})
     if "small_t_sweep" in sections:
         T4 = 4096
         q4, k4, v4 = _inputs(T4)

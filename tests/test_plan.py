@@ -13,12 +13,20 @@ def _random_hash(B: int, T: int, H: int, n_buckets: int, seed: int) -> torch.Ten
     return torch.randint(0, n_buckets, (B, T, H), generator=g)
 
 
-@pytest.mark.parametrize("T", [1, 5, 127, 128, 129, 300, 1100])
-@pytest.mark.parametrize("n_buckets", [1, 2, 7, 64])
-def test_counting_sort_matches_stable_torch_sort(device: str, T: int, n_buckets: int) -> None:
+# tl.sort is slow under the interpreter: the sort-ranked path gets a few small cases.
+SORT_CASES = [(T, nb, False) for T in (1, 5, 127, 128, 129, 300, 1100) for nb in (1, 2, 7, 64)]
+SORT_CASES += [(1, 64, True), (33, 9, True), (100, 64, True), (130, 2, True)]
+
+
+@pytest.mark.parametrize(("T", "n_buckets", "rank_by_sort"), SORT_CASES)
+def test_counting_sort_matches_stable_torch_sort(
+    device: str, T: int, n_buckets: int, rank_by_sort: bool
+) -> None:
     q_buckets = _random_hash(2, T, 3, n_buckets, seed=T * 100 + n_buckets).to(device)
     k_buckets = _random_hash(2, T, 3, n_buckets, seed=T * 100 + n_buckets + 1).to(device)
-    counted = P._sort_rows_pair_counting(q_buckets, k_buckets, n_buckets, from_keep=False)
+    counted = P._sort_rows_pair_counting(
+        q_buckets, k_buckets, n_buckets, from_keep=False, rank_by_sort=rank_by_sort
+    )
     expected = (P._sort_rows_torch(q_buckets), P._sort_rows_torch(k_buckets))
     for got, want in zip(counted, expected, strict=True):
         assert torch.equal(got.perm.cpu(), want.perm.cpu())
