@@ -62,7 +62,14 @@ def _triton_version() -> str:
 
 
 def git_revision() -> str:
-    """HEAD of the repository holding scfa_bench, with '-dirty' for local changes."""
+    """HEAD of the repository holding scfa_bench, with '-dirty' for local changes.
+
+    A copy of the tree without `.git` (a CI artifact, a remote GPU machine) can name its
+    revision in SCFA_BENCH_GIT_REV.
+    """
+    override = os.environ.get("SCFA_BENCH_GIT_REV")
+    if override:
+        return override
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=_REPO_ROOT, capture_output=True, text=True, timeout=10
