@@ -35,34 +35,18 @@ def _forward(
     n_tiles = ranges.start.shape[1]
     out = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((B * H, T), dtype=torch.float32, device=q.device)
+    # fmt: off
     sparse_attention_fwd_kernel[(B * H * n_tiles,)](
-        q,
-        k,
-        v,
-        out,
-        lse,
-        plan.queries.perm,
-        plan.queries.bucket,
-        plan.keys.perm,
-        plan.keys.bucket,
-        ranges.start,
-        ranges.n_full,
-        ranges.end,
-        *q.stride(),
-        *k.stride(),
-        *v.stride(),
-        *out.stride(),
-        H,
-        T,
-        n_tiles,
-        sm_scale * LOG2E,
-        BLOCK_M=launch.block_m,
-        BLOCK_N=launch.block_n,
-        HEAD_DIM=D,
+        q, k, v, out, lse,
+        plan.queries.perm, plan.queries.bucket, plan.keys.perm, plan.keys.bucket,
+        ranges.start, ranges.n_full, ranges.end,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        H, T, n_tiles, sm_scale * LOG2E,
+        BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, HEAD_DIM=D,
         DOT_PRECISION=_dot_precision(q.dtype),
-        num_warps=launch.num_warps,
-        num_stages=launch.num_stages,
+        num_warps=launch.num_warps, num_stages=launch.num_stages,
     )
+    # fmt: on
     return out, lse
 
 
@@ -81,101 +65,48 @@ def _backward(
     BH = B * H
     precision = _dot_precision(q.dtype)
     qk_scale = sm_scale * LOG2E
+    sorted_rows = (plan.queries.perm, plan.queries.bucket, plan.keys.perm, plan.keys.bucket)
 
     delta = torch.empty((BH, T), dtype=torch.float32, device=q.device)
     n_delta_tiles = triton.cdiv(T, cfg.delta_block_m)
+    # fmt: off
     attention_bwd_delta_kernel[(BH * n_delta_tiles,)](
-        out,
-        do,
-        delta,
-        plan.queries.perm,
-        *out.stride(),
-        *do.stride(),
-        H,
-        T,
-        n_delta_tiles,
-        BLOCK_M=cfg.delta_block_m,
-        HEAD_DIM=D,
+        out, do, delta, plan.queries.perm, *out.stride(), *do.stride(), H, T, n_delta_tiles,
+        BLOCK_M=cfg.delta_block_m, HEAD_DIM=D,
     )
+    # fmt: on
 
     dq = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device)
     dk = torch.empty((B, T, H, D), dtype=k.dtype, device=q.device)
     dv = torch.empty((B, T, H, D), dtype=v.dtype, device=q.device)
 
     launch = cfg.dkdv
-    key_ranges = key_tile_ranges(plan, launch.block_n, launch.block_m)
-    n_key_tiles = key_ranges.start.shape[1]
+    kr = key_tile_ranges(plan, launch.block_n, launch.block_m)
+    n_key_tiles = kr.start.shape[1]
+    # fmt: off
     sparse_attention_bwd_dkdv_kernel[(BH * n_key_tiles,)](
-        q,
-        k,
-        v,
-        do,
-        dk,
-        dv,
-        lse,
-        delta,
-        plan.queries.perm,
-        plan.queries.bucket,
-        plan.keys.perm,
-        plan.keys.bucket,
-        key_ranges.start,
-        key_ranges.n_diag,
-        key_ranges.n_full,
-        key_ranges.end,
-        *q.stride(),
-        *k.stride(),
-        *v.stride(),
-        *do.stride(),
-        *dk.stride(),
-        *dv.stride(),
-        H,
-        T,
-        n_key_tiles,
-        qk_scale,
-        sm_scale,
-        BLOCK_N=launch.block_n,
-        BLOCK_M=launch.block_m,
-        HEAD_DIM=D,
-        DOT_PRECISION=precision,
-        num_warps=launch.num_warps,
-        num_stages=launch.num_stages,
+        q, k, v, do, dk, dv, lse, delta, *sorted_rows,
+        kr.start, kr.n_diag, kr.n_full, kr.end,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
+        H, T, n_key_tiles, qk_scale, sm_scale,
+        BLOCK_N=launch.block_n, BLOCK_M=launch.block_m, HEAD_DIM=D, DOT_PRECISION=precision,
+        num_warps=launch.num_warps, num_stages=launch.num_stages,
     )
+    # fmt: on
 
     launch = cfg.dq
-    query_ranges = query_tile_ranges(plan, launch.block_m, launch.block_n)
-    n_query_tiles = query_ranges.start.shape[1]
+    qr = query_tile_ranges(plan, launch.block_m, launch.block_n)
+    n_query_tiles = qr.start.shape[1]
+    # fmt: off
     sparse_attention_bwd_dq_kernel[(BH * n_query_tiles,)](
-        q,
-        k,
-        v,
-        do,
-        dq,
-        lse,
-        delta,
-        plan.queries.perm,
-        plan.queries.bucket,
-        plan.keys.perm,
-        plan.keys.bucket,
-        query_ranges.start,
-        query_ranges.n_full,
-        query_ranges.end,
-        *q.stride(),
-        *k.stride(),
-        *v.stride(),
-        *do.stride(),
-        *dq.stride(),
-        H,
-        T,
-        n_query_tiles,
-        qk_scale,
-        sm_scale,
-        BLOCK_M=launch.block_m,
-        BLOCK_N=launch.block_n,
-        HEAD_DIM=D,
-        DOT_PRECISION=precision,
-        num_warps=launch.num_warps,
-        num_stages=launch.num_stages,
+        q, k, v, do, dq, lse, delta, *sorted_rows,
+        qr.start, qr.n_full, qr.end,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
+        H, T, n_query_tiles, qk_scale, sm_scale,
+        BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, HEAD_DIM=D, DOT_PRECISION=precision,
+        num_warps=launch.num_warps, num_stages=launch.num_stages,
     )
+    # fmt: on
     return dq, dk, dv
 
 
@@ -202,17 +133,8 @@ class _SparseAttention(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, do: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         q, k, v, out, lse = ctx.saved_tensors  # type: ignore[attr-defined]
-        dq, dk, dv = _backward(
-            q,
-            k,
-            v,
-            out,
-            lse,
-            do,
-            ctx.plan,
-            ctx.sm_scale,
-            ctx.cfg,  # type: ignore[attr-defined]
-        )
+        plan, sm_scale, cfg = ctx.plan, ctx.sm_scale, ctx.cfg  # type: ignore[attr-defined]
+        dq, dk, dv = _backward(q, k, v, out, lse, do, plan, sm_scale, cfg)
         return dq, dk, dv, None, None
 
 
