@@ -77,6 +77,8 @@ class RunOptions:
     resume: Path | None = None  # a CSV of an earlier run of the same suite: skip its rows
     device: str | None = None  # overrides the suite's device
     argv: tuple[str, ...] = ()
+    # Restricts the expanded grid (a shard of it); None runs every task.
+    select: Callable[[list[Task]], list[Task]] | None = None
 
 
 @dataclass(frozen=True)
@@ -343,6 +345,8 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
     device = resolve_device(options.device or suite.device)
     env = environment(device)
     tasks = expand(suite)
+    if options.select is not None:
+        tasks = options.select(tasks)
 
     done: set[tuple[str, ...]] = set()
     if options.resume is not None:

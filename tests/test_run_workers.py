@@ -1,0 +1,164 @@
+"""Local multi-GPU runs on the CPU: two stand-in "cards" (CUDA_VISIBLE_DEVICES set, CPU
+execution), a worker killed mid-run, Ctrl-C and resume; the merged CSV against one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from scfa_bench.errors import InputError
+from scfa_bench.results import read_meta, read_rows
+from scfa_bench.run.merge import TIMING_COLUMNS, non_timing_cells
+from scfa_bench.run.worker import progress_path_for
+from scfa_bench.run.workers import (
+    PlainDisplay,
+    resolve_gpus,
+    resume_local,
+    run_local,
+)
+from scfa_bench.runner import RunOptions, run_suite
+from scfa_bench.suite import load_suite
+
+SMOKE = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke suite in one process: the rows every multi-process run must reproduce."""
+    out = tmp_path_factory.mktemp("single")
+    return run_suite(load_suite(SMOKE), RunOptions(out_dir=out)).csv_path
+
+
+def assert_same_rows(merged_csv: Path, single_csv: Path) -> None:
+    """Same keys in the same order, same values outside the timing columns, and a speedup
+    exactly where the one-process run has one."""
+    merged, single = read_rows(merged_csv), read_rows(single_csv)
+    assert [non_timing_cells(r) for r in merged] == [non_timing_cells(r) for r in single]
+    assert [r.speedup is None for r in merged] == [r.speedup is None for r in single]
+    assert "speedup" in TIMING_COLUMNS
+
+
+def shard_logs(parts_dir: Path) -> dict[str, list[list[str]]]:
+    """Per part log: the points each worker attempt started, attempt by attempt."""
+    logs = {}
+    for log in sorted(parts_dir.glob("*.csv.log")):
+        attempts: list[list[str]] = []
+        for line in log.read_text(encoding="utf-8").splitlines():
+            if line.startswith("== worker"):
+                attempts.append([])
+            elif line.startswith("start "):
+                attempts[-1].append(line[len("start ") :])
+        logs[log.name] = attempts
+    return logs
+
+
+def test_resolve_gpus() -> None:
+    assert resolve_gpus("all", ["0", "1", "2"]) == ["0", "1", "2"]
+    assert resolve_gpus("2", ["0", "1", "2"]) == ["0", "1"]
+    assert resolve_gpus("0,2", ["4", "5", "6"]) == ["4", "6"]  # ids within the visible cards
+    assert resolve_gpus("0,1", []) == ["0", "1"]  # no card: stand-ins for CPU workers
+    for bad, visible in [("all", []), ("4", ["0"]), ("0,0", ["0", "1"]), ("x", ["0"]), ("3", [])]:
+        with pytest.raises(InputError, match="--gpus"):
+            resolve_gpus(bad, visible)
+    with pytest.raises(InputError, match="no id 5"):
+        resolve_gpus("0,5", ["0", "1"])
+
+
+def test_two_workers_killed_one_redoes_only_its_point(tmp_path: Path, single_run: Path) -> None:
+    """Two workers on stand-in cards 0 and 1; shard 1's worker is SIGKILLed after its first
+    rows. The supervisor restarts it on its part file: the point in flight is the only one
+    measured twice, and the merged CSV holds exactly the one-process rows."""
+    killed: dict[str, object] = {}
+
+    def kill_shard_1_after_first_rows() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            parts = list(tmp_path.glob("*.parts/shard-1-of-2.csv"))
+            if parts:
+                rows = parts[0].read_text(encoding="utf-8").count("\n") - 1
+                progress = progress_path_for(parts[0])
+                if rows >= 1 and progress.exists():
+                    state = json.loads(progress.read_text(encoding="utf-8"))
+                    if state.get("current"):
+                        os.kill(state["pid"], signal.SIGKILL)
+                        killed.update(pid=state["pid"], rows=rows)
+                        return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_shard_1_after_first_rows)
+    killer.start()
+    events: list[str] = []
+
+    class Recording(PlainDisplay):
+        def event(self, text: str) -> None:
+            events.append(text)
+
+    outcome = run_local(SMOKE, ["0", "1"], out_dir=tmp_path, poll_s=0.1, display=Recording())
+    killer.join()
+    assert killed, "the worker of shard 1 was never seen running"
+    assert outcome.exit_code in (0, 1) and outcome.csv_path is not None
+    assert outcome.report is not None
+    assert outcome.report.missing == [] and outcome.report.conflicts == []
+    assert outcome.report.duplicates == []
+    assert any("shard 1" in e and "restarting (1/3)" in e for e in events)
+
+    logs = shard_logs(outcome.parts_dir)
+    first, second = logs["shard-1-of-2.csv.log"]
+    redone = set(first) & set(second)
+    assert redone == {first[-1]}  # only the point the killed worker was measuring
+    assert len(logs["shard-0-of-2.csv.log"]) == 1  # the other worker went on untouched
+
+    for index in (0, 1):  # each worker saw only its own stand-in card
+        meta = read_meta(outcome.parts_dir / f"shard-{index}-of-2.meta.json")
+        assert meta["cuda_visible_devices"] == str(index)
+        assert meta["shard"] == {"index": index, "count": 2, "cost_from": None}
+    assert_same_rows(outcome.csv_path, single_run)
+    meta = read_meta(outcome.csv_path.with_name(outcome.csv_path.stem + ".meta.json"))
+    assert len(meta["merged_from"]) == 2 and meta["device_name"] == "cpu"
+
+
+def test_ctrl_c_leaves_a_resumable_run(tmp_path: Path, single_run: Path) -> None:
+    """Ctrl-C (KeyboardInterrupt in the supervisor) stops both workers with SIGINT; the parts
+    keep their rows; resume_local finishes the same shards and merges the one-process rows."""
+
+    class InterruptAfterRows(PlainDisplay):
+        def update(self, shards) -> None:  # type: ignore[override]
+            if sum(s.part.exists() and s.part.stat().st_size > 400 for s in shards) >= 1:
+                raise KeyboardInterrupt
+
+    outcome = run_local(
+        SMOKE, ["0", "1"], out_dir=tmp_path, poll_s=0.1, display=InterruptAfterRows()
+    )
+    assert outcome.interrupted and outcome.exit_code == 130 and outcome.csv_path is None
+    before = {p.name: len(read_rows(p)) for p in outcome.parts_dir.glob("shard-*.csv")}
+    assert sum(before.values()) >= 1
+    logs = shard_logs(outcome.parts_dir)
+    assert all(len(attempts) == 1 for attempts in logs.values())
+
+    resumed = resume_local(outcome.parts_dir, poll_s=0.1)
+    assert resumed.exit_code in (0, 1) and resumed.csv_path is not None
+    for name, rows in before.items():  # finished rows were kept, not measured again
+        kept = read_rows(outcome.parts_dir / name)[:rows]
+        assert len(kept) == rows
+    assert_same_rows(resumed.csv_path, single_run)
+
+
+def test_resume_of_a_finished_run_starts_no_worker(tmp_path: Path, single_run: Path) -> None:
+    outcome = run_local(SMOKE, ["0"], shards=2, out_dir=tmp_path, poll_s=0.1)
+    assert outcome.csv_path is not None  # two shards one after the other on one card
+    assert_same_rows(outcome.csv_path, single_run)
+    logs_before = shard_logs(outcome.parts_dir)
+    again = resume_local(outcome.parts_dir, poll_s=0.1)
+    assert shard_logs(outcome.parts_dir) == logs_before
+    assert_same_rows(again.csv_path, single_run)  # type: ignore[arg-type]
+
+
+def test_resume_rejects_a_folder_without_state(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"run\.json"):
+        resume_local(tmp_path)
