@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from multi_run_helpers import SMOKE, assert_same_rows, one_process_run, shard_logs
 
 from scfa_bench.errors import InputError
 from scfa_bench.results import read_meta, read_rows
-from scfa_bench.run.merge import TIMING_COLUMNS, non_timing_cells
 from scfa_bench.run.worker import progress_path_for
 from scfa_bench.run.workers import (
     PlainDisplay,
@@ -22,40 +22,11 @@ from scfa_bench.run.workers import (
     resume_local,
     run_local,
 )
-from scfa_bench.runner import RunOptions, run_suite
-from scfa_bench.suite import load_suite
-
-SMOKE = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"
 
 
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The smoke suite in one process: the rows every multi-process run must reproduce."""
-    out = tmp_path_factory.mktemp("single")
-    return run_suite(load_suite(SMOKE), RunOptions(out_dir=out)).csv_path
-
-
-def assert_same_rows(merged_csv: Path, single_csv: Path) -> None:
-    """Same keys in the same order, same values outside the timing columns, and a speedup
-    exactly where the one-process run has one."""
-    merged, single = read_rows(merged_csv), read_rows(single_csv)
-    assert [non_timing_cells(r) for r in merged] == [non_timing_cells(r) for r in single]
-    assert [r.speedup is None for r in merged] == [r.speedup is None for r in single]
-    assert "speedup" in TIMING_COLUMNS
-
-
-def shard_logs(parts_dir: Path) -> dict[str, list[list[str]]]:
-    """Per part log: the points each worker attempt started, attempt by attempt."""
-    logs = {}
-    for log in sorted(parts_dir.glob("*.csv.log")):
-        attempts: list[list[str]] = []
-        for line in log.read_text(encoding="utf-8").splitlines():
-            if line.startswith("== worker"):
-                attempts.append([])
-            elif line.startswith("start "):
-                attempts[-1].append(line[len("start ") :])
-        logs[log.name] = attempts
-    return logs
+    return one_process_run(tmp_path_factory.mktemp("single"))
 
 
 def test_resolve_gpus() -> None:
