@@ -15,6 +15,7 @@ from multi_run_helpers import SMOKE, assert_same_rows, one_process_run, shard_lo
 
 from scfa_bench.errors import InputError
 from scfa_bench.results import read_meta, read_rows
+from scfa_bench.run.merge import non_timing_cells
 from scfa_bench.run.worker import progress_path_for
 from scfa_bench.run.workers import (
     PlainDisplay,
@@ -133,3 +134,60 @@ def test_resume_of_a_finished_run_starts_no_worker(tmp_path: Path, single_run: P
 def test_resume_rejects_a_folder_without_state(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"run\.json"):
         resume_local(tmp_path)
+
+
+def test_point_that_kills_its_worker_twice_is_recorded_as_error(
+    tmp_path: Path, single_run: Path
+) -> None:
+    """The worker is SIGKILLed twice while measuring the same point: the third start records
+    that point as `error` rows (naming why) and measures everything else."""
+    victims: list[str] = []
+
+    def kill_twice_at_one_point() -> None:
+        deadline, pids = time.monotonic() + 180, set()
+        while time.monotonic() < deadline and len(victims) < 2:
+            for part in tmp_path.glob("*.parts/shard-0-of-1.csv"):
+                progress = progress_path_for(part)
+                rows = part.read_text(encoding="utf-8").count("\n") - 1
+                if rows < 1 or not progress.exists():
+                    continue
+                try:
+                    state = json.loads(progress.read_text(encoding="utf-8"))
+                except ValueError:
+                    continue
+                current, pid = state.get("current"), state["pid"]
+                if current and pid not in pids and (not victims or current == victims[0]):
+                    os.kill(pid, signal.SIGKILL)
+                    pids.add(pid)
+                    victims.append(current)
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_twice_at_one_point)
+    killer.start()
+    events: list[str] = []
+
+    class Recording(PlainDisplay):
+        def event(self, text: str) -> None:
+            events.append(text)
+
+    outcome = run_local(SMOKE, ["0"], out_dir=tmp_path, poll_s=0.05, display=Recording())
+    killer.join()
+    assert len(victims) == 2 and victims[0] == victims[1]
+    point = victims[0]
+    assert any(f"{point} recorded as error" in e for e in events)
+    assert outcome.csv_path is not None and outcome.exit_code == 1  # error rows fail the run
+    merged, single = read_rows(outcome.csv_path), read_rows(single_run)
+    assert len(merged) == len(single)
+    given_up = 0
+    for got, want in zip(merged, single, strict=True):
+        label = f"{got.impl} T={got.seq_len}" + "".join(
+            f" {k}={v:g}" for k, v in (("nb", got.n_buckets), ("p", got.drop_rate)) if v is not None
+        )
+        if label == point and got.status == "error" and got.error.startswith("the worker"):
+            # modes finished before the first death keep their rows; the rest are given up
+            assert "died twice while measuring this point" in got.error
+            assert got.ms_median is None
+            given_up += 1
+        else:
+            assert non_timing_cells(got) == non_timing_cells(want)
+    assert given_up >= 1

@@ -50,6 +50,7 @@ class ShardJob:
         part: str,
         cost_from: str | None,
         device: str | None,
+        give_up_on: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         from scfa_bench.envinfo import use_interpreter_without_cuda
 
@@ -64,6 +65,7 @@ class ShardJob:
             cost_from=None if cost_from is None else Path(cost_from),
             device=device,
             argv=("submitit", f"shard {index}/{count}"),
+            give_up_on=give_up_on,
         )
         if outcome.interrupted:
             raise RuntimeError(f"shard {index}/{count} interrupted; its finished rows are kept")
@@ -174,6 +176,7 @@ def _supervise_slurm(
         _is_complete,
         _shards,
         _write_state,
+        record_crash,
     )
 
     submitit = _submitit()
@@ -192,6 +195,7 @@ def _supervise_slurm(
             str(shard.part),
             None if cost_from is None else str(cost_from),
             state.get("device"),
+            dict(shard.give_up),
         )
 
     todo = [s.index for s in shards if not _is_complete(s)]
@@ -222,6 +226,9 @@ def _supervise_slurm(
                 elif shard.restarts < max_resubmits:
                     shard.restarts += 1
                     why = "incomplete part file" if error is None else _first_line(error)
+                    given_up = record_crash(shard, f"job {job.job_id}: {why}")
+                    if given_up:
+                        why += f"; {given_up} recorded as error (died on it twice)"
                     new_job = executor.submit(ShardJob(), *arguments(index))
                     jobs[index] = new_job
                     shard.gpu = f"job {new_job.job_id}"

@@ -3,8 +3,11 @@
 `python -m scfa_bench.run.worker SUITE --shard I/N --part PART.csv [--cost-from CSV]
 [--device D]` runs the tasks of shard I of N that `PART.csv` does not hold yet, appending one
 flushed row per mode (a new part file is started empty, so a first run and a restart after a
-crash are the same call). Beside the CSV it keeps `PART.progress.json` (pid, current point,
-every point started by this process) for the supervisor's display and for tests.
+crash are the same call). `--give-up "LABEL::WHY"` (repeatable) first records the point LABEL
+(as the progress file names it, e.g. `scfa_hash T=4096 nb=8`) as `error` rows without
+measuring it: the supervisor does this for a point that killed its worker twice. Beside the
+CSV it keeps `PART.progress.json` (pid, current point, every point this process started) for
+the supervisor's display and for tests.
 
 Exit codes as `scfa-bench run`: 0 done, 1 done with `incorrect`/`error` rows, 2 bad input,
 130 interrupted (SIGINT: the finished rows stay, rerunning the same command continues).
@@ -17,6 +20,7 @@ import functools
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 EXIT_FAILED_ROWS = 1
@@ -69,6 +73,28 @@ class ProgressFile:
         self._write()
 
 
+def give_up(suite, tasks: list, part_csv: Path, reasons: dict[str, str], device: str | None) -> int:
+    """Write `error` rows for the pending modes of the tasks named in `reasons`; returns how
+    many rows were written."""
+    from scfa_bench.envinfo import device_name, resolve_device
+    from scfa_bench.results import ResultWriter, done_keys, read_rows
+    from scfa_bench.runner import _TaskRunner, pending_tasks
+
+    resolved = resolve_device(device or suite.device)
+    rows = _TaskRunner(suite, resolved, device_name(resolved))  # one definition of a row's key
+    todo = pending_tasks(tasks, suite, done_keys(read_rows(part_csv)))
+    written = 0
+    with ResultWriter(part_csv) as writer:
+        for task in todo:
+            reason = reasons.get(f"{task.impl} {task.point.label()}")
+            if reason is None:
+                continue
+            for mode in task.modes:
+                writer.write(replace(rows.base_row(task, mode), status="error", error=reason))
+                written += 1
+    return written
+
+
 def _select(tasks: list, *, index: int, count: int, cost_from: Path | None, baseline: str | None):
     from scfa_bench.results import read_rows
     from scfa_bench.run.shard import measured_cost, shard
@@ -86,8 +112,11 @@ def run_shard(
     cost_from: Path | None = None,
     device: str | None = None,
     argv: tuple[str, ...] = (),
+    give_up_on: dict[str, str] | None = None,
 ):
-    """Run (or continue) shard `index` of `count` into `part_csv`; returns the RunOutcome."""
+    """Run (or continue) shard `index` of `count` into `part_csv`; returns the RunOutcome.
+    `give_up_on`: point label -> reason, recorded as `error` rows instead of measured."""
+    from scfa_bench.grid import expand
     from scfa_bench.results import ResultWriter, meta_path_for, read_meta, write_meta
     from scfa_bench.runner import RunOptions, run_suite
     from scfa_bench.suite import load_suite
@@ -101,6 +130,8 @@ def run_shard(
     select = functools.partial(
         _select, index=index, count=count, cost_from=cost_from, baseline=suite.baseline
     )
+    if give_up_on:
+        give_up(suite, select(expand(suite)), part_csv, give_up_on, device)
     options = RunOptions(resume=part_csv, device=device, argv=argv, select=select)
     outcome = run_suite(suite, options, ProgressFile(progress_path_for(part_csv)))
 
@@ -131,9 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", required=True, type=Path, help="this shard's CSV")
     parser.add_argument("--cost-from", type=Path, default=None, help="earlier results CSV")
     parser.add_argument("--device", default=None)
+    parser.add_argument(
+        "--give-up", action="append", default=[], metavar="LABEL::WHY", help="skip a point"
+    )
     args = parser.parse_args(argv)
     try:
         index, count = parse_shard(args.shard)
+        pairs = [item.split("::", 1) for item in args.give_up]
+        if any(len(pair) != 2 for pair in pairs):
+            raise InputError(f"--give-up: expected LABEL::WHY, got {args.give_up!r}")
+        reasons = {label: why for label, why in pairs}
         outcome = run_shard(
             args.suite,
             index,
@@ -142,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             cost_from=args.cost_from,
             device=args.device,
             argv=tuple(sys.argv),
+            give_up_on=reasons,
         )
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -106,6 +106,29 @@ class Shard:
     restarts: int = 0
     state: str = "pending"  # pending | running | done | failed
     note: str = ""
+    crashes: list[tuple[str | None, str]] = field(default_factory=list)  # (point, how)
+    give_up: dict[str, str] = field(default_factory=dict)  # point label -> reason
+
+
+def record_crash(shard: Shard, how: str) -> str | None:
+    """Note that shard's process died (`how`: exit code, job error) while measuring the point
+    its progress file names. A point that was in flight at two deaths in a row is given up:
+    the next start records it as `error` rows instead of dying on it again. Returns the point
+    given up, if any."""
+    point = _in_flight(shard)
+    shard.crashes.append((point, how))
+    last_two = shard.crashes[-2:]
+    if point is None or len(last_two) < 2 or last_two[0][0] != point or point in shard.give_up:
+        return None
+    shard.give_up[point] = (
+        f"the worker process died twice while measuring this point ({last_two[0][1]}; "
+        f"{last_two[1][1]}); not measured"
+    )
+    return point
+
+
+def give_up_arguments(shard: Shard) -> list[str]:
+    return [arg for label, why in shard.give_up.items() for arg in ("--give-up", f"{label}::{why}")]
 
 
 @dataclass
@@ -195,12 +218,17 @@ class RichDisplay:
         self._progress.stop()
 
 
-def _current_point(s: Shard) -> str:
+def _in_flight(s: Shard) -> str | None:
+    """The point the shard's process is (or was, when it died) measuring."""
     try:
         state = json.loads(progress_path_for(s.part).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return "starting"
-    return state.get("current") or "starting"
+        return None
+    return state.get("current")
+
+
+def _current_point(s: Shard) -> str:
+    return _in_flight(s) or "starting"
 
 
 def _shards(suite: Suite, count: int, parts_dir: Path, cost_from: Path | None) -> list[Shard]:
@@ -271,10 +299,12 @@ class Supervisor:
             command += ["--cost-from", str(self.cost_from)]
         if self.device is not None:
             command += ["--device", self.device]
-        return command
+        return command + give_up_arguments(shard)
 
     def _start(self, shard: Shard, gpu: str) -> None:
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu)
+        # A stale progress file would name the previous process's point if this one died early.
+        progress_path_for(shard.part).unlink(missing_ok=True)
         log = (shard.part.parent / (shard.part.name + ".log")).open("a", encoding="utf-8")
         with log:
             log.write(
@@ -307,9 +337,11 @@ class Supervisor:
             shard.note = f"bad input (exit 2), see {shard.part}.log"
         elif shard.restarts < self.max_restarts:
             shard.restarts += 1
+            given_up = record_crash(shard, f"exit {rc}")
             self.display.event(
                 f"shard {shard.index} worker on gpu {gpu} died (exit {rc}); restarting "
                 f"({shard.restarts}/{self.max_restarts}), finished rows kept"
+                + (f"; {given_up} recorded as error (died on it twice)" if given_up else "")
             )
             self._start(shard, gpu)  # type: ignore[arg-type]
             return
