@@ -113,9 +113,11 @@ def run_shard(
     device: str | None = None,
     argv: tuple[str, ...] = (),
     give_up_on: dict[str, str] | None = None,
+    reporter=None,
 ):
     """Run (or continue) shard `index` of `count` into `part_csv`; returns the RunOutcome.
-    `give_up_on`: point label -> reason, recorded as `error` rows instead of measured."""
+    `give_up_on`: point label -> reason, recorded as `error` rows instead of measured.
+    `reporter`: progress callbacks (default: the progress file beside the part)."""
     from scfa_bench.grid import expand
     from scfa_bench.results import ResultWriter, meta_path_for, read_meta, write_meta
     from scfa_bench.runner import RunOptions, run_suite
@@ -133,7 +135,8 @@ def run_shard(
     if give_up_on:
         give_up(suite, select(expand(suite)), part_csv, give_up_on, device)
     options = RunOptions(resume=part_csv, device=device, argv=argv, select=select)
-    outcome = run_suite(suite, options, ProgressFile(progress_path_for(part_csv)))
+    reporter = reporter or ProgressFile(progress_path_for(part_csv))
+    outcome = run_suite(suite, options, reporter)
 
     meta_path = meta_path_for(part_csv)
     meta = read_meta(meta_path)
