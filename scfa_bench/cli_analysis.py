@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from scfa_bench import gate, plots, report
+from scfa_bench import by_card, gate
 from scfa_bench.errors import InputError
 from scfa_bench.loading import load_results
 
@@ -45,10 +45,11 @@ OutOpt = Annotated[
 
 
 def plot_command(results_csv: ResultsArg, out: OutOpt = None) -> None:
-    """Draw runtime, speedup, heatmap and fraction-of-ideal figures (PNG and SVG)."""
+    """Draw runtime, speedup, heatmap and fraction-of-ideal figures (PNG and SVG); one set
+    per card when the CSV holds several."""
     try:
         results = load_results(results_csv)
-        files = plots.make_plots(results, _default_out(results_csv, out))
+        files = by_card.make_plots(results, _default_out(results_csv, out))
     except InputError as exc:
         raise _fail(exc) from None
     if not files:
@@ -58,10 +59,11 @@ def plot_command(results_csv: ResultsArg, out: OutOpt = None) -> None:
 
 
 def report_command(results_csv: ResultsArg, out: OutOpt = None) -> None:
-    """Write a Markdown report (README.md) with environment, speedup tables, plots, failures."""
+    """Write a Markdown report (README.md) with environment, speedup tables, plots, failures;
+    one per card, with an index, when the CSV holds several."""
     try:
         results = load_results(results_csv)
-        path = report.write_report(results, _default_out(results_csv, out))
+        path = by_card.write_report(results, _default_out(results_csv, out))
     except InputError as exc:
         raise _fail(exc) from None
     typer.echo(f"report written to {path}")
