@@ -148,7 +148,8 @@ def run(
         raise InputError("--shard runs one shard here; it does not go with --gpus/--executor")
     if gpus is not None and executor == "slurm":
         raise InputError("--gpus is for local runs; on Slurm use --gpus-per-task")
-    if gpus is not None or executor != "local" or (resume is not None and resume.is_dir()):
+    sharded = gpus is not None or executor != "local" or shards is not None
+    if sharded or (resume is not None and resume.is_dir()):
         _run_many(
             suite_file,
             out,
