@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -191,3 +193,67 @@ def test_point_that_kills_its_worker_twice_is_recorded_as_error(
         else:
             assert non_timing_cells(got) == non_timing_cells(want)
     assert given_up >= 1
+
+
+def test_worker_stops_when_its_supervisor_is_gone(tmp_path: Path) -> None:
+    """A worker told that another process is its parent acts as an orphan: it interrupts
+    itself as on Ctrl-C (exit 130) instead of measuring unwatched."""
+    part = tmp_path / "shard-0-of-1.csv"
+    not_my_parent = os.getpid() + 10**6
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scfa_bench.run.worker",
+            str(SMOKE),
+            "--shard",
+            "0/1",
+            "--part",
+            str(part),
+            "--parent-pid",
+            str(not_my_parent),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 130, done.stdout + done.stderr
+    # stopped long before the end of the smoke grid (or before its first row)
+    assert not part.exists() or len(read_rows(part)) < 42
+
+
+def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
+    """SIGTERM to `scfa-bench run --gpus` (a scheduler ending the job) stops the workers as
+    Ctrl-C does: exit 130, no worker left running, a resumable parts folder."""
+    command = [
+        sys.executable,
+        "-c",
+        "from scfa_bench.cli import app; app()",
+        "run",
+        str(SMOKE),
+        "--gpus",
+        "0,1",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    supervisor = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 180
+    pids: set[int] = set()
+    while time.monotonic() < deadline and not pids:
+        for progress in tmp_path.glob("*.parts/*.progress.json"):
+            try:
+                pids.add(json.loads(progress.read_text(encoding="utf-8"))["pid"])
+            except (ValueError, KeyError, OSError):
+                pass
+        time.sleep(0.05)
+    assert pids, "no worker started"
+    supervisor.send_signal(signal.SIGTERM)
+    output, _ = supervisor.communicate(timeout=180)
+    assert supervisor.returncode == 130, output
+    assert "--resume" in output
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -19,7 +19,10 @@ import argparse
 import functools
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -152,6 +155,18 @@ def run_shard(
     return outcome
 
 
+def stop_when_orphaned(parent_pid: int, interval_s: float = 1.0) -> None:
+    """Interrupt this process (as Ctrl-C would: finished rows kept) once `parent_pid` is no
+    longer its parent, so a worker whose supervisor was killed does not run on unwatched."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     from scfa_bench.envinfo import use_interpreter_without_cuda
 
@@ -166,10 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost-from", type=Path, default=None, help="earlier results CSV")
     parser.add_argument("--device", default=None)
     parser.add_argument(
+        "--parent-pid", type=int, default=None, help="stop (as on Ctrl-C) when it goes away"
+    )
+    parser.add_argument(
         "--give-up", action="append", default=[], metavar="LABEL::WHY", help="skip a point"
     )
     args = parser.parse_args(argv)
     try:
+        if args.parent_pid is not None:
+            stop_when_orphaned(args.parent_pid)
         index, count = parse_shard(args.shard)
         pairs = [item.split("::", 1) for item in args.give_up]
         if any(len(pair) != 2 for pair in pairs):
@@ -188,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # before or after the run loop, which handles its own
+        return EXIT_INTERRUPTED
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     if any(r.status in FAILING_STATUSES for r in outcome.rows):

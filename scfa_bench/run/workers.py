@@ -20,13 +20,15 @@ row, and `resume_local(PARTS_DIR)` continues the same shards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -294,6 +296,8 @@ class Supervisor:
             f"{shard.index}/{len(self.shards)}",
             "--part",
             str(shard.part),
+            "--parent-pid",
+            str(os.getpid()),
         ]
         if self.cost_from is not None:
             command += ["--cost-from", str(self.cost_from)]
@@ -353,7 +357,11 @@ class Supervisor:
         self.free_gpus.append(gpu)  # type: ignore[arg-type]
 
     def run(self) -> bool:
-        """Run every pending shard; False when interrupted by Ctrl-C."""
+        """Run every pending shard; False when interrupted by Ctrl-C (or SIGTERM)."""
+        with _sigterm_as_interrupt():
+            return self._run()
+
+    def _run(self) -> bool:
         try:
             while True:
                 for shard in self.shards:
@@ -388,6 +396,23 @@ class Supervisor:
                 process.kill()
                 process.wait()
             shard.process, shard.state = None, "pending"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler ending the job, `kill`) stops the workers as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _write_state(parts_dir: Path, state: dict) -> None:
