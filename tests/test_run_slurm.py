@@ -38,8 +38,11 @@ class Recording(PlainDisplay):
         self.events.append(text)
 
 
-def kill_when_running(parts_glob: str, root: Path, killed: dict, min_rows: int = 1) -> None:
-    """SIGKILL the process measuring the part that matches `parts_glob`, after its first rows."""
+def kill_when_running(
+    parts_glob: str, root: Path, killed: dict, min_rows: int = 1, sig: int = signal.SIGKILL
+) -> None:
+    """Signal (SIGKILL) the process measuring the part matching `parts_glob` after its first
+    rows."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         for part in root.glob(parts_glob):
@@ -48,7 +51,7 @@ def kill_when_running(parts_glob: str, root: Path, killed: dict, min_rows: int =
             if rows >= min_rows and progress.exists():
                 state = json.loads(progress.read_text(encoding="utf-8"))
                 if state.get("current"):
-                    os.kill(state["pid"], signal.SIGKILL)
+                    os.kill(state["pid"], sig)
                     killed.update(pid=state["pid"], rows=rows, part=part)
                     return
         time.sleep(0.05)
@@ -110,3 +113,34 @@ def test_resume_of_a_stopped_cluster_run(tmp_path: Path, single_run: Path) -> No
     assert len(submitted) == 1 and submitted[0].startswith("shard 1")
     assert len(read_rows(part0)) == rows_before["shard-0-of-2.csv"]  # nothing redone there
     assert_same_rows(resumed.csv_path, single_run)
+
+
+def test_preempted_task_is_requeued_and_resumes_its_part(tmp_path: Path, single_run: Path) -> None:
+    """Preemption: the array task gets submitit's signal (USR2, as Slurm sends it before
+    preempting), checkpoints and requeues itself: same job, same part file, rows kept."""
+    preempted: dict = {}
+
+    def preempt() -> None:
+        kill_when_running(
+            "*.parts/shard-0-of-2.csv", tmp_path, preempted, min_rows=1, sig=signal.SIGUSR2
+        )
+
+    thread = threading.Thread(target=preempt)
+    thread.start()
+    display = Recording()
+    outcome = run_slurm(
+        SMOKE, shards=2, options=LOCAL, out_dir=tmp_path, poll_s=0.2, display=display
+    )
+    thread.join()
+    assert preempted, "the task of shard 0 was never seen running"
+    assert outcome.csv_path is not None
+    assert not any("resubmitted" in e for e in display.events)  # requeued, not resubmitted
+    assert outcome.report is not None and outcome.report.duplicates == []
+    assert_same_rows(outcome.csv_path, single_run)
+    state = json.loads((outcome.parts_dir / "run.json").read_text(encoding="utf-8"))
+    assert len(state["jobs"]["0"]) == 1
+    logs = "".join(
+        p.read_text(encoding="utf-8", errors="replace")
+        for p in (outcome.parts_dir / "submitit").rglob("*_log.*")
+    )
+    assert "preempted" in logs and "Requeued" in logs
