@@ -1,7 +1,5 @@
-"""Figures from a results CSV: runtime, speedup, speedup heatmaps, fraction of ideal.
-
-Planning (which figures have data, their file names and titles) is separate from
-rendering, so the report can ask for the list of plots without drawing them. Figures are
+"""Draw the planned figures (`plot_plan`) of a run: runtime, speedup, speedup heatmaps,
+fraction of ideal, as PNG and SVG. Figures are
 drawn on `matplotlib.figure.Figure` objects directly (Agg canvas), never through pyplot,
 so nothing global is switched and nothing needs a display.
 """
@@ -23,53 +21,21 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullLocator
 
 from scfa_bench.analysis import stats
-from scfa_bench.analysis.frame import REPORT_MODES, PreparedResults
-from scfa_bench.constants import SWEEP_AXES
+from scfa_bench.analysis.frame import PreparedResults
+from scfa_bench.analysis.plot_plan import (
+    FigureSpec,
+    axis_label,
+    drawable_rows,
+    figure_rows,
+    group_rows,
+    impl_axis,
+    plan_figures,
+    seq_len_label,
+)
 
-KINDS = ("runtime", "speedup", "heatmap_n_buckets", "heatmap_drop_rate", "fraction_of_ideal")
-_KIND_TITLES = {
-    "runtime": "Runtime",
-    "speedup": "Speedup over {baseline}",
-    "heatmap_n_buckets": "Speedup over {baseline} by bucket count",
-    "heatmap_drop_rate": "Speedup over {baseline} by drop rate",
-    "fraction_of_ideal": "Fraction of ideal speedup (speedup x density)",
-}
 # A value range wider than this many times gets a log axis.
 _LOG_RANGE = 10.0
 _DPI = 110
-
-
-@dataclass(frozen=True)
-class ShapeGroup:
-    """The fixed part of a suite's shape; one set of figures per group."""
-
-    batch: int
-    heads: int
-    head_dim: int
-    dtype: str
-
-    def label(self) -> str:
-        return f"{self.dtype}, B={self.batch} H={self.heads} D={self.head_dim}"
-
-    def slug(self) -> str:
-        return f"B{self.batch}-H{self.heads}-D{self.head_dim}-{self.dtype}"
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    kind: str
-    mode: str
-    group: ShapeGroup
-    stem: str  # file name without extension
-    title: str
-
-    @property
-    def png_name(self) -> str:
-        return f"{self.stem}.png"
-
-    @property
-    def svg_name(self) -> str:
-        return f"{self.stem}.svg"
 
 
 @dataclass(frozen=True)
@@ -77,52 +43,6 @@ class PlotFile:
     spec: FigureSpec
     png: Path
     svg: Path
-
-
-def mode_slug(mode: str) -> str:
-    """'fwd+bwd' -> 'fwd-bwd' (a '+' in a file name is awkward in URLs)."""
-    return mode.replace("+", "-")
-
-
-def impl_axis(frame: pd.DataFrame, impl: str) -> str | None:
-    """The sweep axis an implementation uses (from its rows), or None for dense ones."""
-    rows = frame[frame["impl"] == impl]
-    for axis in SWEEP_AXES:
-        if rows[axis].notna().any():
-            return axis
-    return None
-
-
-def axis_label(axis: str, value: float) -> str:
-    return f"nb={int(value)}" if axis == "n_buckets" else f"p={value:g}"
-
-
-def seq_len_label(seq_len: int) -> str:
-    return f"{seq_len // 1024}k" if seq_len >= 1024 and seq_len % 1024 == 0 else str(seq_len)
-
-
-def plan_figures(data: PreparedResults) -> list[FigureSpec]:
-    """Every figure that has data to show, in report order (fwd+bwd first)."""
-    frame = data.frame
-    groups = _shape_groups(frame)
-    card = data.device_name or "unknown card"
-    baseline = data.baseline or "baseline"
-    specs: list[FigureSpec] = []
-    for group in groups:
-        suffix = f"_{group.slug()}" if len(groups) > 1 else ""
-        group_rows = _group_rows(frame, group)
-        for mode in REPORT_MODES:
-            rows = group_rows[group_rows["mode"] == mode]
-            for kind in KINDS:
-                if not _has_data(kind, rows, data.baseline):
-                    continue
-                title = (
-                    f"{_KIND_TITLES[kind].format(baseline=baseline)}, {mode}\n"
-                    f"{card}, {group.label()}"
-                )
-                stem = f"{kind}_{mode_slug(mode)}{suffix}"
-                specs.append(FigureSpec(kind, mode, group, stem, title))
-    return specs
 
 
 def make_plots(
@@ -143,61 +63,11 @@ def make_plots(
     return files
 
 
-# ---------------------------------------------------------------------------- planning
-
-
-def _shape_groups(frame: pd.DataFrame) -> list[ShapeGroup]:
-    keys = frame[["batch", "heads", "head_dim", "dtype"]].drop_duplicates()
-    groups = [ShapeGroup(int(b), int(h), int(d), str(t)) for b, h, d, t in keys.itertuples(False)]
-    return sorted(groups, key=lambda g: (g.dtype, g.batch, g.heads, g.head_dim))
-
-
-def _group_rows(frame: pd.DataFrame, group: ShapeGroup) -> pd.DataFrame:
-    return frame[
-        (frame["batch"] == group.batch)
-        & (frame["heads"] == group.heads)
-        & (frame["head_dim"] == group.head_dim)
-        & (frame["dtype"] == group.dtype)
-    ]
-
-
-def _figure_rows(kind: str, rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
-    """The rows (any status) a figure of this kind would draw from."""
-    sparse = rows["n_buckets"].notna() | rows["drop_rate"].notna()
-    if kind == "runtime":
-        return rows
-    if kind == "speedup":
-        return rows[rows["impl"] != baseline]
-    if kind == "fraction_of_ideal":
-        return rows[sparse]
-    axis = kind.removeprefix("heatmap_")
-    return rows[rows[axis].notna()]
-
-
-def _drawable(kind: str, rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
-    """The ok rows with the values this kind plots."""
-    picked = _figure_rows(kind, rows, baseline)
-    picked = picked[picked["status"] == "ok"]
-    if kind == "runtime":
-        return picked
-    picked = picked[picked["speedup"].notna() & (picked["speedup"] > 0)]
-    if kind == "fraction_of_ideal":
-        picked = picked[picked["density"].notna() & (picked["density"] > 0)]
-    return picked
-
-
-def _has_data(kind: str, rows: pd.DataFrame, baseline: str | None) -> bool:
-    return not _drawable(kind, rows, baseline).empty
-
-
-# ---------------------------------------------------------------------------- rendering
-
-
 def _render(data: PreparedResults, spec: FigureSpec, png: Path, svg: Path) -> None:
-    rows = _group_rows(data.frame, spec.group)
+    rows = group_rows(data.frame, spec.group)
     rows = rows[rows["mode"] == spec.mode]
-    drawable = _drawable(spec.kind, rows, data.baseline)
-    left_out = _figure_rows(spec.kind, rows, data.baseline)
+    drawable = drawable_rows(spec.kind, rows, data.baseline)
+    left_out = figure_rows(spec.kind, rows, data.baseline)
     left_out = left_out[left_out["status"] != "ok"]
     if spec.kind.startswith("heatmap_"):
         fig = _heatmap_figure(drawable, spec.kind.removeprefix("heatmap_"), data.baseline)

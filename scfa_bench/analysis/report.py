@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from scfa_bench.analysis import plots, stats
+from scfa_bench.analysis import plot_plan, plots, stats
 from scfa_bench.analysis.frame import REPORT_MODES, PreparedResults
 from scfa_bench.results.reader import Results
 
@@ -128,7 +128,7 @@ def _speedup_section(frame: pd.DataFrame, baseline: str | None) -> str:
         for mode in REPORT_MODES:
             rows = rows_of_shape[rows_of_shape["mode"] == mode]
             for impl in sorted(rows["impl"].unique()):
-                axis = plots.impl_axis(rows, impl)
+                axis = plot_plan.impl_axis(rows, impl)
                 if axis is None:
                     continue
                 lines += [
@@ -157,7 +157,7 @@ def _speedup_section(frame: pd.DataFrame, baseline: str | None) -> str:
 def _axis_table(rows: pd.DataFrame, axis: str) -> str:
     """seq_len down, axis values across; cells 'speedup (fraction of ideal)' or the status."""
     values = sorted(rows[axis].dropna().unique())
-    header = ["T"] + [plots.axis_label(axis, v) for v in values]
+    header = ["T"] + [plot_plan.axis_label(axis, v) for v in values]
     lines = [_row(header), _row(["---:"] * len(header))]
     for seq_len in sorted(rows["seq_len"].unique()):
         cells = [str(seq_len)]

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from scfa_bench.analysis import gate
+from scfa_bench.analysis import gate, gate_table
 from scfa_bench.cli.common import reports_input_errors, wide_console
 
 _DEFAULT_REPORTS = Path("reports")
@@ -82,7 +82,7 @@ def check_command(
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         console = wide_console()
-        console.print(gate.result_table(result))
+        console.print(gate_table.result_table(result))
         verdict = "PASS" if result.passed else f"FAIL: {len(result.failing)} failing row(s)"
         console.print(f"[bold]{verdict}[/]")
     raise typer.Exit(result.exit_code)

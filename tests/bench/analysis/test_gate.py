@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from scfa_bench.analysis import gate
+from scfa_bench.analysis import gate, gate_table
 from scfa_bench.analysis.gate import Verdict
 from scfa_bench.cli.analysis_commands import register
 from scfa_bench.errors import InputError
@@ -195,7 +195,7 @@ def test_result_table_lists_each_verdict(tmp_path: Path) -> None:
     rows = set_status(rows, "incorrect", "rel err 0.4", impl="sdpa_flash", seq_len=1024, mode="bwd")
     result = gate.compare(*_pair(tmp_path, rows))
     console = Console(width=200, record=True)
-    console.print(gate.result_table(result))
+    console.print(gate_table.result_table(result))
     text = console.export_text()
     for word in ("regression", "improvement", "lost", "noise", "rel err 0.4", "FAIL"):
         assert word in text

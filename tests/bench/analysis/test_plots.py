@@ -12,7 +12,7 @@ import typer
 from matplotlib import image as mpimg
 from typer.testing import CliRunner
 
-from scfa_bench.analysis import plots
+from scfa_bench.analysis import plot_plan, plots
 from scfa_bench.analysis.frame import PreparedResults, prepare
 from scfa_bench.cli.analysis_commands import register
 from scfa_bench.results.reader import read_results
@@ -65,8 +65,8 @@ def test_every_figure_of_a_full_run_is_planned(full_run) -> None:
     _, files = full_run
     stems = {f.spec.stem for f in files}
     expected = {
-        f"{kind}_{plots.mode_slug(mode)}"
-        for kind in plots.KINDS
+        f"{kind}_{plot_plan.mode_slug(mode)}"
+        for kind in plot_plan.KINDS
         for mode in ("fwd", "bwd", "fwd+bwd")
     }
     assert stems == expected
@@ -119,7 +119,7 @@ def test_figures_without_data_are_skipped(tmp_path: Path) -> None:
     # Hash kernel and dense baselines only, fwd only: no drop-rate heatmap, no other modes.
     rows = [r for r in suite_rows(seq_lens=(256, 512), modes=("fwd",)) if r["impl"] != "scfa_qk"]
     results = load(write_results(tmp_path / "hash.csv", rows))
-    stems = {spec.stem for spec in plots.plan_figures(results)}
+    stems = {spec.stem for spec in plot_plan.plan_figures(results)}
     assert stems == {
         "runtime_fwd",
         "speedup_fwd",
@@ -150,7 +150,7 @@ def test_speedups_are_computed_when_the_csv_leaves_them_empty(tmp_path: Path) ->
     for row in rows:
         row["speedup"] = ""
     results = load(write_results(tmp_path / "nospeedup.csv", rows))
-    kinds = {spec.kind for spec in plots.plan_figures(results)}
+    kinds = {spec.kind for spec in plot_plan.plan_figures(results)}
     assert {"speedup", "heatmap_n_buckets", "fraction_of_ideal"} <= kinds
 
 
@@ -158,7 +158,7 @@ def test_several_shapes_get_one_set_of_figures_each(tmp_path: Path) -> None:
     small = suite_rows(seq_lens=(256,), n_buckets=(4,), drop_rates=(), modes=("fwd",))
     other = [{**r, "head_dim": 128, "dtype": "fp16"} for r in small]
     results = load(write_results(tmp_path / "shapes.csv", small + other))
-    stems = {spec.stem for spec in plots.plan_figures(results)}
+    stems = {spec.stem for spec in plot_plan.plan_figures(results)}
     assert "runtime_fwd_B4-H48-D64-bf16" in stems
     assert "runtime_fwd_B4-H48-D128-fp16" in stems
 

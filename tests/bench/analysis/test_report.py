@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from scfa_bench.analysis import plots, report
+from scfa_bench.analysis import plot_plan, plots, report
 from scfa_bench.analysis.frame import PreparedResults, prepare
 from scfa_bench.cli.analysis_commands import register
 from scfa_bench.results.reader import read_results
@@ -54,7 +54,7 @@ def test_report_is_readme_in_the_output_folder(written) -> None:
 def test_report_embeds_every_plot_with_relative_links(written) -> None:
     csv, path, text = written
     images = IMAGE_LINK.findall(text)
-    planned = plots.plan_figures(load(csv))
+    planned = plot_plan.plan_figures(load(csv))
     assert sorted(images) == sorted(spec.png_name for spec in planned)
     svgs = [link for link in LINK.findall(text) if link.endswith(".svg")]
     assert sorted(svgs) == sorted(spec.svg_name for spec in planned)
