@@ -14,8 +14,6 @@ from scfa_bench.analysis import gate, gate_table
 from scfa_bench.analysis.gate import Verdict
 from scfa_bench.cli.analysis_commands import register
 from scfa_bench.errors import InputError
-from scfa_bench.results.reader import read_results
-from scfa_bench.results.row import COLUMNS as RESULT_COLUMNS
 
 from ..results_factory import H100, default_meta, make_row, set_status, suite_rows, write_results
 
@@ -275,61 +273,3 @@ def test_cli_exit_2_on_malformed_csv(tmp_path: Path, cli: typer.Typer) -> None:
     result = CliRunner().invoke(cli, ["check", str(bad), "--baseline", str(good)])
     assert result.exit_code == 2
     assert "missing column(s)" in result.stderr and "seq_len" in result.stderr
-
-
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ({"status": "fine"}, "line 2, column 'status': 'fine' is not one of"),
-        ({"mode": "forward"}, "column 'mode'"),
-        ({"dtype": "float16"}, "column 'dtype'"),
-        ({"seq_len": "abc"}, "column 'seq_len': 'abc' is not an integer"),
-        ({"seq_len": "1024.5"}, "is not an integer"),
-        ({"seq_len": ""}, "column 'seq_len': empty"),
-        ({"ms_median": "fast"}, "column 'ms_median': 'fast' is not a number"),
-        ({"ms_median": ""}, "status is ok but ms_median"),
-        ({"ms_q20": "12", "ms_q80": "11"}, "ms_q20 12.0 is above ms_q80 11.0"),
-        ({"impl": ""}, "empty implementation name"),
-    ],
-)
-def test_load_results_names_the_bad_cell(tmp_path: Path, override: dict, message: str) -> None:
-    path = write_results(tmp_path / "bad.csv", [make_row(**override)])
-    with pytest.raises(InputError, match=message.replace("(", r"\(")) as info:
-        read_results(path)
-    assert str(path) in str(info.value)
-
-
-def test_load_results_rejects_empty_file_and_bad_meta(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="empty"):
-        read_results(_write_raw(tmp_path / "empty.csv", ""))
-    path = write_results(tmp_path / "run.csv", [make_row()])
-    path.with_name("run.meta.json").write_text("{not json")
-    with pytest.raises(InputError, match=r"run\.meta\.json: invalid JSON at line 1"):
-        read_results(path)
-    path.with_name("run.meta.json").write_text("[1, 2]")
-    with pytest.raises(InputError, match="expected a JSON object"):
-        read_results(path)
-
-
-def test_load_results_accepts_failed_rows_without_timings_and_extra_columns(
-    tmp_path: Path,
-) -> None:
-    rows = [make_row(), make_row(seq_len=8192, status="oom", ms_median="", ms_q20="", ms_q80="")]
-    for row in rows:
-        row["note"] = "extra column"
-    path = write_results(tmp_path / "run.csv", rows, columns=[*RESULT_COLUMNS, "note"])
-    results = read_results(path)
-    assert [r.status for r in results.rows] == ["ok", "oom"]
-    assert [r.n_buckets for r in results.rows] == [8, 8]
-    assert all(r.drop_rate is None for r in results.rows)
-    assert results.device_name == H100 and results.baseline == "sdpa_cudnn"
-
-
-def test_loader_expects_the_shared_column_order() -> None:
-    spec = (
-        "suite, impl, mode, batch, heads, head_dim, seq_len, n_buckets, drop_rate, dtype, "
-        "ms_median, ms_q20, ms_q80, tflops_dense_equiv, tflops_effective, density, speedup, "
-        "peak_mem_mib, nvml_mem_mib, check_rel_err, status, error, timer, baseline, warmup_ms, "
-        "rep_ms, device"
-    )
-    assert tuple(RESULT_COLUMNS) == tuple(spec.split(", "))
