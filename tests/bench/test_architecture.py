@@ -173,3 +173,14 @@ def test_check_works_where_matplotlib_cannot_be_imported(tmp_path: Path) -> None
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASS" in done.stdout
+
+
+def test_every_sub_package_is_shipped() -> None:
+    """pyproject.toml lists packages one by one; a new stage missing there would not install."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = PACKAGE_DIR.parent / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip("installed without the source tree")
+    listed = set(tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["packages"])
+    packages = {m for m, p in MODULES.items() if p.name == "__init__.py"}
+    assert packages - listed == set()
