@@ -24,16 +24,27 @@ def _block_first_max(values, cols):
     return best, first
 
 
-# fmt: off
 @triton.jit
 def _hash_rows(
-    X, R, OUT, b, h, tile, T, H,
-    stride_b, stride_t, stride_h, stride_d,
-    HEAD_DIM: tl.constexpr, N_ROT: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr,
+    X,
+    R,
+    OUT,
+    b,
+    h,
+    tile,
+    T,
+    H,
+    stride_b,
+    stride_t,
+    stride_h,
+    stride_d,
+    HEAD_DIM: tl.constexpr,
+    N_ROT: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_R: tl.constexpr,
     EVEN_D: tl.constexpr,
 ):
-    # fmt: on
     rows = tile * BLOCK_T + tl.arange(0, BLOCK_T)
     row_ok = rows < T
     x_rows = X + b * stride_b + rows.to(tl.int64) * stride_t + h * stride_h
@@ -69,12 +80,8 @@ def _hash_rows(
         )
         # Padding columns and NaNs never win the comparisons below.
         usable = col_ok[None, :] & (p == p)
-        blk_pos, blk_arg_pos = _block_first_max(
-            tl.where(usable, p, float("-inf")), cols
-        )
-        blk_neg, blk_arg_neg = _block_first_max(
-            tl.where(usable, -p, float("-inf")), cols
-        )
+        blk_pos, blk_arg_pos = _block_first_max(tl.where(usable, p, float("-inf")), cols)
+        blk_neg, blk_arg_neg = _block_first_max(tl.where(usable, -p, float("-inf")), cols)
         # Strictly greater: on a tie the earlier block (lower column) keeps the row.
         take_pos = blk_pos > best_pos
         best_pos = tl.where(take_pos, blk_pos, best_pos)
@@ -89,17 +96,30 @@ def _hash_rows(
     tl.store(OUT + (b * T + rows.to(tl.int64)) * H + h, ids, mask=row_ok)
 
 
-# fmt: off
 @triton.jit
 def lsh_buckets_kernel(
-    X0, X1, R, OUT0, OUT1,
-    stride0_b, stride0_t, stride0_h, stride0_d,
-    stride1_b, stride1_t, stride1_h, stride1_d,
-    T, H, n_tiles,
-    HEAD_DIM: tl.constexpr, N_ROT: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr,
+    X0,
+    X1,
+    R,
+    OUT0,
+    OUT1,
+    stride0_b,
+    stride0_t,
+    stride0_h,
+    stride0_d,
+    stride1_b,
+    stride1_t,
+    stride1_h,
+    stride1_d,
+    T,
+    H,
+    n_tiles,
+    HEAD_DIM: tl.constexpr,
+    N_ROT: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_R: tl.constexpr,
 ):
-    # fmt: on
     """Bucket ids of X0 into OUT0 (grid axis 1 = 0) and of X1 into OUT1 (axis 1 = 1).
 
     X0, X1: (B, T, H, HEAD_DIM), any strides, same dtype. R: float32 (H, HEAD_DIM, N_ROT)
@@ -114,11 +134,43 @@ def lsh_buckets_kernel(
     # Two calls rather than a pointer select, so each keeps its alignment facts.
     if tl.program_id(1) == 0:
         _hash_rows(
-            X0, R, OUT0, b, h, tile, T, H, stride0_b, stride0_t, stride0_h, stride0_d,
-            HEAD_DIM, N_ROT, BLOCK_T, BLOCK_D, BLOCK_R, EVEN_D,
+            X0,
+            R,
+            OUT0,
+            b,
+            h,
+            tile,
+            T,
+            H,
+            stride0_b,
+            stride0_t,
+            stride0_h,
+            stride0_d,
+            HEAD_DIM,
+            N_ROT,
+            BLOCK_T,
+            BLOCK_D,
+            BLOCK_R,
+            EVEN_D,
         )
     else:
         _hash_rows(
-            X1, R, OUT1, b, h, tile, T, H, stride1_b, stride1_t, stride1_h, stride1_d,
-            HEAD_DIM, N_ROT, BLOCK_T, BLOCK_D, BLOCK_R, EVEN_D,
+            X1,
+            R,
+            OUT1,
+            b,
+            h,
+            tile,
+            T,
+            H,
+            stride1_b,
+            stride1_t,
+            stride1_h,
+            stride1_d,
+            HEAD_DIM,
+            N_ROT,
+            BLOCK_T,
+            BLOCK_D,
+            BLOCK_R,
+            EVEN_D,
         )

@@ -134,15 +134,21 @@ def _launch(xs: tuple[torch.Tensor, ...], rotations: torch.Tensor) -> list[torch
         block_t = max(16, min(128, 8192 // block_d, 8192 // block_r))
     n_tiles = triton.cdiv(T, block_t)
     x0, x1 = xs[0], xs[-1]
-    # fmt: off
     lsh_buckets_kernel[(B * H * n_tiles, len(xs))](
-        x0, x1, rotations.contiguous(), outs[0], outs[-1],
-        *x0.stride(), *x1.stride(),
-        T, H, n_tiles,
-        HEAD_DIM=D, N_ROT=n_rot, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_R=block_r,
+        *(x0, x1, rotations.contiguous(), outs[0], outs[-1]),
+        *x0.stride(),
+        *x1.stride(),
+        *(T, H, n_tiles),
+        HEAD_DIM=D,
+        N_ROT=n_rot,
+        BLOCK_T=block_t,
+        BLOCK_D=block_d,
+        BLOCK_R=block_r,
         num_warps=4,
+        # x is read once: software pipelining buys nothing and, at D=160 with 256 buckets in
+        # float32, its buffers overflowed shared memory on an H100 (262144 > 232448 bytes).
+        num_stages=1,
     )
-    # fmt: on
     return outs
 
 
