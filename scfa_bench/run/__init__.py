@@ -1,2 +1,4 @@
-"""Running a suite in more than one process: shards of the grid, local GPU workers, Slurm
-array jobs, and merging their part files into one results CSV."""
+"""Running a suite: the run loop (`loop`) and its progress display (`progress`); in more than
+one process: shards of the grid (`shard`), the shard worker (`worker`), every local GPU
+(`workers`, with `gpus`, `parts`, `display`), Slurm array jobs (`slurm`), and the entry points
+the command line calls (`many`)."""

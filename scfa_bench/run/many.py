@@ -10,19 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from scfa_bench.errors import InputError
-from scfa_bench.results import meta_path_for, read_meta
-from scfa_bench.run.merge import Merged, grid_keys, merge, write_merged
+from scfa_bench.results.merge import Merged, grid_keys, merge, write_merged
+from scfa_bench.results.meta import meta_path_for, read_meta
+from scfa_bench.results.row import RowKey
+from scfa_bench.run.display import PlainDisplay, RichDisplay
+from scfa_bench.run.gpus import resolve_gpus
+from scfa_bench.run.parts import STATE_FILE, LocalOutcome, read_state
 from scfa_bench.run.shard import parse_shard
-from scfa_bench.run.workers import (
-    STATE_FILE,
-    LocalOutcome,
-    PlainDisplay,
-    RichDisplay,
-    _read_state,
-    resolve_gpus,
-    resume_local,
-    run_local,
-)
+from scfa_bench.run.workers import resume_local, run_local
+from scfa_bench.suite.grid import expand
+from scfa_bench.suite.parse import load_suite
 
 EXECUTORS = ("local", "slurm")
 
@@ -50,14 +47,14 @@ def run_one_shard(
     """`scfa-bench run SUITE --shard I/N`: shard I's rows into their own CSV (or continue
     `resume`, which must be a CSV of the same shard)."""
     from scfa_bench.run.worker import run_shard
-    from scfa_bench.suite import load_suite
 
     index, count = parse_shard(shard_text)
     suite = load_suite(suite_file)
     if resume is not None:
         if not resume.is_file():
             raise InputError(f"--resume {resume}: no such file")
-        recorded = read_meta(meta_path_for(resume)).get("shard")
+        meta_path = meta_path_for(resume)
+        recorded = read_meta(meta_path).get("shard") if meta_path.is_file() else None
         if recorded and (recorded.get("index"), recorded.get("count")) != (index, count):
             raise InputError(
                 f"--resume {resume}: it holds shard {recorded.get('index')}/"
@@ -101,9 +98,7 @@ def run_many(
             f"(it holds {STATE_FILE})"
         )
     if resume is not None and suite_file is not None:
-        from scfa_bench.suite import load_suite
-
-        recorded = _read_state(resume)
+        recorded = read_state(resume)
         if load_suite(suite_file).sha256 != recorded.get("suite_sha256"):
             raise InputError(
                 f"--resume {resume}: that run is of {recorded.get('suite_file')}, not of "
@@ -131,7 +126,7 @@ def run_many(
             display=display,
         )
     if resume is not None:
-        state = _read_state(resume)
+        state = read_state(resume)
         if state.get("executor") == "slurm":
             raise InputError(f"--resume {resume}: a Slurm run; add --executor slurm")
         chosen = resolve_gpus(gpus) if gpus is not None else None
@@ -170,16 +165,13 @@ def collect_parts(inputs: Sequence[Path]) -> list[Path]:
     return parts
 
 
-def expected_keys(parts: Sequence[Path], suite_file: Path | None) -> list[tuple] | None:
+def expected_keys(parts: Sequence[Path], suite_file: Path | None) -> list[RowKey] | None:
     """The grid's row keys in run order: from `suite_file`, else from the suite file the parts'
     meta names when it is still there unchanged; None when neither is known."""
-    from scfa_bench.grid import expand
-    from scfa_bench.suite import load_suite
-
     if suite_file is not None:
         suite = load_suite(suite_file)
         return grid_keys(suite, expand(suite))
-    metas = [read_meta(meta_path_for(p)) for p in parts]
+    metas = [read_meta(m) for p in parts if (m := meta_path_for(p)).is_file()]
     named = {(m.get("suite_file"), m.get("suite_sha256")) for m in metas if m.get("suite_file")}
     if len(named) != 1:
         return None

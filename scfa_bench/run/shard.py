@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scfa_bench.errors import InputError
-from scfa_bench.grid import Task
-from scfa_bench.results import ResultRow
+from scfa_bench.results.row import ResultRow
+from scfa_bench.suite.grid import Point, Task
 
 Cost = Callable[[Task], float]
 
@@ -34,7 +34,7 @@ _CROSSOVER_SEQ_LEN = 16384
 # Wall seconds of a row outside its timing window (hash on one H100: 168 s of run for 67 s of
 # timing windows over 162 rows).
 _ROW_FIXED_S = 0.6
-# do_bench times at least this many calls and estimates with a few more (see timing.py).
+# do_bench times at least this many calls and estimates with a few more (measure/timing.py).
 _MIN_TIMED_CALLS = 10
 _EXTRA_CALLS = 7
 
@@ -111,8 +111,6 @@ def measured_cost(rows: Sequence[ResultRow]) -> Cost:
 
 def _tasks_of(seconds: dict[tuple, float]) -> list[Task]:
     """One single-mode task per measured row (for the measured/predicted ratio)."""
-    from scfa_bench.grid import Point
-
     return [
         Task(impl=impl, point=Point(seq_len, n_buckets, drop_rate), modes=(mode,))
         for impl, seq_len, n_buckets, drop_rate, mode in sorted(seconds, key=repr)

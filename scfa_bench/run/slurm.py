@@ -19,7 +19,6 @@ such duplicates, it does not hide them).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ class ShardJob:
         device: str | None,
         give_up_on: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        from scfa_bench.envinfo import use_interpreter_without_cuda
+        from scfa_bench.measure.envinfo import use_interpreter_without_cuda
 
         use_interpreter_without_cuda()
         from scfa_bench.run.worker import run_shard
@@ -117,8 +116,8 @@ def run_slurm(
     display: Any = None,
 ):
     """Submit one array task per shard, wait, resubmit failed shards, merge."""
-    from scfa_bench.run.workers import _write_state, new_run_paths
-    from scfa_bench.suite import load_suite
+    from scfa_bench.run.parts import new_run_paths, write_state
+    from scfa_bench.suite.parse import load_suite
 
     if shards < 1:
         raise InputError(f"--shards must be >= 1, got {shards}")
@@ -136,7 +135,7 @@ def run_slurm(
         "merged_csv": str(merged_csv.resolve()),
         "jobs": {},
     }
-    _write_state(parts_dir, state)
+    write_state(parts_dir, state)
     return _supervise_slurm(suite, parts_dir, state, options, max_resubmits, poll_s, display)
 
 
@@ -149,10 +148,10 @@ def resume_slurm(
     display: Any = None,
 ):
     """Submit again every shard of an earlier cluster run whose part file is incomplete."""
-    from scfa_bench.run.workers import _read_state
-    from scfa_bench.suite import load_suite
+    from scfa_bench.run.parts import read_state
+    from scfa_bench.suite.parse import load_suite
 
-    state = _read_state(parts_dir)
+    state = read_state(parts_dir)
     suite = load_suite(Path(state["suite_file"]))
     if suite.sha256 != state.get("suite_sha256"):
         raise InputError(f"--resume {parts_dir}: {state['suite_file']} changed since the run")
@@ -168,20 +167,19 @@ def _supervise_slurm(
     poll_s: float,
     display: Any,
 ):
-    from scfa_bench.grid import expand
-    from scfa_bench.run.merge import grid_keys, merge, write_merged
-    from scfa_bench.run.workers import (
+    from scfa_bench.run.display import PlainDisplay
+    from scfa_bench.run.parts import (
         LocalOutcome,
-        PlainDisplay,
-        _is_complete,
-        _shards,
-        _write_state,
+        finish,
+        is_complete,
+        plan_shards,
         record_crash,
+        write_state,
     )
 
     submitit = _submitit()
     cost_from = Path(state["cost_from"]) if state.get("cost_from") else None
-    shards = _shards(suite, state["count"], parts_dir, cost_from)
+    shards = plan_shards(suite, state["count"], parts_dir, cost_from)
     display = display or PlainDisplay()
     executor = submitit.AutoExecutor(folder=parts_dir / "submitit", cluster=options.cluster)
     executor.update_parameters(**options.parameters(f"scfa-{suite.name}"))
@@ -198,7 +196,7 @@ def _supervise_slurm(
             dict(shard.give_up),
         )
 
-    todo = [s.index for s in shards if not _is_complete(s)]
+    todo = [s.index for s in shards if not is_complete(s)]
     for shard in shards:
         shard.state = "pending" if shard.index in todo else "done"
     jobs: dict[int, Any] = {}
@@ -206,7 +204,7 @@ def _supervise_slurm(
         submitted = executor.map_array(ShardJob(), *zip(*(arguments(i) for i in todo), strict=True))
         jobs = dict(zip(todo, submitted, strict=True))
     _record_jobs(state, jobs)
-    _write_state(parts_dir, state)
+    write_state(parts_dir, state)
     for index in todo:
         shards[index].state = "running"
         shards[index].gpu = f"job {jobs[index].job_id}"
@@ -220,7 +218,7 @@ def _supervise_slurm(
                 shard = shards[index]
                 del jobs[index]
                 error = job.exception()
-                if error is None and _is_complete(shard):
+                if error is None and is_complete(shard):
                     shard.state = "done"
                     display.event(f"shard {index} done (job {job.job_id})")
                 elif shard.restarts < max_resubmits:
@@ -237,7 +235,7 @@ def _supervise_slurm(
                         f"{new_job.job_id} ({shard.restarts}/{max_resubmits})"
                     )
                     _record_jobs(state, {index: new_job})
-                    _write_state(parts_dir, state)
+                    write_state(parts_dir, state)
                 else:
                     shard.state = "failed"
                     shard.note = (
@@ -259,21 +257,7 @@ def _supervise_slurm(
         return LocalOutcome(None, parts_dir, interrupted=True, exit_code=130)
     display.close()
 
-    failed = [f"shard {s.index}: {s.note}" for s in shards if s.state == "failed"]
-    if failed:
-        return LocalOutcome(None, parts_dir, interrupted=False, failed=failed, exit_code=1)
-    merged = merge([s.part for s in shards], expected=grid_keys(suite, expand(suite)))
-    merged_csv = Path(state["merged_csv"])
-    write_merged(merged, merged_csv)
-    bad = any(r.status in ("incorrect", "error") for r in merged.rows)
-    problems = merged.report.missing or merged.report.conflicts
-    return LocalOutcome(
-        merged_csv,
-        parts_dir,
-        interrupted=False,
-        report=merged.report,
-        exit_code=1 if bad or problems else 0,
-    )
+    return finish(suite, shards, state, parts_dir)
 
 
 def _record_jobs(state: dict, jobs: dict[int, Any]) -> None:
@@ -284,8 +268,3 @@ def _record_jobs(state: dict, jobs: dict[int, Any]) -> None:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[-1] if text else ''}"[:300]
-
-
-def shard_parts(parts_dir: Path) -> Sequence[Path]:
-    """The part CSVs of a run folder, in shard order."""
-    return sorted(parts_dir.glob("shard-*-of-*.csv"), key=lambda p: int(p.name.split("-")[1]))

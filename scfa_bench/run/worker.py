@@ -26,10 +26,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-EXIT_FAILED_ROWS = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-FAILING_STATUSES = ("incorrect", "error")
+from scfa_bench.constants import FAILING_STATUSES
+from scfa_bench.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, InputError
 
 
 def progress_path_for(part_csv: Path) -> Path:
@@ -79,13 +77,13 @@ class ProgressFile:
 def give_up(suite, tasks: list, part_csv: Path, reasons: dict[str, str], device: str | None) -> int:
     """Write `error` rows for the pending modes of the tasks named in `reasons`; returns how
     many rows were written."""
-    from scfa_bench.envinfo import device_name, resolve_device
-    from scfa_bench.results import ResultWriter, done_keys, read_rows
-    from scfa_bench.runner import _TaskRunner, pending_tasks
+    from scfa_bench.measure.envinfo import device_name, resolve_device
+    from scfa_bench.results.resume import done_keys, pending_tasks, read_for_resume
+    from scfa_bench.results.row import base_row
+    from scfa_bench.results.writer import ResultWriter
 
-    resolved = resolve_device(device or suite.device)
-    rows = _TaskRunner(suite, resolved, device_name(resolved))  # one definition of a row's key
-    todo = pending_tasks(tasks, suite, done_keys(read_rows(part_csv)))
+    card = device_name(resolve_device(device or suite.device))
+    todo = pending_tasks(tasks, suite, done_keys(read_for_resume(part_csv, suite)))
     written = 0
     with ResultWriter(part_csv) as writer:
         for task in todo:
@@ -93,16 +91,17 @@ def give_up(suite, tasks: list, part_csv: Path, reasons: dict[str, str], device:
             if reason is None:
                 continue
             for mode in task.modes:
-                writer.write(replace(rows.base_row(task, mode), status="error", error=reason))
+                row = base_row(suite, task, mode, card)
+                writer.write(replace(row, status="error", error=reason))
                 written += 1
     return written
 
 
 def _select(tasks: list, *, index: int, count: int, cost_from: Path | None, baseline: str | None):
-    from scfa_bench.results import read_rows
+    from scfa_bench.results.reader import read_results
     from scfa_bench.run.shard import measured_cost, shard
 
-    cost = measured_cost(read_rows(cost_from)) if cost_from is not None else None
+    cost = measured_cost(read_results(cost_from).rows) if cost_from is not None else None
     return shard(tasks, index, count, cost=cost, baseline=baseline)
 
 
@@ -121,10 +120,11 @@ def run_shard(
     """Run (or continue) shard `index` of `count` into `part_csv`; returns the RunOutcome.
     `give_up_on`: point label -> reason, recorded as `error` rows instead of measured.
     `reporter`: progress callbacks (default: the progress file beside the part)."""
-    from scfa_bench.grid import expand
-    from scfa_bench.results import ResultWriter, meta_path_for, read_meta, write_meta
-    from scfa_bench.runner import RunOptions, run_suite
-    from scfa_bench.suite import load_suite
+    from scfa_bench.results.meta import meta_path_for, read_meta, write_meta
+    from scfa_bench.results.writer import ResultWriter
+    from scfa_bench.run.loop import RunOptions, run_suite
+    from scfa_bench.suite.grid import expand
+    from scfa_bench.suite.parse import load_suite
 
     suite = load_suite(suite_file)
     part_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -168,10 +168,9 @@ def stop_when_orphaned(parent_pid: int, interval_s: float = 1.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from scfa_bench.envinfo import use_interpreter_without_cuda
+    from scfa_bench.measure.envinfo import use_interpreter_without_cuda
 
     use_interpreter_without_cuda()  # before anything imports triton
-    from scfa_bench.errors import InputError
     from scfa_bench.run.shard import parse_shard
 
     parser = argparse.ArgumentParser(prog="python -m scfa_bench.run.worker", description=__doc__)
@@ -213,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     if any(r.status in FAILING_STATUSES for r in outcome.rows):
-        return EXIT_FAILED_ROWS
+        return EXIT_FAILURE
     return 0
 
 
