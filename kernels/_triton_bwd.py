@@ -111,7 +111,9 @@ def sparse_attention_bwd_dkdv_kernel(
     slots = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     key_ok = slots < T
     # A key tile no query sees (dropped keys) only writes zeros.
-    load_ok = key_ok & (end > start)
+    # A block compared with a scalar bound, never `block & scalar_bool`: Triton 3.9's
+    # interpreter splats a scalar comparison to int32, and int32 masks fail to load.
+    load_ok = slots < tl.where(end > start, T, 0)
     k_pos = tl.load(k_perm + row_base + slots, mask=key_ok, other=0).to(tl.int64)
     k_bucket = tl.load(k_bucket_sorted + row_base + slots, mask=load_ok, other=-1)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -213,7 +215,9 @@ def sparse_attention_bwd_dq_kernel(
 
     slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = slots < T
-    load_ok = row_ok & (end > start)
+    # A block compared with a scalar bound, never `block & scalar_bool`: Triton 3.9's
+    # interpreter splats a scalar comparison to int32, and int32 masks fail to load.
+    load_ok = slots < tl.where(end > start, T, 0)
     q_pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
     q_bucket = tl.load(q_bucket_sorted + row_base + slots, mask=load_ok, other=-2)
     offs_d = tl.arange(0, HEAD_DIM)
