@@ -11,6 +11,7 @@ import torch
 from scfa_kernels import verify
 
 
+@pytest.mark.slow
 def test_cpu_run_passes_and_writes_json(tmp_path):
     path = tmp_path / "verify.json"
     argv = ["--cpu", "--seq-lens", "40", "--head-dims", "16", "--dtypes", "fp32"]
@@ -23,6 +24,7 @@ def test_cpu_run_passes_and_writes_json(tmp_path):
         assert all(math.isfinite(row[k]) for k in ("err_out", "err_dq", "err_dk", "err_dv"))
 
 
+@pytest.mark.slow
 def test_long_sequence_path_compares_a_sample_of_rows(device):
     case = verify.Case("lsh", 4, "fp16", 32, 200, 1, 2)
     result = verify.run_case(case, device, sample_rows=32, full_max_t=64, seed=3)
@@ -30,6 +32,7 @@ def test_long_sequence_path_compares_a_sample_of_rows(device):
     assert result.passed, result
 
 
+@pytest.mark.slow
 def test_a_wrong_kernel_fails(monkeypatch, device, capsys):
     real = verify.hash_sparse_attention
 

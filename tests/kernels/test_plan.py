@@ -7,6 +7,9 @@ import torch
 
 from scfa_kernels import plan as P
 
+# On a CPU every case runs the kernels through Triton's interpreter: seconds each.
+pytestmark = pytest.mark.slow
+
 
 def _random_hash(B: int, T: int, H: int, n_buckets: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from kernel_cases import (
+
+import scfa_kernels
+from scfa_kernels.testing import (
     ABS_TOL,
     REL_TOL,
     Pattern,
@@ -20,7 +22,8 @@ from kernel_cases import (
     random_keep,
 )
 
-import scfa_kernels
+# On a CPU every case runs the kernels through Triton's interpreter: seconds each.
+pytestmark = pytest.mark.slow
 
 DTYPES = [torch.float16, torch.float32]
 needs_cuda = pytest.mark.skipif(

@@ -1,8 +1,8 @@
-"""Shared pieces of the kernel tests: seeded inputs, the reference side, error measures.
+"""Testing the kernels against the reference: seeded inputs, patterns, error measures, checks.
 
-Not a test module (no test_ prefix). The kernel tests compare scfa_kernels against
-scfa_kernels.reference computed in float32 from the SAME rounded inputs the kernel saw, so
-only the kernel's own arithmetic error is measured.
+`scfa_kernels.testing` is what the kernel tests (and any caller checking the kernels) use:
+the kernels are compared with `scfa_kernels.reference` computed in float32 from the SAME
+rounded inputs the kernel saw, so only the kernel's own arithmetic error is measured.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-import scfa_kernels
-from scfa_kernels import reference
+from . import reference
+from .attention import hash_sparse_attention, qk_sparse_attention
 
 # Norm-relative error bounds ||got - want|| / ||want|| and max-abs bounds, per dtype.
 # float32 in the interpreter is plain fp32 numpy arithmetic (~1e-7 seen). float16 rounds P
@@ -34,11 +34,7 @@ class Pattern:
     c: Tensor
 
     def kernel(self, q: Tensor, k: Tensor, v: Tensor, sm_scale: float | None = None) -> Tensor:
-        fn = (
-            scfa_kernels.hash_sparse_attention
-            if self.kind == "hash"
-            else scfa_kernels.qk_sparse_attention
-        )
+        fn = hash_sparse_attention if self.kind == "hash" else qk_sparse_attention
         return fn(q, k, v, self.a, self.c, sm_scale=sm_scale)
 
     def mask(self) -> Tensor:
@@ -96,13 +92,19 @@ def rel_err(got: Tensor, want: Tensor) -> float:
     return diff / denom if denom > 0 else diff
 
 
+def expect(condition: object, message: str) -> None:
+    """`assert` that survives `python -O`: raise AssertionError(message) unless condition."""
+    if not condition:
+        raise AssertionError(message)
+
+
 def assert_matches(got: Tensor, want: Tensor, rel_tol: float, abs_tol: float, what: str) -> None:
-    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-    assert torch.isfinite(got).all(), f"{what}: non-finite values"
+    expect(got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}")
+    expect(torch.isfinite(got).all(), f"{what}: non-finite values")
     err = rel_err(got, want)
     max_abs = (got.double() - want.double()).abs().max().item() if got.numel() else 0.0
-    assert err <= rel_tol, f"{what}: norm-relative error {err:.3g} > {rel_tol:.3g}"
-    assert max_abs <= abs_tol, f"{what}: max abs error {max_abs:.3g} > {abs_tol:.3g}"
+    expect(err <= rel_tol, f"{what}: norm-relative error {err:.3g} > {rel_tol:.3g}")
+    expect(max_abs <= abs_tol, f"{what}: max abs error {max_abs:.3g} > {abs_tol:.3g}")
 
 
 def check_forward(
@@ -110,12 +112,12 @@ def check_forward(
 ) -> Tensor:
     """Kernel output against the reference; stranded rows must be exactly 0. Returns it."""
     out = pattern.kernel(q, k, v, sm_scale)
-    assert out.dtype == q.dtype and out.device == q.device
+    expect(out.dtype == q.dtype and out.device == q.device, f"out is {out.dtype} on {out.device}")
     want = pattern.reference_out(q.float(), k.float(), v.float(), sm_scale).cpu()
     got = out.float().cpu()
     assert_matches(got, want, REL_TOL[q.dtype], ABS_TOL[q.dtype], "out")
     stranded = pattern.stranded().cpu()
-    assert torch.count_nonzero(got[stranded]) == 0, "stranded queries must output exactly 0"
+    expect(torch.count_nonzero(got[stranded]) == 0, "stranded queries must output exactly 0")
     return out
 
 
@@ -135,9 +137,9 @@ def check_backward(
     want = pattern.reference_grads(q.float(), k.float(), v.float(), do.float(), sm_scale)
     grads = tuple(x.grad for x in leaves)
     for name, g, w in zip(("dq", "dk", "dv"), grads, want, strict=True):
-        assert g is not None, f"{name}: no gradient"
-        assert g.dtype == q.dtype and g.shape == q.shape, name
+        expect(g is not None, f"{name}: no gradient")
+        expect(g.dtype == q.dtype and g.shape == q.shape, f"{name}: {g.dtype} {tuple(g.shape)}")
         assert_matches(g.float().cpu(), w.cpu(), GRAD_REL_TOL[q.dtype], GRAD_ABS_TOL[q.dtype], name)
     stranded = pattern.stranded().cpu()
-    assert torch.count_nonzero(grads[0].float().cpu()[stranded]) == 0, "stranded dq must be 0"
+    expect(torch.count_nonzero(grads[0].float().cpu()[stranded]) == 0, "stranded dq must be 0")
     return grads
