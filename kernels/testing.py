@@ -32,25 +32,28 @@ class Pattern:
     kind: str
     a: Tensor
     c: Tensor
+    # hash only: passed to the kernel; ids outside [0, n_buckets) then match nothing.
+    n_buckets: int | None = None
 
     def kernel(self, q: Tensor, k: Tensor, v: Tensor, sm_scale: float | None = None) -> Tensor:
-        fn = hash_sparse_attention if self.kind == "hash" else qk_sparse_attention
-        return fn(q, k, v, self.a, self.c, sm_scale=sm_scale)
+        if self.kind == "hash":
+            return hash_sparse_attention(q, k, v, self.a, self.c, sm_scale, self.n_buckets)
+        return qk_sparse_attention(q, k, v, self.a, self.c, sm_scale=sm_scale)
 
     def mask(self) -> Tensor:
-        build = reference.hash_mask if self.kind == "hash" else reference.qk_mask
-        return build(self.a, self.c)
+        if self.kind == "hash":
+            return reference.hash_mask(self.a, self.c, n_buckets=self.n_buckets)
+        return reference.qk_mask(self.a, self.c)
 
     def reference_out(self, q: Tensor, k: Tensor, v: Tensor, sm_scale: float | None = None):
         return reference.masked_attention(q, k, v, self.mask(), sm_scale)
 
     def reference_grads(self, q, k, v, do, sm_scale: float | None = None):
-        grads = (
-            reference.hash_sparse_attention_grads
-            if self.kind == "hash"
-            else reference.qk_sparse_attention_grads
-        )
-        return grads(q, k, v, self.a, self.c, do, sm_scale=sm_scale)
+        if self.kind == "hash":
+            return reference.hash_sparse_attention_grads(
+                q, k, v, self.a, self.c, do, sm_scale=sm_scale, n_buckets=self.n_buckets
+            )
+        return reference.qk_sparse_attention_grads(q, k, v, self.a, self.c, do, sm_scale=sm_scale)
 
     def stranded(self) -> Tensor:
         """(B, T, H) bool: queries with no allowed key."""
@@ -70,10 +73,28 @@ def make_qkv(
     )
 
 
-def random_hash(b: int, t: int, h: int, n_buckets: int, device: str, seed: int) -> Pattern:
+def random_hash(
+    b: int,
+    t: int,
+    h: int,
+    n_buckets: int,
+    device: str,
+    seed: int,
+    *,
+    given: bool = False,
+    out_of_range: float = 0.0,
+) -> Pattern:
+    """Ids in [0, n_buckets); `given` passes n_buckets to the kernel, and then a fraction
+    `out_of_range` of the ids is moved outside (negative or >= n_buckets)."""
     gen = generator(seed)
     q_hash, k_hash = (torch.randint(0, n_buckets, (b, t, h), generator=gen) for _ in range(2))
-    return Pattern("hash", q_hash.to(device), k_hash.to(device))
+    if out_of_range:
+        for ids in (q_hash, k_hash):
+            outside = torch.rand(ids.shape, generator=gen) < out_of_range
+            far = torch.randint(0, 2, ids.shape, generator=gen).bool()
+            ids[outside] = torch.where(far[outside], n_buckets + 5, -1 - ids[outside])
+    count = n_buckets if (given or out_of_range) else None
+    return Pattern("hash", q_hash.to(device), k_hash.to(device), count)
 
 
 def random_keep(b: int, t: int, h: int, drop, device: str, seed: int) -> Pattern:

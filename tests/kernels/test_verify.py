@@ -36,8 +36,8 @@ def test_long_sequence_path_compares_a_sample_of_rows(device):
 def test_a_wrong_kernel_fails(monkeypatch, device, capsys):
     real = verify.hash_sparse_attention
 
-    def off_by_scale(q, k, v, q_hash, k_hash, sm_scale=None):
-        return real(q, k, v, q_hash, k_hash, sm_scale=1.1 / math.sqrt(q.shape[-1]))
+    def off_by_scale(q, k, v, q_hash, k_hash, sm_scale=None, n_buckets=None):
+        return real(q, k, v, q_hash, k_hash, 1.1 / math.sqrt(q.shape[-1]), n_buckets)
 
     monkeypatch.setattr(verify, "hash_sparse_attention", off_by_scale)
     case = verify.Case("hash", 1, "fp32", 16, 48, 1, 2)
