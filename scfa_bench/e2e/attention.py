@@ -110,7 +110,9 @@ class LayerLsh:
 
         # lsh_buckets draws its planes from the generator: reseeding gives the same planes.
         self.generator.manual_seed(self.seed)
-        return lsh_buckets(x.detach(), self.n_buckets, generator=self.generator)
+        # Projections in float32 as lsh_buckets defines them, not in the step's autocast dtype.
+        with torch.autocast(x.device.type, enabled=False):
+            return lsh_buckets(x.detach(), self.n_buckets, generator=self.generator)
 
 
 def hash_attention(kernel: HashKernel, lsh: LayerLsh, *, shared_buckets: bool) -> AttentionFn:

@@ -271,9 +271,11 @@ def _measure(config: StepConfig, settings: MeasureSettings) -> StepMeasurement:
     )
 
 
-def _release_memory(device: str) -> None:
+def _release_memory(config: StepConfig) -> None:
+    if config.compile:
+        torch._dynamo.reset()  # compiled graphs may hold the point's tensors
     gc.collect()
-    if device == "cuda" and torch.cuda.is_available():
+    if config.device == "cuda" and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
@@ -295,7 +297,7 @@ def measure_step(config: StepConfig, settings: MeasureSettings | None = None) ->
             return StepMeasurement(status="oom", error=_first_line(exc))
         return StepMeasurement(status="error", error=_first_line(exc))
     finally:
-        _release_memory(config.device)
+        _release_memory(config)
 
 
 __all__ = [
