@@ -16,7 +16,8 @@ What the rule cannot see: work done through generic PyTorch ops (an unfused `lsh
 is an einsum, a cat and an argmax; the math SDPA backend is bmm and softmax; the
 `naive_*` references). Those kernels count as the rest of the model, so the share is a
 lower bound for such implementations. Every GPU activity the profiler records (kernels,
-memcpy, memset) is in the denominator.
+memcpy, memset; not the GPU-side ranges of `record_function` annotations, which span
+kernels) is in the denominator.
 """
 
 from __future__ import annotations
@@ -80,10 +81,12 @@ def profile_kernels(step: Callable[[], object], steps: int) -> list[tuple[str, f
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
+    # GPU-side user annotations (record_function ranges, e.g. torch.compile's) span kernels:
+    # counting them would count those kernels twice (torch's own tables skip them too).
     return [
         (event.name, float(event.time_range.elapsed_us()))
         for event in prof.events()
-        if event.device_type == DeviceType.CUDA
+        if event.device_type == DeviceType.CUDA and not getattr(event, "is_user_annotation", False)
     ]
 
 
