@@ -1,0 +1,1 @@
+"""Reading finished runs: statistics, the end-of-run summary, plots, the report, the gate."""

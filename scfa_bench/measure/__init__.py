@@ -1,0 +1,1 @@
+"""Measuring one point: inputs, the check, timings, memory, FLOP rates, the machine."""
