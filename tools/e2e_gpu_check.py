@@ -22,8 +22,9 @@ import torch
 
 from scfa_bench.e2e.attention import build_attention
 from scfa_bench.e2e.kernel_share import is_attention_kernel, profile_kernels
+from scfa_bench.e2e.measurement import MeasureSettings, measure_step
 from scfa_bench.e2e.model import GPT2_SMALL, DecoderLM, ModelConfig
-from scfa_bench.e2e.step import MeasureSettings, StepConfig, build_step, measure_step
+from scfa_bench.e2e.step import StepConfig, build_step
 
 IMPLS = (
     ("sdpa_cudnn", {}),

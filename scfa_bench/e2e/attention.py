@@ -18,20 +18,15 @@ registry.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
+import scfa_bench.e2e.layer_attention as fns
 from scfa_bench.e2e.model import AttentionFn
 
 Pattern = str  # "dense" | "hash" | "qk" | "none"
-HashKernel = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
-KeepKernel = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 PROBE_SEQ_LEN = 64
 
@@ -94,92 +89,6 @@ PLUGS: dict[str, PlugInfo] = {
 }
 
 
-# ---------------------------------------------------------------- the attention functions
-
-
-class LayerLsh:
-    """Bucket ids of one layer: the same planes at every call (for q, for k, at every step)."""
-
-    def __init__(self, n_buckets: int, seed: int, device: torch.device | str) -> None:
-        self.n_buckets = n_buckets
-        self.seed = seed
-        self.generator = torch.Generator(device=device)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        from scfa_kernels import lsh_buckets
-
-        # lsh_buckets draws its planes from the generator: reseeding gives the same planes.
-        self.generator.manual_seed(self.seed)
-        # Projections in float32 as lsh_buckets defines them, not in the step's autocast dtype.
-        with torch.autocast(x.device.type, enabled=False):
-            return lsh_buckets(x.detach(), self.n_buckets, generator=self.generator)
-
-
-def hash_attention(kernel: HashKernel, lsh: LayerLsh, *, shared_buckets: bool) -> AttentionFn:
-    def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        q_hash = lsh(q)
-        k_hash = q_hash if shared_buckets else lsh(k)
-        return kernel(q, k, v, q_hash, k_hash)
-
-    return attend
-
-
-def qk_attention(kernel: KeepKernel, drop_rate: float) -> AttentionFn:
-    def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        b, t, h, _ = q.shape
-        # Bernoulli(1 - drop_rate), fresh per call, drawn on q's device: no host sync.
-        q_keep = torch.rand((b, t, h), device=q.device) >= drop_rate
-        k_keep = torch.rand((b, t, h), device=q.device) >= drop_rate
-        return kernel(q, k, v, q_keep, k_keep)
-
-    return attend
-
-
-def sdpa_attention(backend_name: str) -> AttentionFn:
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    backend = getattr(SDPBackend, backend_name)
-
-    def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
-        with sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True).transpose(1, 2)
-
-    return attend
-
-
-def identity_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    return v
-
-
-def _reference_hash(q: Tensor, k: Tensor, v: Tensor, q_hash: Tensor, k_hash: Tensor) -> Tensor:
-    from scfa_kernels import reference
-
-    return reference.hash_sparse_attention(q, k, v, q_hash, k_hash).to(q.dtype)
-
-
-def _reference_qk(q: Tensor, k: Tensor, v: Tensor, q_keep: Tensor, k_keep: Tensor) -> Tensor:
-    from scfa_kernels import reference
-
-    return reference.qk_sparse_attention(q, k, v, q_keep, k_keep).to(q.dtype)
-
-
-def _scfa_hash_kernel(n_buckets: int) -> HashKernel:
-    """`hash_sparse_attention`, told the bucket count where it accepts one (no host read)."""
-    from scfa_kernels import hash_sparse_attention
-
-    try:
-        takes_n_buckets = "n_buckets" in inspect.signature(hash_sparse_attention).parameters
-    except (TypeError, ValueError):  # a callable without a Python signature
-        takes_n_buckets = False
-    if takes_n_buckets:
-        return partial(hash_sparse_attention, n_buckets=n_buckets)
-    return hash_sparse_attention
-
-
-# ---------------------------------------------------------------- building a plug
-
-
 @dataclass(frozen=True)
 class Attention:
     """A built plug: `for_layer(i)` gives layer i's attention."""
@@ -224,7 +133,7 @@ def _check_axes(info: PlugInfo, n_buckets: object, drop_rate: object) -> None:
 def _check_available(info: PlugInfo, device: str) -> None:
     if info.registered is None:
         return
-    from scfa_bench.registry import get_spec
+    from scfa_bench.impls.registry import get_spec
 
     spec = get_spec(info.registered)
     if device not in spec.devices:
@@ -285,29 +194,31 @@ def build_attention(
     _check_available(info, device)
 
     if info.pattern == "dense":
-        attend = sdpa_attention(_SDPA_BACKENDS[name])
+        attend = fns.sdpa_attention(_SDPA_BACKENDS[name])
         _probe(attend, name, head_dim, dtype, device)
         return Attention(info, lambda layer: attend)
     if info.pattern == "none":
-        return Attention(info, lambda layer: identity_attention)
+        return Attention(info, lambda layer: fns.identity_attention)
     if info.pattern == "qk":
         assert drop_rate is not None
-        keep_kernel: KeepKernel
+        keep_kernel: fns.KeepKernel
         if name == "naive_qk":
-            keep_kernel = _reference_qk
+            keep_kernel = fns.reference_qk
         else:
             from scfa_kernels import qk_sparse_attention
 
             keep_kernel = qk_sparse_attention
-        return Attention(info, lambda layer: qk_attention(keep_kernel, float(drop_rate)))
+        return Attention(info, lambda layer: fns.qk_attention(keep_kernel, float(drop_rate)))
 
     assert n_buckets is not None
-    hash_kernel = _reference_hash if name.startswith("naive_") else _scfa_hash_kernel(n_buckets)
+    hash_kernel = (
+        fns.reference_hash if name.startswith("naive_") else fns.scfa_hash_kernel(n_buckets)
+    )
 
     def for_layer(layer: int) -> AttentionFn:
         # One plane set per layer; the seed keeps layers apart and runs reproducible.
-        lsh = LayerLsh(n_buckets, seed * 65536 + layer, device)
-        return hash_attention(hash_kernel, lsh, shared_buckets=info.shared_qk)
+        lsh = fns.LayerLsh(n_buckets, seed * 65536 + layer, device)
+        return fns.hash_attention(hash_kernel, lsh, shared_buckets=info.shared_qk)
 
     return Attention(info, for_layer)
 
@@ -317,10 +228,7 @@ __all__ = [
     "Attention",
     "AttentionConfigError",
     "AttentionUnavailable",
-    "LayerLsh",
     "PlugInfo",
     "build_attention",
-    "hash_attention",
     "plug_info",
-    "qk_attention",
 ]

@@ -12,15 +12,9 @@ import pytest
 import torch
 
 import scfa_kernels
-from scfa_bench.e2e import attention as plugs
-from scfa_bench.e2e.attention import (
-    AttentionConfigError,
-    AttentionUnavailable,
-    LayerLsh,
-    build_attention,
-    hash_attention,
-    qk_attention,
-)
+from scfa_bench.e2e import layer_attention
+from scfa_bench.e2e.attention import AttentionConfigError, AttentionUnavailable, build_attention
+from scfa_bench.e2e.layer_attention import LayerLsh, hash_attention, qk_attention
 from scfa_bench.e2e.model import GPT2_SMALL, DecoderLM, ModelConfig, ModelConfigError
 from scfa_kernels import lsh_buckets
 
@@ -194,7 +188,7 @@ def test_hash_attention_hashes_q_and_k_with_the_same_planes() -> None:
 
 def test_hashformer_hashes_q_once_and_its_keys_share_the_buckets(monkeypatch) -> None:
     calls, kernel = recorder()
-    monkeypatch.setattr(plugs, "_reference_hash", kernel)
+    monkeypatch.setattr(layer_attention, "reference_hash", kernel)
     model = tiny_model("naive_hashformer", n_buckets=4)
     assert model.blocks[0].qkv.out_features == 2 * TINY.d_model  # q and v only
     idx, targets = tokens()
@@ -226,14 +220,14 @@ def test_hash_kernel_is_told_the_bucket_count_when_it_takes_one(monkeypatch) -> 
         return n_buckets
 
     monkeypatch.setattr(scfa_kernels, "hash_sparse_attention", with_count)
-    kernel = plugs._scfa_hash_kernel(8)
+    kernel = layer_attention.scfa_hash_kernel(8)
     assert kernel(*([None] * 5)) == 8
 
     def without_count(q, k, v, q_hash, k_hash, sm_scale=None):
         return "called"
 
     monkeypatch.setattr(scfa_kernels, "hash_sparse_attention", without_count)
-    kernel = plugs._scfa_hash_kernel(8)
+    kernel = layer_attention.scfa_hash_kernel(8)
     assert "n_buckets" not in inspect.signature(kernel).parameters
     assert kernel(*([None] * 5)) == "called"
 
@@ -241,6 +235,7 @@ def test_hash_kernel_is_told_the_bucket_count_when_it_takes_one(monkeypatch) -> 
 # ---------------------------------------------------------------- kernels against the reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["scfa_hash", "hashformer"])
 def test_scfa_hash_model_matches_the_reference_with_the_same_buckets(name: str) -> None:
     reference = "naive_hashformer" if name == "hashformer" else "naive_hash"
@@ -248,6 +243,7 @@ def test_scfa_hash_model_matches_the_reference_with_the_same_buckets(name: str) 
     assert_same(loss_and_grads(tiny_model(name, n_buckets=4)), expected)
 
 
+@pytest.mark.slow
 def test_scfa_qk_model_matches_the_reference_with_the_same_masks() -> None:
     expected = loss_and_grads(tiny_model("naive_qk", drop_rate=0.5), rng_seed=7)
     assert_same(loss_and_grads(tiny_model("scfa_qk", drop_rate=0.5), rng_seed=7), expected)

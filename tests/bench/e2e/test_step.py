@@ -7,17 +7,11 @@ import math
 import pytest
 import torch
 
-from scfa_bench.e2e import step as step_module
+from scfa_bench.e2e import measurement
 from scfa_bench.e2e.kernel_share import is_attention_kernel, split_kernel_times
+from scfa_bench.e2e.measurement import MeasureSettings, is_out_of_memory, measure_step
 from scfa_bench.e2e.model import ModelConfig
-from scfa_bench.e2e.step import (
-    MeasureSettings,
-    StepConfig,
-    StepConfigError,
-    build_step,
-    is_out_of_memory,
-    measure_step,
-)
+from scfa_bench.e2e.step import StepConfig, StepConfigError, build_step
 
 TINY = ModelConfig(layers=2, d_model=32, heads=2, mlp_ratio=4, vocab=64)
 QUICK = MeasureSettings(warmup_steps=1, timed_steps=3, profile_steps=0)
@@ -113,7 +107,7 @@ def test_out_of_memory_is_an_oom_status(monkeypatch) -> None:
     def no_memory(_: StepConfig) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 96.00 GiB")
 
-    monkeypatch.setattr(step_module, "build_step", no_memory)
+    monkeypatch.setattr(measurement, "build_step", no_memory)
     result = measure_step(config(), QUICK)
     assert result.status == "oom"
     assert "Tried to allocate 96.00 GiB" in result.error
@@ -123,7 +117,7 @@ def test_failures_are_an_error_status_never_a_traceback(monkeypatch) -> None:
     def broken(_: StepConfig) -> None:
         raise RuntimeError("launch failed\nsecond line")
 
-    monkeypatch.setattr(step_module, "build_step", broken)
+    monkeypatch.setattr(measurement, "build_step", broken)
     result = measure_step(config(), QUICK)
     assert (result.status, result.error) == ("error", "RuntimeError: launch failed")
 
