@@ -22,6 +22,7 @@ STAGES = {
     "errors": 0,
     "constants": 0,
     "impls": 1,
+    "e2e": 1,
     "suite": 2,
     "measure": 3,
     "results": 4,
