@@ -9,12 +9,12 @@ from scfa_bench.results.reader import read_results
 from scfa_bench.run.loop import RunOptions, run_suite
 from scfa_bench.suite.parse import load_suite
 
-SMOKE = Path(__file__).resolve().parents[3] / "suites" / "smoke.yaml"
+SUITE = Path(__file__).resolve().parent / "multi.yaml"  # 24 rows
 
 
 def one_process_run(out: Path) -> Path:
-    """The smoke suite in one process: the rows every multi-process run must reproduce."""
-    return run_suite(load_suite(SMOKE), RunOptions(out_dir=out)).csv_path
+    """The test suite in one process: the rows every multi-process run must reproduce."""
+    return run_suite(load_suite(SUITE), RunOptions(out_dir=out)).csv_path
 
 
 def assert_same_rows(merged_csv: Path, single_csv: Path) -> None:

@@ -1,4 +1,4 @@
-"""Slurm runs through submitit's local executor (no Slurm needed): 2 array tasks of the smoke
+"""Slurm runs through submitit's local executor (no Slurm needed): 2 array tasks of a small
 suite merged, a killed task resubmitted, and a stopped run resumed."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from scfa_bench.results.reader import read_results
 from scfa_bench.run.display import PlainDisplay
 from scfa_bench.run.worker import progress_path_for
 
-from .multi_run_helpers import SMOKE, assert_same_rows, one_process_run
+from .multi_run_helpers import SUITE, assert_same_rows, one_process_run
 
 pytest.importorskip("submitit", reason="submitit is the optional 'slurm' extra")
 
@@ -69,7 +69,7 @@ def test_two_array_tasks_merged_and_a_killed_one_resubmitted(
     killer.start()
     display = Recording()
     outcome = run_slurm(
-        SMOKE, shards=2, options=LOCAL, out_dir=tmp_path, poll_s=0.2, display=display
+        SUITE, shards=2, options=LOCAL, out_dir=tmp_path, poll_s=0.2, display=display
     )
     killer.join()
     assert killed, "the array task of shard 0 was never seen running"
@@ -84,8 +84,9 @@ def test_two_array_tasks_merged_and_a_killed_one_resubmitted(
 
 @pytest.mark.slow
 def test_resume_of_a_stopped_cluster_run(tmp_path: Path, single_run: Path) -> None:
-    """The submitting process stops waiting (Ctrl-C) and shard 1's task dies: resume_slurm
-    submits only the incomplete shard, keeps every finished row, and merges."""
+    """The submitting process stops waiting (Ctrl-C) while the tasks run on; one shard's part
+    is left incomplete (as a task that died would leave it). resume_slurm submits only that
+    shard, keeps every finished row, and merges the one-process rows."""
 
     class StopAfterFirstRows(Recording):
         def update(self, shards) -> None:  # type: ignore[override]
@@ -93,28 +94,33 @@ def test_resume_of_a_stopped_cluster_run(tmp_path: Path, single_run: Path) -> No
                 raise KeyboardInterrupt
 
     stopped = run_slurm(
-        SMOKE, shards=2, options=LOCAL, out_dir=tmp_path, poll_s=0.2, display=StopAfterFirstRows()
+        SUITE, shards=2, options=LOCAL, out_dir=tmp_path, poll_s=0.2, display=StopAfterFirstRows()
     )
     assert stopped.interrupted and stopped.csv_path is None
-    killed: dict = {}
-    kill_when_running("shard-1-of-2.csv", stopped.parts_dir, killed, min_rows=0)
-    assert killed
-    # let shard 0's task run to its end (the cluster keeps running it without us)
-    part0 = stopped.parts_dir / "shard-0-of-2.csv"
-    deadline = time.monotonic() + 180
+    parts = [stopped.parts_dir / f"shard-{i}-of-2.csv" for i in (0, 1)]
+    deadline = time.monotonic() + 300  # the cluster runs both tasks to their end without us
     while time.monotonic() < deadline:
-        state = json.loads(progress_path_for(part0).read_text(encoding="utf-8"))
-        if state.get("current") is None and state.get("done_rows") == state.get("total_rows"):
+        states = [
+            json.loads(progress_path_for(p).read_text(encoding="utf-8"))
+            if progress_path_for(p).exists()
+            else {}
+            for p in parts
+        ]
+        if all(
+            s and s.get("current") is None and s["done_rows"] == s["total_rows"] for s in states
+        ):
             break
         time.sleep(0.2)
-    rows_before = {p.name: len(read_results(p).rows) for p in stopped.parts_dir.glob("shard-*.csv")}
+    lines = parts[1].read_text(encoding="utf-8").splitlines(keepends=True)
+    parts[1].write_text("".join(lines[:2]), encoding="utf-8")  # header and its first row
+    rows_before = len(read_results(parts[0]).rows)
 
     display = Recording()
     resumed = resume_slurm(stopped.parts_dir, LOCAL, poll_s=0.2, display=display)
     assert resumed.csv_path is not None
     submitted = [e for e in display.events if "submitted as job" in e]
     assert len(submitted) == 1 and submitted[0].startswith("shard 1")
-    assert len(read_results(part0).rows) == rows_before["shard-0-of-2.csv"]  # nothing redone there
+    assert len(read_results(parts[0]).rows) == rows_before  # nothing redone there
     assert_same_rows(resumed.csv_path, single_run)
 
 
@@ -133,7 +139,7 @@ def test_preempted_task_is_requeued_and_resumes_its_part(tmp_path: Path, single_
     thread.start()
     display = Recording()
     outcome = run_slurm(
-        SMOKE, shards=2, options=LOCAL, out_dir=tmp_path, poll_s=0.2, display=display
+        SUITE, shards=2, options=LOCAL, out_dir=tmp_path, poll_s=0.2, display=display
     )
     thread.join()
     assert preempted, "the task of shard 0 was never seen running"
