@@ -182,11 +182,12 @@ def build_attention(
     n_buckets: int | None = None,
     drop_rate: float | None = None,
     seed: int = 0,
+    heads: int | None = None,
 ) -> Attention:
     """The plug `name` for a model of this head dim whose attention sees `dtype` on `device`.
 
     Raises AttentionConfigError for settings the plug cannot take, AttentionUnavailable when
-    it cannot run here.
+    it cannot run here. `heads`, when given, lets hash plugs draw their planes up front.
     """
     info = plug_info(name)
     _check_axes(info, n_buckets, drop_rate)
@@ -217,7 +218,7 @@ def build_attention(
 
     def for_layer(layer: int) -> AttentionFn:
         # One plane set per layer; the seed keeps layers apart and runs reproducible.
-        lsh = fns.LayerLsh(n_buckets, seed * 65536 + layer, device)
+        lsh = fns.LayerLsh(n_buckets, seed * 65536 + layer, device, heads=heads, head_dim=head_dim)
         return fns.hash_attention(hash_kernel, lsh, shared_buckets=info.shared_qk)
 
     return Attention(info, for_layer)

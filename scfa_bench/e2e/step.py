@@ -106,6 +106,7 @@ def build_step(config: StepConfig) -> TrainStep:
         n_buckets=config.n_buckets,
         drop_rate=config.drop_rate,
         seed=config.seed,
+        heads=model_cfg.heads,
     )
     torch.manual_seed(config.seed)
     with torch.device(device):
