@@ -102,7 +102,7 @@ def test_sdpa_math_is_causal_attention() -> None:
 def test_sequence_longer_than_the_position_table_is_refused() -> None:
     model = tiny_model("identity")
     idx = torch.zeros(1, TINY.max_seq_len + 1, dtype=torch.long)
-    with pytest.raises(ModelConfigError, match="model.max_seq_len: 64 is shorter than the 65"):
+    with pytest.raises(ModelConfigError, match=r"model\.max_seq_len: 64 is shorter than the 65"):
         model(idx, idx)
 
 
