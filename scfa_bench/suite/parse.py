@@ -5,8 +5,10 @@ Keys (unknown keys are rejected at every level; defaults in brackets):
 - `name` (required): letters, digits, `_`, `-`, `.`; used in result file names.
 - `description` [""]: free text.
 - `seed` [0]: integer; inputs are seeded from it and the point.
-- `shape` (required): `{batch, heads, head_dim, dtype}`, all required; dtype is fp16, bf16 or
-  fp32 (float16, bfloat16, float32 accepted as aliases).
+- `shape` (required unless `model` is given): `{batch, heads, head_dim, dtype}`, all required;
+  dtype is fp16, bf16 or fp32 (float16, bfloat16, float32 accepted as aliases).
+- `model`: time a training step of a decoder-only LM instead of one attention call; its keys,
+  and the keys a model suite may not have, are in `suite.model_section`.
 - `sweep` (required): `seq_len` (required), `n_buckets`, `drop_rate`: non-empty lists without
   duplicates; the grid is their cartesian product, restricted per implementation to the axes it
   uses. `n_buckets` >= 1 (even with lsh buckets), `drop_rate` in [0, 1).
