@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from . import reference
 from .attention import hash_sparse_attention, qk_sparse_attention
-from .lsh import lsh_buckets
+from .lsh import lsh_buckets, lsh_buckets_pair, lsh_rotations
 
-__all__ = ["hash_sparse_attention", "lsh_buckets", "qk_sparse_attention", "reference"]
+__all__ = [
+    "hash_sparse_attention",
+    "lsh_buckets",
+    "lsh_buckets_pair",
+    "lsh_rotations",
+    "qk_sparse_attention",
+    "reference",
+]
 __version__ = "0.1.0"

@@ -15,20 +15,37 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._triton_common import load_key_tile, program_tile
+from ._triton_common import (
+    KEY_PAD_BUCKET,
+    QUERY_PAD_BUCKET,
+    load_key_tile,
+    load_query_tile,
+    program_tile,
+    tile_loads,
+)
 
 
-# fmt: off
 @triton.jit
 def attention_bwd_delta_kernel(
-    Out, dOut, Delta, q_perm,
-    stride_ob, stride_ot, stride_oh, stride_od,
-    stride_dob, stride_dot, stride_doh, stride_dod,
-    H, T, n_tiles,
-    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
+    Out,
+    dOut,
+    Delta,
+    q_perm,
+    stride_ob,
+    stride_ot,
+    stride_oh,
+    stride_od,
+    stride_dob,
+    stride_dot,
+    stride_doh,
+    stride_dod,
+    H,
+    T,
+    n_tiles,
+    BLOCK_M: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
 ):
-    # fmt: on
-    _bh, tile, b, h, row_base = program_tile(n_tiles, H, T, False)
+    _bh, tile, b, h, row_base = program_tile(n_tiles, H, T, REVERSED=False)
     slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = slots < T
     pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
@@ -37,26 +54,45 @@ def attention_bwd_delta_kernel(
     do_ptrs = dOut + b * stride_dob + h * stride_doh + pos[:, None] * stride_dot
     o = tl.load(o_ptrs + offs_d[None, :] * stride_od, mask=row_ok[:, None], other=0.0)
     do = tl.load(do_ptrs + offs_d[None, :] * stride_dod, mask=row_ok[:, None], other=0.0)
-    tl.store(Delta + row_base + slots, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=row_ok)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(Delta + row_base + slots, delta, mask=row_ok)
 
 
-# fmt: off
 @triton.jit
 def _dkdv_tile(
-    dk, dv, k, v, k_pos, k_bucket,
-    Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh, q_base, do_base, row_base,
-    stride_qt, stride_qd, stride_dot, stride_dod,
-    slot0, T, qk_scale,
-    MASKED: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
+    dk,
+    dv,
+    k,
+    v,
+    k_pos,
+    k_bucket,
+    Q,
+    dOut,
+    LSE,
+    Delta,
+    q_perm_bh,
+    q_bucket_bh,
+    q_base,
+    do_base,
+    row_base,
+    stride_qt,
+    stride_qd,
+    stride_dot,
+    stride_dod,
+    slot0,
+    T,
+    qk_scale,
+    MASKED: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    # fmt: on
     slots = slot0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     if MASKED:
         in_range = slots < T
         q_pos = tl.load(q_perm_bh + slots, mask=in_range, other=0).to(tl.int64)
-        q_bucket = tl.load(q_bucket_bh + slots, mask=in_range, other=-2)
+        q_bucket = tl.load(q_bucket_bh + slots, mask=in_range, other=QUERY_PAD_BUCKET)
         q_ptrs = Q + q_base + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd
         do_ptrs = dOut + do_base + q_pos[:, None] * stride_dot + offs_d[None, :] * stride_dod
         q = tl.load(q_ptrs, mask=in_range[:, None], other=0.0)
@@ -82,25 +118,60 @@ def _dkdv_tile(
     return dk, dv
 
 
-# fmt: off
 @triton.jit
 def sparse_attention_bwd_dkdv_kernel(
-    Q, K, V, dOut, dK, dV, LSE, Delta,
-    q_perm, q_bucket_sorted, k_perm, k_bucket_sorted,
-    tile_start, tile_n_diag, tile_n_full, tile_end,
-    stride_qb, stride_qt, stride_qh, stride_qd,
-    stride_kb, stride_kt, stride_kh, stride_kd,
-    stride_vb, stride_vt, stride_vh, stride_vd,
-    stride_dob, stride_dot, stride_doh, stride_dod,
-    stride_dkb, stride_dkt, stride_dkh, stride_dkd,
-    stride_dvb, stride_dvt, stride_dvh, stride_dvd,
-    H, T, n_tiles, qk_scale, sm_scale,
-    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
+    Q,
+    K,
+    V,
+    dOut,
+    dK,
+    dV,
+    LSE,
+    Delta,
+    q_perm,
+    q_bucket_sorted,
+    k_perm,
+    k_bucket_sorted,
+    tile_start,
+    tile_n_diag,
+    tile_n_full,
+    tile_end,
+    stride_qb,
+    stride_qt,
+    stride_qh,
+    stride_qd,
+    stride_kb,
+    stride_kt,
+    stride_kh,
+    stride_kd,
+    stride_vb,
+    stride_vt,
+    stride_vh,
+    stride_vd,
+    stride_dob,
+    stride_dot,
+    stride_doh,
+    stride_dod,
+    stride_dkb,
+    stride_dkt,
+    stride_dkh,
+    stride_dkd,
+    stride_dvb,
+    stride_dvt,
+    stride_dvh,
+    stride_dvd,
+    H,
+    T,
+    n_tiles,
+    qk_scale,
+    sm_scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    # fmt: on
     # The first key tiles of a bucket are seen by the most queries: they start first.
-    bh, tile, b, h, row_base = program_tile(n_tiles, H, T, False)
+    bh, tile, b, h, row_base = program_tile(n_tiles, H, T, REVERSED=False)
 
     tile_idx = bh * n_tiles + tile
     start = tl.load(tile_start + tile_idx)
@@ -109,11 +180,9 @@ def sparse_attention_bwd_dkdv_kernel(
     end = tl.load(tile_end + tile_idx)
 
     slots = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-    key_ok = slots < T
-    # A key tile no query sees (dropped keys) only writes zeros.
-    load_ok = key_ok & (end > start)
+    key_ok, load_ok = tile_loads(slots, T, start, end)
     k_pos = tl.load(k_perm + row_base + slots, mask=key_ok, other=0).to(tl.int64)
-    k_bucket = tl.load(k_bucket_sorted + row_base + slots, mask=load_ok, other=-1)
+    k_bucket = tl.load(k_bucket_sorted + row_base + slots, mask=load_ok, other=KEY_PAD_BUCKET)
     offs_d = tl.arange(0, HEAD_DIM)
     k_ptrs = K + b * stride_kb + h * stride_kh + k_pos[:, None] * stride_kt
     v_ptrs = V + b * stride_vb + h * stride_vh + k_pos[:, None] * stride_vt
@@ -127,31 +196,95 @@ def sparse_attention_bwd_dkdv_kernel(
 
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    for i in range(0, n_diag):
-        # fmt: off
-        dk, dv = _dkdv_tile(
-            dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
-            q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
-            start + i * BLOCK_M, T, qk_scale, True, BLOCK_M, HEAD_DIM, DOT_PRECISION,
-        )
-        # fmt: on
+    # Masked diagonal query tiles, then unmasked full ones, then the masked tail.
     full_start = start + n_diag * BLOCK_M
+    for i in range(0, n_diag):
+        dk, dv = _dkdv_tile(
+            dk,
+            dv,
+            k,
+            v,
+            k_pos,
+            k_bucket,
+            Q,
+            dOut,
+            LSE,
+            Delta,
+            q_perm_bh,
+            q_bucket_bh,
+            q_base,
+            do_base,
+            row_base,
+            stride_qt,
+            stride_qd,
+            stride_dot,
+            stride_dod,
+            start + i * BLOCK_M,
+            T,
+            qk_scale,
+            MASKED=True,
+            BLOCK_M=BLOCK_M,
+            HEAD_DIM=HEAD_DIM,
+            DOT_PRECISION=DOT_PRECISION,
+        )
     for i in range(0, n_full):
-        # fmt: off
         dk, dv = _dkdv_tile(
-            dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
-            q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
-            full_start + i * BLOCK_M, T, qk_scale, False, BLOCK_M, HEAD_DIM, DOT_PRECISION,
+            dk,
+            dv,
+            k,
+            v,
+            k_pos,
+            k_bucket,
+            Q,
+            dOut,
+            LSE,
+            Delta,
+            q_perm_bh,
+            q_bucket_bh,
+            q_base,
+            do_base,
+            row_base,
+            stride_qt,
+            stride_qd,
+            stride_dot,
+            stride_dod,
+            full_start + i * BLOCK_M,
+            T,
+            qk_scale,
+            MASKED=False,
+            BLOCK_M=BLOCK_M,
+            HEAD_DIM=HEAD_DIM,
+            DOT_PRECISION=DOT_PRECISION,
         )
-        # fmt: on
     for slot0 in range(full_start + n_full * BLOCK_M, end, BLOCK_M):
-        # fmt: off
         dk, dv = _dkdv_tile(
-            dk, dv, k, v, k_pos, k_bucket, Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh,
-            q_base, do_base, row_base, stride_qt, stride_qd, stride_dot, stride_dod,
-            slot0, T, qk_scale, True, BLOCK_M, HEAD_DIM, DOT_PRECISION,
+            dk,
+            dv,
+            k,
+            v,
+            k_pos,
+            k_bucket,
+            Q,
+            dOut,
+            LSE,
+            Delta,
+            q_perm_bh,
+            q_bucket_bh,
+            q_base,
+            do_base,
+            row_base,
+            stride_qt,
+            stride_qd,
+            stride_dot,
+            stride_dod,
+            slot0,
+            T,
+            qk_scale,
+            MASKED=True,
+            BLOCK_M=BLOCK_M,
+            HEAD_DIM=HEAD_DIM,
+            DOT_PRECISION=DOT_PRECISION,
         )
-        # fmt: on
 
     dk_ptrs = dK + b * stride_dkb + h * stride_dkh + k_pos[:, None] * stride_dkt
     dv_ptrs = dV + b * stride_dvb + h * stride_dvh + k_pos[:, None] * stride_dvt
@@ -161,22 +294,50 @@ def sparse_attention_bwd_dkdv_kernel(
     tl.store(dv_ptrs, dv.to(dV.dtype.element_ty), mask=key_ok[:, None])
 
 
-# fmt: off
 @triton.jit
 def _dq_tile(
-    dq, q, do, lse, delta, q_pos, q_bucket,
-    K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
-    slot0, T, qk_scale,
-    MASKED: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    q_pos,
+    q_bucket,
+    K,
+    V,
+    k_perm_bh,
+    k_bucket_bh,
+    k_base,
+    v_base,
+    stride_kt,
+    stride_kd,
+    stride_vt,
+    stride_vd,
+    slot0,
+    T,
+    qk_scale,
+    MASKED: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    # fmt: on
-    # fmt: off
     k_pos, k_bucket, k, v = load_key_tile(
-        K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
-        slot0, T, MASKED, BLOCK_N, HEAD_DIM,
+        K,
+        V,
+        k_perm_bh,
+        k_bucket_bh,
+        k_base,
+        v_base,
+        stride_kt,
+        stride_kd,
+        stride_vt,
+        stride_vd,
+        slot0,
+        T,
+        MASKED=MASKED,
+        BLOCK_N=BLOCK_N,
+        HEAD_DIM=HEAD_DIM,
     )
-    # fmt: on
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
     p = tl.math.exp2(s - lse[:, None])
     if MASKED:
@@ -188,38 +349,73 @@ def _dq_tile(
     return dq
 
 
-# fmt: off
 @triton.jit
 def sparse_attention_bwd_dq_kernel(
-    Q, K, V, dOut, dQ, LSE, Delta,
-    q_perm, q_bucket_sorted, k_perm, k_bucket_sorted,
-    tile_start, tile_n_full, tile_end,
-    stride_qb, stride_qt, stride_qh, stride_qd,
-    stride_kb, stride_kt, stride_kh, stride_kd,
-    stride_vb, stride_vt, stride_vh, stride_vd,
-    stride_dob, stride_dot, stride_doh, stride_dod,
-    stride_dqb, stride_dqt, stride_dqh, stride_dqd,
-    H, T, n_tiles, qk_scale, sm_scale,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    Q,
+    K,
+    V,
+    dOut,
+    dQ,
+    LSE,
+    Delta,
+    q_perm,
+    q_bucket_sorted,
+    k_perm,
+    k_bucket_sorted,
+    tile_start,
+    tile_n_full,
+    tile_end,
+    stride_qb,
+    stride_qt,
+    stride_qh,
+    stride_qd,
+    stride_kb,
+    stride_kt,
+    stride_kh,
+    stride_kd,
+    stride_vb,
+    stride_vt,
+    stride_vh,
+    stride_vd,
+    stride_dob,
+    stride_dot,
+    stride_doh,
+    stride_dod,
+    stride_dqb,
+    stride_dqt,
+    stride_dqh,
+    stride_dqd,
+    H,
+    T,
+    n_tiles,
+    qk_scale,
+    sm_scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    # fmt: on
-    bh, tile, b, h, row_base = program_tile(n_tiles, H, T, True)
-
-    tile_idx = bh * n_tiles + tile
-    start = tl.load(tile_start + tile_idx)
-    n_full = tl.load(tile_n_full + tile_idx)
-    end = tl.load(tile_end + tile_idx)
-
-    slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = slots < T
-    load_ok = row_ok & (end > start)
-    q_pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
-    q_bucket = tl.load(q_bucket_sorted + row_base + slots, mask=load_ok, other=-2)
+    b, h, row_base, slots, row_ok, load_ok, start, n_full, end, q_pos, q_bucket, q = (
+        load_query_tile(
+            Q,
+            q_perm,
+            q_bucket_sorted,
+            tile_start,
+            tile_n_full,
+            tile_end,
+            stride_qb,
+            stride_qt,
+            stride_qh,
+            stride_qd,
+            H,
+            T,
+            n_tiles,
+            BLOCK_M=BLOCK_M,
+            HEAD_DIM=HEAD_DIM,
+        )
+    )
     offs_d = tl.arange(0, HEAD_DIM)
-    q_ptrs = Q + b * stride_qb + h * stride_qh + q_pos[:, None] * stride_qt
     do_ptrs = dOut + b * stride_dob + h * stride_doh + q_pos[:, None] * stride_dot
-    q = tl.load(q_ptrs + offs_d[None, :] * stride_qd, mask=load_ok[:, None], other=0.0)
     do = tl.load(do_ptrs + offs_d[None, :] * stride_dod, mask=load_ok[:, None], other=0.0)
     lse = tl.load(LSE + row_base + slots, mask=load_ok, other=float("inf"))
     delta = tl.load(Delta + row_base + slots, mask=load_ok, other=0.0)
@@ -231,21 +427,59 @@ def sparse_attention_bwd_dq_kernel(
 
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     for j in range(0, n_full):
-        # fmt: off
         dq = _dq_tile(
-            dq, q, do, lse, delta, q_pos, q_bucket,
-            K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt,
-            stride_vd, start + j * BLOCK_N, T, qk_scale, False, BLOCK_N, HEAD_DIM, DOT_PRECISION,
+            dq,
+            q,
+            do,
+            lse,
+            delta,
+            q_pos,
+            q_bucket,
+            K,
+            V,
+            k_perm_bh,
+            k_bucket_bh,
+            k_base,
+            v_base,
+            stride_kt,
+            stride_kd,
+            stride_vt,
+            stride_vd,
+            start + j * BLOCK_N,
+            T,
+            qk_scale,
+            MASKED=False,
+            BLOCK_N=BLOCK_N,
+            HEAD_DIM=HEAD_DIM,
+            DOT_PRECISION=DOT_PRECISION,
         )
-        # fmt: on
     for slot0 in range(start + n_full * BLOCK_N, end, BLOCK_N):
-        # fmt: off
         dq = _dq_tile(
-            dq, q, do, lse, delta, q_pos, q_bucket,
-            K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt,
-            stride_vd, slot0, T, qk_scale, True, BLOCK_N, HEAD_DIM, DOT_PRECISION,
+            dq,
+            q,
+            do,
+            lse,
+            delta,
+            q_pos,
+            q_bucket,
+            K,
+            V,
+            k_perm_bh,
+            k_bucket_bh,
+            k_base,
+            v_base,
+            stride_kt,
+            stride_kd,
+            stride_vt,
+            stride_vd,
+            slot0,
+            T,
+            qk_scale,
+            MASKED=True,
+            BLOCK_N=BLOCK_N,
+            HEAD_DIM=HEAD_DIM,
+            DOT_PRECISION=DOT_PRECISION,
         )
-        # fmt: on
     dq_ptrs = dQ + b * stride_dqb + h * stride_dqh + q_pos[:, None] * stride_dqt
     dq_ptrs += offs_d[None, :] * stride_dqd
     tl.store(dq_ptrs, (dq * sm_scale).to(dQ.dtype.element_ty), mask=row_ok[:, None])

@@ -1,9 +1,26 @@
-"""Pieces shared by the attention kernels: which tile a program owns, and loading a key tile."""
+"""Pieces shared by the kernels: the bucket sentinels, which tile a program owns, tile loaders.
+
+Bucket sentinels (the one definition; the plan's torch fallback uses them too):
+
+* ``QUERY_PAD_BUCKET`` / ``KEY_PAD_BUCKET``: the bucket a masked load gives a query / key
+  slot past T. They differ from each other and from every real or sentinel bucket (>= 0),
+  so padding never matches anything.
+* ``UNMATCHED_QUERY_OFFSET`` / ``UNMATCHED_KEY_OFFSET``: a query whose id lies outside
+  ``[0, n_buckets)`` sorts under bucket ``n_buckets + UNMATCHED_QUERY_OFFSET``, such a key
+  under ``n_buckets + UNMATCHED_KEY_OFFSET``: after every real bucket, and never equal to
+  each other, so such a query sees nothing and such a key is seen by nothing. QK-sparse is
+  the case ``n_buckets = 1``: kept rows are bucket 0, dropped rows are out of range.
+"""
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+QUERY_PAD_BUCKET: tl.constexpr = tl.constexpr(-2)
+KEY_PAD_BUCKET: tl.constexpr = tl.constexpr(-1)
+UNMATCHED_QUERY_OFFSET: tl.constexpr = tl.constexpr(0)
+UNMATCHED_KEY_OFFSET: tl.constexpr = tl.constexpr(1)
 
 
 @triton.jit
@@ -23,14 +40,77 @@ def program_tile(n_tiles, H, T, REVERSED: tl.constexpr):
     return bh, tile, b, h, bh.to(tl.int64) * T
 
 
-# fmt: off
+@triton.jit
+def tile_loads(slots, T, start, end):
+    """(in_range, load_ok): slots inside [0, T), and those worth loading.
+
+    A tile whose range is empty (dropped or stranded rows) loads nothing and only writes
+    zeros. The slot block is compared with a scalar bound, never combined as
+    ``block & scalar_bool``: Triton 3.9's interpreter splats a scalar comparison to int32,
+    and its masked load rejects int32 masks.
+    """
+    in_range = slots < T
+    load_ok = slots < tl.where(end > start, T, 0)
+    return in_range, load_ok
+
+
+@triton.jit
+def load_query_tile(
+    Q,
+    q_perm,
+    q_bucket_sorted,
+    tile_start,
+    tile_n_full,
+    tile_end,
+    stride_qb,
+    stride_qt,
+    stride_qh,
+    stride_qd,
+    H,
+    T,
+    n_tiles,
+    BLOCK_M: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+):
+    """Set-up of a query-tile program (forward and dQ): its key range and its query rows.
+
+    Programs run the last tile of each row first (the tiles that see the most keys).
+    Returns (b, h, row_base, slots, row_ok, load_ok, start, n_full, end, q_pos, q_bucket, q).
+    """
+    bh, tile, b, h, row_base = program_tile(n_tiles, H, T, REVERSED=True)
+    tile_idx = bh * n_tiles + tile
+    start = tl.load(tile_start + tile_idx)
+    n_full = tl.load(tile_n_full + tile_idx)
+    end = tl.load(tile_end + tile_idx)
+
+    slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok, load_ok = tile_loads(slots, T, start, end)
+    q_pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
+    q_bucket = tl.load(q_bucket_sorted + row_base + slots, mask=load_ok, other=QUERY_PAD_BUCKET)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_ptrs = Q + b * stride_qb + h * stride_qh + q_pos[:, None] * stride_qt
+    q = tl.load(q_ptrs + offs_d[None, :] * stride_qd, mask=load_ok[:, None], other=0.0)
+    return b, h, row_base, slots, row_ok, load_ok, start, n_full, end, q_pos, q_bucket, q
+
+
 @triton.jit
 def load_key_tile(
-    K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
-    slot0, T,
-    MASKED: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    K,
+    V,
+    k_perm_bh,
+    k_bucket_bh,
+    k_base,
+    v_base,
+    stride_kt,
+    stride_kd,
+    stride_vt,
+    stride_vd,
+    slot0,
+    T,
+    MASKED: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
 ):
-    # fmt: on
     """Key tile of sorted slots [slot0, slot0 + BLOCK_N): positions, buckets, K and V rows.
 
     Unmasked tiles lie inside [0, T) by construction and skip the bounds and the buckets.
@@ -40,7 +120,7 @@ def load_key_tile(
     if MASKED:
         in_range = slots < T
         k_pos = tl.load(k_perm_bh + slots, mask=in_range, other=0).to(tl.int64)
-        k_bucket = tl.load(k_bucket_bh + slots, mask=in_range, other=-1)
+        k_bucket = tl.load(k_bucket_bh + slots, mask=in_range, other=KEY_PAD_BUCKET)
         k_ptrs = K + k_base + k_pos[:, None] * stride_kt + offs_d[None, :] * stride_kd
         v_ptrs = V + v_base + k_pos[:, None] * stride_vt + offs_d[None, :] * stride_vd
         k = tl.load(k_ptrs, mask=in_range[:, None], other=0.0)

@@ -12,27 +12,54 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._triton_common import load_key_tile, program_tile
+from ._triton_common import load_key_tile, load_query_tile
 
 LOG2E = 1.4426950408889634
 
 
-# fmt: off
 @triton.jit
 def _attend_tile(
-    acc, m_i, l_i, q, q_pos, q_bucket,
-    K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
-    slot0, T, qk_scale,
-    MASKED: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    acc,
+    m_i,
+    l_i,
+    q,
+    q_pos,
+    q_bucket,
+    K,
+    V,
+    k_perm_bh,
+    k_bucket_bh,
+    k_base,
+    v_base,
+    stride_kt,
+    stride_kd,
+    stride_vt,
+    stride_vd,
+    slot0,
+    T,
+    qk_scale,
+    MASKED: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    # fmt: on
-    # fmt: off
     k_pos, k_bucket, k, v = load_key_tile(
-        K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
-        slot0, T, MASKED, BLOCK_N, HEAD_DIM,
+        K,
+        V,
+        k_perm_bh,
+        k_bucket_bh,
+        k_base,
+        v_base,
+        stride_kt,
+        stride_kd,
+        stride_vt,
+        stride_vd,
+        slot0,
+        T,
+        MASKED=MASKED,
+        BLOCK_N=BLOCK_N,
+        HEAD_DIM=HEAD_DIM,
     )
-    # fmt: on
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
     if MASKED:
         allowed = (q_bucket[:, None] == k_bucket[None, :]) & (k_pos[None, :] <= q_pos[:, None])
@@ -51,39 +78,62 @@ def _attend_tile(
     return acc, m_new, l_i
 
 
-# fmt: off
 @triton.jit
 def sparse_attention_fwd_kernel(
-    Q, K, V, Out, LSE,
-    q_perm, q_bucket_sorted, k_perm, k_bucket_sorted,
-    tile_start, tile_n_full, tile_end,
-    stride_qb, stride_qt, stride_qh, stride_qd,
-    stride_kb, stride_kt, stride_kh, stride_kd,
-    stride_vb, stride_vt, stride_vh, stride_vd,
-    stride_ob, stride_ot, stride_oh, stride_od,
-    H, T, n_tiles, qk_scale,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    Q,
+    K,
+    V,
+    Out,
+    LSE,
+    q_perm,
+    q_bucket_sorted,
+    k_perm,
+    k_bucket_sorted,
+    tile_start,
+    tile_n_full,
+    tile_end,
+    stride_qb,
+    stride_qt,
+    stride_qh,
+    stride_qd,
+    stride_kb,
+    stride_kt,
+    stride_kh,
+    stride_kd,
+    stride_vb,
+    stride_vt,
+    stride_vh,
+    stride_vd,
+    stride_ob,
+    stride_ot,
+    stride_oh,
+    stride_od,
+    H,
+    T,
+    n_tiles,
+    qk_scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    # fmt: on
-    # Later tiles of a bucket see more keys, so they start first.
-    bh, tile, b, h, row_base = program_tile(n_tiles, H, T, True)
-
-    tile_idx = bh * n_tiles + tile
-    start = tl.load(tile_start + tile_idx)
-    n_full = tl.load(tile_n_full + tile_idx)
-    end = tl.load(tile_end + tile_idx)
-
-    slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = slots < T
-    # A tile that sees no key (dropped or stranded queries) only writes zeros.
-    load_ok = row_ok & (end > start)
-    q_pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
-    q_bucket = tl.load(q_bucket_sorted + row_base + slots, mask=load_ok, other=-2)
-    offs_d = tl.arange(0, HEAD_DIM)
-    q_ptrs = Q + b * stride_qb + h * stride_qh + q_pos[:, None] * stride_qt
-    q = tl.load(q_ptrs + offs_d[None, :] * stride_qd, mask=load_ok[:, None], other=0.0)
-
+    b, h, row_base, slots, row_ok, _, start, n_full, end, q_pos, q_bucket, q = load_query_tile(
+        Q,
+        q_perm,
+        q_bucket_sorted,
+        tile_start,
+        tile_n_full,
+        tile_end,
+        stride_qb,
+        stride_qt,
+        stride_qh,
+        stride_qd,
+        H,
+        T,
+        n_tiles,
+        BLOCK_M=BLOCK_M,
+        HEAD_DIM=HEAD_DIM,
+    )
     k_base = b * stride_kb + h * stride_kh
     v_base = b * stride_vb + h * stride_vh
     k_perm_bh = k_perm + row_base
@@ -92,27 +142,63 @@ def sparse_attention_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    # First the key tiles every query of the tile may see (no mask), then the rest.
     for j in range(0, n_full):
-        # fmt: off
         acc, m_i, l_i = _attend_tile(
-            acc, m_i, l_i, q, q_pos, q_bucket,
-            K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt,
-            stride_vd, start + j * BLOCK_N, T, qk_scale,
-            False, BLOCK_N, HEAD_DIM, DOT_PRECISION,
+            acc,
+            m_i,
+            l_i,
+            q,
+            q_pos,
+            q_bucket,
+            K,
+            V,
+            k_perm_bh,
+            k_bucket_bh,
+            k_base,
+            v_base,
+            stride_kt,
+            stride_kd,
+            stride_vt,
+            stride_vd,
+            start + j * BLOCK_N,
+            T,
+            qk_scale,
+            MASKED=False,
+            BLOCK_N=BLOCK_N,
+            HEAD_DIM=HEAD_DIM,
+            DOT_PRECISION=DOT_PRECISION,
         )
-        # fmt: on
     for slot0 in range(start + n_full * BLOCK_N, end, BLOCK_N):
-        # fmt: off
         acc, m_i, l_i = _attend_tile(
-            acc, m_i, l_i, q, q_pos, q_bucket,
-            K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt,
-            stride_vd, slot0, T, qk_scale,
-            True, BLOCK_N, HEAD_DIM, DOT_PRECISION,
+            acc,
+            m_i,
+            l_i,
+            q,
+            q_pos,
+            q_bucket,
+            K,
+            V,
+            k_perm_bh,
+            k_bucket_bh,
+            k_base,
+            v_base,
+            stride_kt,
+            stride_kd,
+            stride_vt,
+            stride_vd,
+            slot0,
+            T,
+            qk_scale,
+            MASKED=True,
+            BLOCK_N=BLOCK_N,
+            HEAD_DIM=HEAD_DIM,
+            DOT_PRECISION=DOT_PRECISION,
         )
-        # fmt: on
 
     seen = l_i > 0.0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    offs_d = tl.arange(0, HEAD_DIM)
     o_ptrs = Out + b * stride_ob + h * stride_oh + q_pos[:, None] * stride_ot
     o_ptrs += offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None])

@@ -9,117 +9,206 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ._triton_common import UNMATCHED_KEY_OFFSET, UNMATCHED_QUERY_OFFSET
+
 
 @triton.jit
-def _bucket_of(
+def _bins_of(
     Src,
     bh,
     offs,
-    ok,
+    in_seq,
+    H,
+    stride_b,
+    stride_t,
+    stride_h,
+    n_buckets,
+    FROM_KEEP: tl.constexpr,
+    NB: tl.constexpr,
+):
+    """Histogram bin of each slot: its bucket id if in [0, n_buckets), else the unmatched
+    bin NB; slots past T get NB + 1 and are neither counted nor stored.
+
+    With FROM_KEEP (QK-sparse, n_buckets = 1) a kept row is bucket 0 and a dropped row is
+    out of range. Ids are range-checked in their own dtype, before any narrowing cast.
+    """
+    b = bh // H
+    h = bh % H
+    ptrs = Src + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h
+    ptrs += offs.to(tl.int64) * stride_t
+    raw = tl.load(ptrs, mask=in_seq, other=0)
+    if FROM_KEEP:
+        bins = tl.where(raw != 0, 0, NB)
+    else:
+        in_range = (raw >= 0) & (raw < n_buckets)
+        bins = tl.where(in_range, raw.to(tl.int32), NB)
+    return tl.where(in_seq, bins, NB + 1)
+
+
+@triton.jit
+def _sort_one_row(
+    Src,
+    bh,
+    out_row,
+    Perm,
+    SortedBucket,
+    Composite,
     H,
     T,
     stride_b,
     stride_t,
     stride_h,
+    n_buckets,
+    unmatched_bucket,
     FROM_KEEP: tl.constexpr,
-    DROPPED_BUCKET: tl.constexpr,
     NB: tl.constexpr,
+    CHUNK: tl.constexpr,
+    RANK_BY_SORT: tl.constexpr,
 ):
-    b = bh // H
-    h = bh % H
-    ptrs = (
-        Src + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + offs.to(tl.int64) * stride_t
-    )
-    if FROM_KEEP:
-        keep = tl.load(ptrs, mask=ok, other=0)
-        bucket = tl.where(keep != 0, 0, DROPPED_BUCKET)
-    else:
-        bucket = tl.load(ptrs, mask=ok, other=0).to(tl.int32)
-    # Out-of-range slots get bucket NB, which matches no one-hot column.
-    return tl.where(ok, bucket, NB)
-
-
-# fmt: off
-@triton.jit
-def _sort_one_row(
-    Src, bh, out_row, Perm, SortedBucket, Composite, H, T, stride_b, stride_t, stride_h,
-    FROM_KEEP: tl.constexpr, DROPPED_BUCKET: tl.constexpr, NB: tl.constexpr,
-    CHUNK: tl.constexpr, RANK_BY_SORT: tl.constexpr,
-):
-    # fmt: on
     """Histogram pass, prefix sum, then a stable scatter pass, chunk by chunk.
 
-    A row's rank among the chunk's rows of its bucket comes from a one-hot cumulative sum
-    (CHUNK x NB work: cheap for few buckets) or, with RANK_BY_SORT, from sorting the
-    chunk by (bucket, index) (independent of NB).
+    Rows of the unmatched bin go after every real bucket, stored as `unmatched_bucket`.
+    A row's rank among the chunk's rows of its bin comes from a one-hot cumulative sum
+    (CHUNK x NB work: cheap for few buckets) or, with RANK_BY_SORT, from sorting the chunk
+    by (bin, index) (independent of NB).
     """
     lanes = tl.arange(0, CHUNK)
     counts = tl.zeros([NB], dtype=tl.int32)
     for chunk0 in range(0, T, CHUNK):
         offs = chunk0 + lanes
-        ok = offs < T
-        # fmt: off
-        bucket = _bucket_of(Src, bh, offs, ok, H, T, stride_b, stride_t, stride_h,
-                            FROM_KEEP, DROPPED_BUCKET, NB)
-        # fmt: on
-        counts += tl.histogram(bucket, NB, mask=ok)
+        bins = _bins_of(
+            Src,
+            bh,
+            offs,
+            offs < T,
+            H,
+            stride_b,
+            stride_t,
+            stride_h,
+            n_buckets,
+            FROM_KEEP=FROM_KEEP,
+            NB=NB,
+        )
+        counts += tl.histogram(bins, NB, mask=bins < NB)
     next_slot = tl.cumsum(counts, 0) - counts  # first free slot of each bucket
+    next_unmatched = tl.sum(counts, 0)  # unmatched rows fill the row's tail
     for chunk0 in range(0, T, CHUNK):
         offs = chunk0 + lanes
-        ok = offs < T
-        # fmt: off
-        bucket = _bucket_of(Src, bh, offs, ok, H, T, stride_b, stride_t, stride_h,
-                            FROM_KEEP, DROPPED_BUCKET, NB)
-        # fmt: on
-        chunk_counts = tl.histogram(bucket, NB, mask=ok)
+        bins = _bins_of(
+            Src,
+            bh,
+            offs,
+            offs < T,
+            H,
+            stride_b,
+            stride_t,
+            stride_h,
+            n_buckets,
+            FROM_KEEP=FROM_KEEP,
+            NB=NB,
+        )
+        chunk_counts = tl.histogram(bins, NB, mask=bins < NB)
+        n_unmatched = tl.sum((bins == NB).to(tl.int32), 0)
         if RANK_BY_SORT:
-            # Sorted by (bucket, index), the row at position p of the chunk goes to
-            # next_slot[bucket] + p - (rows of the chunk in lower buckets).
-            key = tl.sort(bucket * CHUNK + lanes)
-            bucket = key // CHUNK
+            # Sorted by (bin, index), the row at position p of the chunk goes to
+            # next_slot[bin] + p - (rows of the chunk in lower bins); unmatched rows to
+            # next_unmatched + p - (real rows of the chunk).
+            key = tl.sort(bins * CHUNK + lanes)
+            bins = key // CHUNK
             offs = chunk0 + key % CHUNK
-            ok = bucket < NB
+            real = bins < NB
             lower = tl.cumsum(chunk_counts, 0) - chunk_counts
-            dest = out_row + tl.gather(next_slot - lower, tl.where(ok, bucket, 0), 0) + lanes
+            real_dest = tl.gather(next_slot - lower, tl.where(real, bins, 0), 0) + lanes
+            unmatched_dest = next_unmatched + lanes - tl.sum(chunk_counts, 0)
         else:
-            one_hot = (bucket[:, None] == tl.arange(0, NB)[None, :]).to(tl.int32)
-            # Rows of the same bucket earlier in the chunk keep the sort stable.
+            real = bins < NB
+            one_hot = (bins[:, None] == tl.arange(0, NB)[None, :]).to(tl.int32)
+            # Rows of the same bin earlier in the chunk keep the sort stable.
             earlier = tl.cumsum(one_hot, 0) - one_hot
-            dest = out_row + tl.sum(one_hot * (next_slot[None, :] + earlier), 1)
-        tl.store(Perm + dest, offs, mask=ok)
-        tl.store(SortedBucket + dest, bucket, mask=ok)
-        tl.store(Composite + dest, bucket.to(tl.int64) * T + offs, mask=ok)
+            real_dest = tl.sum(one_hot * (next_slot[None, :] + earlier), 1)
+            unmatched = (bins == NB).to(tl.int32)
+            unmatched_dest = next_unmatched + tl.cumsum(unmatched, 0) - unmatched
+        dest = out_row + tl.where(real, real_dest, unmatched_dest)
+        bucket = tl.where(real, bins, unmatched_bucket)
+        stored = bins <= NB
+        tl.store(Perm + dest, offs, mask=stored)
+        tl.store(SortedBucket + dest, bucket, mask=stored)
+        tl.store(Composite + dest, bucket.to(tl.int64) * T + offs, mask=stored)
         next_slot += chunk_counts
+        next_unmatched += n_unmatched
 
 
-# fmt: off
 @triton.jit
 def bucket_sort_pair_kernel(
-    QSrc, KSrc, Perm, SortedBucket, Composite, BH, H, T,
-    q_stride_b, q_stride_t, q_stride_h, k_stride_b, k_stride_t, k_stride_h,
-    FROM_KEEP: tl.constexpr, NB: tl.constexpr, CHUNK: tl.constexpr,
+    QSrc,
+    KSrc,
+    Perm,
+    SortedBucket,
+    Composite,
+    BH,
+    H,
+    T,
+    q_stride_b,
+    q_stride_t,
+    q_stride_h,
+    k_stride_b,
+    k_stride_t,
+    k_stride_h,
+    n_buckets,
+    FROM_KEEP: tl.constexpr,
+    NB: tl.constexpr,
+    CHUNK: tl.constexpr,
     RANK_BY_SORT: tl.constexpr,
 ):
-    # fmt: on
     """Stable counting sort of every (batch*head) row of the queries and of the keys.
 
     One program per (side, row), both sides in one launch: launches and the serial scan,
     not bytes, are what this step costs (PERF.md). Outputs are (2, BH, T): queries, keys.
-    Dropped rows (FROM_KEEP) go to bucket 1 (queries) and 2 (keys), which never match.
+    Rows with ids outside [0, n_buckets) get the side's unmatched sentinel bucket.
     """
     pid = tl.program_id(0)
     out_row = pid.to(tl.int64) * T
     bh = pid % BH
     if pid < BH:
-        # fmt: off
-        _sort_one_row(QSrc, bh, out_row, Perm, SortedBucket, Composite, H, T,
-                      q_stride_b, q_stride_t, q_stride_h, FROM_KEEP, 1, NB, CHUNK, RANK_BY_SORT)
-        # fmt: on
+        _sort_one_row(
+            QSrc,
+            bh,
+            out_row,
+            Perm,
+            SortedBucket,
+            Composite,
+            H,
+            T,
+            q_stride_b,
+            q_stride_t,
+            q_stride_h,
+            n_buckets,
+            n_buckets + UNMATCHED_QUERY_OFFSET,
+            FROM_KEEP=FROM_KEEP,
+            NB=NB,
+            CHUNK=CHUNK,
+            RANK_BY_SORT=RANK_BY_SORT,
+        )
     else:
-        # fmt: off
-        _sort_one_row(KSrc, bh, out_row, Perm, SortedBucket, Composite, H, T,
-                      k_stride_b, k_stride_t, k_stride_h, FROM_KEEP, 2, NB, CHUNK, RANK_BY_SORT)
-        # fmt: on
+        _sort_one_row(
+            KSrc,
+            bh,
+            out_row,
+            Perm,
+            SortedBucket,
+            Composite,
+            H,
+            T,
+            k_stride_b,
+            k_stride_t,
+            k_stride_h,
+            n_buckets,
+            n_buckets + UNMATCHED_KEY_OFFSET,
+            FROM_KEEP=FROM_KEEP,
+            NB=NB,
+            CHUNK=CHUNK,
+            RANK_BY_SORT=RANK_BY_SORT,
+        )
 
 
 @triton.jit
@@ -158,21 +247,30 @@ def _tile_edges(Comp, Bucket, T, n_tiles, n_groups, BLOCK: tl.constexpr, GROUP: 
     return bh, row, tiles, ok, c0, c1, b0, b1
 
 
-# fmt: off
 @triton.jit
 def query_tile_ranges_kernel(
-    QComp, QBucket, KComp, Start, NFull, End, T, n_tiles, n_groups,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP: tl.constexpr, STEPS: tl.constexpr,
+    QComp,
+    QBucket,
+    KComp,
+    Start,
+    NFull,
+    End,
+    T,
+    n_tiles,
+    n_groups,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    GROUP: tl.constexpr,
+    STEPS: tl.constexpr,
 ):
-    # fmt: on
     bh, row, tiles, ok, qc0, qc1, qb0, qb1 = _tile_edges(
-        QComp, QBucket, T, n_tiles, n_groups, BLOCK_M, GROUP
+        QComp, QBucket, T, n_tiles, n_groups, BLOCK=BLOCK_M, GROUP=GROUP
     )
     keys = KComp + row
-    start = _search(keys, T, qb0.to(tl.int64) * T, False, STEPS)
-    end = _search(keys, T, qc1, True, STEPS)
+    start = _search(keys, T, qb0.to(tl.int64) * T, RIGHT=False, STEPS=STEPS)
+    end = _search(keys, T, qc1, RIGHT=True, STEPS=STEPS)
     # Keys up to the tile's first query are seen by all its queries, if it has one bucket.
-    full_end = tl.where(qb0 == qb1, _search(keys, T, qc0, True, STEPS), start)
+    full_end = tl.where(qb0 == qb1, _search(keys, T, qc0, RIGHT=True, STEPS=STEPS), start)
     n_full = tl.maximum(full_end - start, 0) // BLOCK_N
     out = bh.to(tl.int64) * n_tiles + tiles
     tl.store(Start + out, start, mask=ok)
@@ -180,21 +278,31 @@ def query_tile_ranges_kernel(
     tl.store(End + out, end, mask=ok)
 
 
-# fmt: off
 @triton.jit
 def key_tile_ranges_kernel(
-    KComp, KBucket, QComp, Start, NDiag, NFull, End, T, n_tiles, n_groups,
-    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, GROUP: tl.constexpr, STEPS: tl.constexpr,
+    KComp,
+    KBucket,
+    QComp,
+    Start,
+    NDiag,
+    NFull,
+    End,
+    T,
+    n_tiles,
+    n_groups,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    GROUP: tl.constexpr,
+    STEPS: tl.constexpr,
 ):
-    # fmt: on
     bh, row, tiles, ok, kc0, kc1, kb0, kb1 = _tile_edges(
-        KComp, KBucket, T, n_tiles, n_groups, BLOCK_N, GROUP
+        KComp, KBucket, T, n_tiles, n_groups, BLOCK=BLOCK_N, GROUP=GROUP
     )
     queries = QComp + row
-    start = _search(queries, T, kc0, False, STEPS)
-    end = _search(queries, T, (kb1.to(tl.int64) + 1) * T, False, STEPS)
+    start = _search(queries, T, kc0, RIGHT=False, STEPS=STEPS)
+    end = _search(queries, T, (kb1.to(tl.int64) + 1) * T, RIGHT=False, STEPS=STEPS)
     # Queries from the tile's last key to its bucket's end see every key of the tile.
-    full_start = tl.where(kb0 == kb1, _search(queries, T, kc1, False, STEPS), end)
+    full_start = tl.where(kb0 == kb1, _search(queries, T, kc1, RIGHT=False, STEPS=STEPS), end)
     n_diag = (tl.maximum(full_start - start, 0) + BLOCK_M - 1) // BLOCK_M
     n_full = tl.maximum(end - (start + n_diag * BLOCK_M), 0) // BLOCK_M
     out = bh.to(tl.int64) * n_tiles + tiles

@@ -1,6 +1,12 @@
 """Tile sizes, warps and pipeline depth per device, dtype and head dim.
 
 Chosen by measurement (see PERF.md); `override` lets a tuning script try others.
+
+Why on the host and not with `triton.autotune`: the best tiles depend on the mean bucket
+size (T / n_buckets), which autotune keys cannot see without reading the bucket ids (a
+host sync per call); and autotune benchmarks every candidate on the first call of each new
+key, which would land inside a user's timed step or CUDA-graph capture. A table chosen from
+host-known values (device, dtype, head dim, T, n_buckets) costs nothing per call.
 """
 
 from __future__ import annotations

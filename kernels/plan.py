@@ -5,9 +5,10 @@ sorted by (bucket, position), stably, so positions stay in time order inside a b
 Query t may see key s iff their buckets are equal and s <= t.
 
 * hash-sparse: the buckets are the hashes.
-* QK-sparse: kept rows go to bucket 0; dropped queries to bucket 1 and dropped keys to
-  bucket 2, buckets that never match, so dropped rows see nothing and are seen by nothing.
-  The sort is then a stable compaction.
+* Ids outside [0, n_buckets) go to sentinel buckets after every real one, different for
+  queries and keys (see `_triton_common`), so they see nothing and are seen by nothing.
+* QK-sparse: one bucket; kept rows are bucket 0 and dropped rows are out of range. The
+  sort is then a stable compaction.
 
 With the composite key ``bucket * T + position`` (monotone in the sorted order), the keys a
 query tile may see form one contiguous range of sorted keys, found by binary search: from
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from ._triton_common import UNMATCHED_KEY_OFFSET, UNMATCHED_QUERY_OFFSET
 from ._triton_plan import (
     bucket_sort_pair_kernel,
     key_tile_ranges_kernel,
@@ -55,8 +57,8 @@ class QueryTileRanges:
 class KeyTileRanges:
     """For each key tile: the sorted query slots that see it (dK/dV)."""
 
-    block_n: int
     block_m: int
+    block_n: int
     start: torch.Tensor  # (BH, n_tiles) int32: first query slot
     n_diag: torch.Tensor  # (BH, n_tiles) int32: masked query tiles from `start`
     n_full: torch.Tensor  # (BH, n_tiles) int32: unmasked query tiles after those
@@ -65,14 +67,30 @@ class KeyTileRanges:
 
 @dataclass(frozen=True)
 class SparsityPlan:
-    seq_len: int
-    queries: SortedRows
-    keys: SortedRows
-    # T / (largest bucket id + 1): picks tile sizes (config.select); T for QK-sparse.
-    mean_bucket_rows: float
+    """Queries ([0]) and keys ([1]) of every (batch*head) row in visiting order.
+
+    Three stacked (2, BH, T) tensors, so the plan crosses the custom-op boundary (forward
+    output, backward input) as plain tensors.
+    """
+
+    perm: torch.Tensor  # (2, BH, T) int32: original position of each sorted slot
+    bucket: torch.Tensor  # (2, BH, T) int32: bucket of each sorted slot
+    composite: torch.Tensor  # (2, BH, T) int64: bucket * T + position, ascending per row
+
+    @property
+    def seq_len(self) -> int:
+        return self.perm.shape[-1]
+
+    @property
+    def queries(self) -> SortedRows:
+        return SortedRows(self.perm[0], self.bucket[0], self.composite[0])
+
+    @property
+    def keys(self) -> SortedRows:
+        return SortedRows(self.perm[1], self.bucket[1], self.composite[1])
 
 
-# Counting sort handles bucket ids below this; larger ids fall back to torch.sort.
+# Counting sort handles up to this many buckets; more fall back to torch.sort.
 COUNTING_SORT_MAX_BUCKETS = 64
 # The counting sort ranks rows within a chunk by a one-hot (chunk x buckets) cumulative
 # sum up to this many buckets, above by sorting the chunk (PERF.md, v4).
@@ -83,74 +101,92 @@ _SORT_CHUNK_INTERPRETER = 32
 _RANGE_GROUP = 128
 
 
-def _sort_rows_torch(bucket_bth: torch.Tensor) -> SortedRows:
-    """Stable sort of (B, T, H) bucket ids into per-(batch*head) visiting order."""
+def unmatched_buckets(n_buckets: int) -> tuple[int, int]:
+    """Sentinel buckets of (queries, keys) whose ids lie outside [0, n_buckets)."""
+    return (
+        n_buckets + UNMATCHED_QUERY_OFFSET.value,
+        n_buckets + UNMATCHED_KEY_OFFSET.value,
+    )
+
+
+def _sort_rows_torch(bucket_bth: torch.Tensor, n_buckets: int, unmatched: int) -> torch.Tensor:
+    """(2, BH, T)-ready rows of one side by torch.sort: (perm, bucket) stacked on dim 0."""
     B, T, H = bucket_bth.shape
-    # The kernels index these as dense (BH, T) arrays; sort keeps its input's strides.
-    bucket = bucket_bth.permute(0, 2, 1).to(torch.int32).contiguous().view(B * H, T)
+    ids = bucket_bth.permute(0, 2, 1).reshape(B * H, T)
+    in_range = (ids >= 0) & (ids < n_buckets)
+    bucket = torch.where(in_range, ids.to(torch.int64), unmatched).to(torch.int32)
     sorted_bucket, perm = torch.sort(bucket, dim=-1, stable=True)
-    perm = perm.to(torch.int32).contiguous()
-    sorted_bucket = sorted_bucket.contiguous()
-    composite = sorted_bucket.to(torch.int64) * T + perm
-    return SortedRows(perm=perm, bucket=sorted_bucket, composite=composite)
+    return torch.stack([perm.to(torch.int32), sorted_bucket])
 
 
-def _sort_rows_pair_counting(
+def _sort_pair_torch(q_src: torch.Tensor, k_src: torch.Tensor, n_buckets: int) -> SparsityPlan:
+    """Stable sort of queries and keys with torch.sort (bucket counts the counting sort
+    does not take); same result as the counting sort."""
+    T = q_src.shape[1]
+    q_unmatched, k_unmatched = unmatched_buckets(n_buckets)
+    q_rows = _sort_rows_torch(q_src, n_buckets, q_unmatched)
+    k_rows = _sort_rows_torch(k_src, n_buckets, k_unmatched)
+    perm = torch.stack([q_rows[0], k_rows[0]]).contiguous()
+    bucket = torch.stack([q_rows[1], k_rows[1]]).contiguous()
+    composite = bucket.to(torch.int64) * T + perm
+    return SparsityPlan(perm=perm, bucket=bucket, composite=composite)
+
+
+def _sort_pair_counting(
     q_src: torch.Tensor,
     k_src: torch.Tensor,
     n_buckets: int,
     from_keep: bool,
     rank_by_sort: bool | None = None,
-) -> tuple[SortedRows, SortedRows]:
+) -> SparsityPlan:
     """Stable counting sort of queries and keys on the device, in one launch."""
     B, T, H = q_src.shape
     BH = B * H
     nb = triton.next_power_of_2(max(n_buckets, 2))
+    on_gpu = q_src.device.type == "cuda"
     if rank_by_sort is None:
         # tl.sort is slow under the interpreter: CPU runs keep the one-hot ranks (the tests
         # exercise both on the CPU).
-        rank_by_sort = nb > _ONE_HOT_MAX_BUCKETS and q_src.device.type == "cuda"
-    chunk = _SORT_CHUNK if q_src.device.type == "cuda" else _SORT_CHUNK_INTERPRETER
+        rank_by_sort = nb > _ONE_HOT_MAX_BUCKETS and on_gpu
+    chunk = _SORT_CHUNK if on_gpu else _SORT_CHUNK_INTERPRETER
     if not rank_by_sort:
         chunk = max(16, min(1024, _ONE_HOT_ELEMENTS // nb))
     perm = torch.empty((2, BH, T), dtype=torch.int32, device=q_src.device)
     bucket = torch.empty((2, BH, T), dtype=torch.int32, device=q_src.device)
     composite = torch.empty((2, BH, T), dtype=torch.int64, device=q_src.device)
-    # fmt: off
+    outputs = (perm, bucket, composite)
     bucket_sort_pair_kernel[(2 * BH,)](
-        q_src, k_src, perm, bucket, composite, BH, H, T, *q_src.stride(), *k_src.stride(),
-        FROM_KEEP=from_keep, NB=nb, CHUNK=chunk, RANK_BY_SORT=rank_by_sort, num_warps=8,
+        q_src,
+        k_src,
+        *outputs,
+        BH,
+        H,
+        T,
+        *q_src.stride(),
+        *k_src.stride(),
+        n_buckets,
+        FROM_KEEP=from_keep,
+        NB=nb,
+        CHUNK=chunk,
+        RANK_BY_SORT=rank_by_sort,
+        num_warps=8,
     )
-    # fmt: on
-    return (
-        SortedRows(perm=perm[0], bucket=bucket[0], composite=composite[0]),
-        SortedRows(perm=perm[1], bucket=bucket[1], composite=composite[1]),
-    )
+    return SparsityPlan(perm=perm, bucket=bucket, composite=composite)
 
 
-def _sort_rows_pair(
-    q_src: torch.Tensor, k_src: torch.Tensor, max_bucket: int, from_keep: bool = False
-) -> tuple[SortedRows, SortedRows]:
-    """Sort queries and keys; with `from_keep`, sources are keep masks (see qk_plan)."""
-    if max_bucket < COUNTING_SORT_MAX_BUCKETS:
-        return _sort_rows_pair_counting(q_src, k_src, max_bucket + 1, from_keep)
-    if from_keep:
-        q_src, k_src = torch.where(q_src, 0, 1), torch.where(k_src, 0, 2)
-    return _sort_rows_torch(q_src), _sort_rows_torch(k_src)
-
-
-def hash_plan(q_hash: torch.Tensor, k_hash: torch.Tensor, max_bucket: int) -> SparsityPlan:
-    """Plan for hash-sparse attention; `max_bucket` bounds the ids (validation reads it)."""
-    T = q_hash.shape[1]
-    queries, keys = _sort_rows_pair(q_hash, k_hash, max_bucket)
-    return SparsityPlan(T, queries, keys, mean_bucket_rows=T / (max_bucket + 1))
+def hash_plan(q_hash: torch.Tensor, k_hash: torch.Tensor, n_buckets: int) -> SparsityPlan:
+    """Plan for hash-sparse attention with ids in [0, n_buckets); never reads the ids on
+    the host. An id outside that range matches nothing (its query sees no key, its key is
+    seen by no query)."""
+    if n_buckets <= COUNTING_SORT_MAX_BUCKETS:
+        return _sort_pair_counting(q_hash, k_hash, n_buckets, from_keep=False)
+    return _sort_pair_torch(q_hash, k_hash, n_buckets)
 
 
 def qk_plan(q_keep: torch.Tensor, k_keep: torch.Tensor) -> SparsityPlan:
-    # Kept rows -> bucket 0; dropped queries -> 1 and dropped keys -> 2, which never match.
-    T = q_keep.shape[1]
-    queries, keys = _sort_rows_pair(q_keep, k_keep, 2, from_keep=True)
-    return SparsityPlan(T, queries, keys, mean_bucket_rows=float(T))
+    """Plan for QK-sparse attention: kept rows are bucket 0 of one bucket, dropped rows are
+    out of range, so they see nothing and are seen by nothing."""
+    return _sort_pair_counting(q_keep, k_keep, 1, from_keep=True)
 
 
 def _tile_bounds(rows: SortedRows, block: int) -> tuple[torch.Tensor, ...]:
@@ -185,7 +221,7 @@ def query_tile_ranges_torch(plan: SparsityPlan, block_m: int, block_n: int) -> Q
     )
 
 
-def key_tile_ranges_torch(plan: SparsityPlan, block_n: int, block_m: int) -> KeyTileRanges:
+def key_tile_ranges_torch(plan: SparsityPlan, block_m: int, block_n: int) -> KeyTileRanges:
     """Reference implementation of `key_tile_ranges` (torch.searchsorted)."""
     T = plan.seq_len
     queries = plan.queries.composite
@@ -197,8 +233,8 @@ def key_tile_ranges_torch(plan: SparsityPlan, block_n: int, block_m: int) -> Key
     n_diag = (torch.clamp(full_start - start, min=0) + block_m - 1) // block_m
     n_full = torch.clamp(end - (start + n_diag * block_m), min=0) // block_m
     return KeyTileRanges(
-        block_n=block_n,
         block_m=block_m,
+        block_n=block_n,
         start=start.to(torch.int32).contiguous(),
         n_diag=n_diag.to(torch.int32).contiguous(),
         n_full=n_full.to(torch.int32).contiguous(),
@@ -237,7 +273,7 @@ def query_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> QueryTi
     return QueryTileRanges(block_m, block_n, start, n_full, end)
 
 
-def key_tile_ranges(plan: SparsityPlan, block_n: int, block_m: int) -> KeyTileRanges:
+def key_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> KeyTileRanges:
     T = plan.seq_len
     BH = plan.keys.perm.shape[0]
     n_tiles = triton.cdiv(T, block_n)
@@ -257,12 +293,12 @@ def key_tile_ranges(plan: SparsityPlan, block_n: int, block_m: int) -> KeyTileRa
         T,
         n_tiles,
         n_groups,
-        BLOCK_N=block_n,
         BLOCK_M=block_m,
+        BLOCK_N=block_n,
         GROUP=_RANGE_GROUP,
         STEPS=_search_steps(T),
     )
-    return KeyTileRanges(block_n, block_m, start, n_diag, n_full, end)
+    return KeyTileRanges(block_m, block_n, start, n_diag, n_full, end)
 
 
 def density(plan: SparsityPlan) -> float:

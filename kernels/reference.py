@@ -1,9 +1,10 @@
 """Dense masked attention: the slow, exact truth every fast path is tested against.
 
-Semantics (DESIGN.md): inputs are ``(B, T, H, D)``; query ``t`` may see key ``s`` only when
-``s <= t`` (original positions) and the pattern allows the pair:
+Semantics (README, "The kernels"): inputs are ``(B, T, H, D)``; query ``t`` may see key ``s``
+only when ``s <= t`` (original positions) and the pattern allows the pair:
 
-* hash-sparse: ``q_hash[b, t, h] == k_hash[b, s, h]``;
+* hash-sparse: ``q_hash[b, t, h] == k_hash[b, s, h]``; with ``n_buckets`` given, ids
+  outside ``[0, n_buckets)`` match nothing (such a query sees no key, such a key no query);
 * QK-sparse: ``q_keep[b, t, h] and k_keep[b, s, h]``.
 
 A query with no allowed key ("stranded") outputs exactly 0 and gets zero gradient, never NaN.
@@ -112,14 +113,20 @@ def _causal(rows: Tensor, seq_len: int) -> Tensor:
     return keys[None, :] <= rows[:, None]
 
 
-def hash_mask(q_hash: Tensor, k_hash: Tensor, rows: Tensor | None = None) -> Tensor:
-    """allowed[b, h, i, s] = s <= rows[i] and q_hash[b, rows[i], h] == k_hash[b, s, h]."""
+def hash_mask(
+    q_hash: Tensor, k_hash: Tensor, rows: Tensor | None = None, n_buckets: int | None = None
+) -> Tensor:
+    """allowed[b, h, i, s] = s <= rows[i] and q_hash[b, rows[i], h] == k_hash[b, s, h],
+    and, with `n_buckets`, both ids in [0, n_buckets)."""
     _check_pair("q_hash", q_hash, "k_hash", k_hash, want_bool=False)
     seq_len = q_hash.shape[1]
     rows = _resolve_rows(rows, seq_len, q_hash.device)
     q_ids = q_hash[:, rows, :].permute(0, 2, 1)  # (B, H, R)
     k_ids = k_hash.permute(0, 2, 1)  # (B, H, T)
     same_bucket = q_ids[..., :, None] == k_ids[..., None, :]
+    if n_buckets is not None:
+        q_in, k_in = ((ids >= 0) & (ids < n_buckets) for ids in (q_ids, k_ids))
+        same_bucket &= q_in[..., :, None] & k_in[..., None, :]
     return same_bucket & _causal(rows, seq_len)
 
 
@@ -182,11 +189,12 @@ def hash_sparse_attention(
     k_hash: Tensor,
     sm_scale: float | None = None,
     rows: Tensor | None = None,
+    n_buckets: int | None = None,
 ) -> Tensor:
     """Hash-sparse causal attention for query rows `rows` (all when None): (B, R, H, D)."""
     _check_qkv(q, k, v, q_rows_may_differ=False)
     rows = _resolve_rows(rows, q.shape[1], q.device)
-    mask = hash_mask(q_hash, k_hash, rows)
+    mask = hash_mask(q_hash, k_hash, rows, n_buckets)
     return masked_attention(q[:, rows], k, v, mask, sm_scale)
 
 
@@ -269,11 +277,12 @@ def hash_sparse_attention_grads(
     do: Tensor,
     sm_scale: float | None = None,
     chunk: int = 512,
+    n_buckets: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Exact (dq, dk, dv) of hash-sparse attention, O(chunk * T) memory."""
     _check_pair("q_hash", q_hash, "k_hash", k_hash, want_bool=False)
     return masked_attention_grads(
-        q, k, v, do, lambda rows: hash_mask(q_hash, k_hash, rows), sm_scale, chunk
+        q, k, v, do, lambda rows: hash_mask(q_hash, k_hash, rows, n_buckets), sm_scale, chunk
     )
 
 

@@ -13,12 +13,24 @@ import torch
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-# Bucket ids are compared as int32 inside the kernels.
-MAX_BUCKET_ID = 2**31 - 2
+# Buckets are int32 inside the kernels, and ids outside [0, n_buckets) sort under the
+# sentinels n_buckets and n_buckets + 1, which must fit too.
+MAX_N_BUCKETS = 2**31 - 2
+MAX_BUCKET_ID = MAX_N_BUCKETS - 1
+# Set to 1 to check every call's bucket ids against n_buckets (a synchronising read).
+CHECK_BUCKETS_ENV = "SCFA_CHECK_BUCKETS"
 
 
+# Environment reads are constants to torch.compile: traced once, never a graph break.
+@torch.compiler.assume_constant_result
 def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@torch.compiler.assume_constant_result
+def bucket_checks_requested() -> bool:
+    """Whether SCFA_CHECK_BUCKETS asks for the checking mode."""
+    return os.environ.get(CHECK_BUCKETS_ENV, "0") not in ("", "0")
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -60,9 +72,14 @@ def check_qkv(q: object, k: object, v: object) -> tuple[int, int, int, int]:
     return B, T, H, D
 
 
+@torch.compiler.assume_constant_result
+def _cuda_capability(device: torch.device) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device)
+
+
 def _check_device(q: torch.Tensor) -> None:
     if q.device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(q.device)
+        major, minor = _cuda_capability(q.device)
         if major < 8:
             raise ValueError(
                 f"q: CUDA device {q.device} has compute capability {major}.{minor}; "
@@ -108,23 +125,52 @@ def _check_index_tensor(
 
 def check_hashes(
     q_hash: object, k_hash: object, B: int, T: int, H: int, device: torch.device
-) -> int:
-    """Check the bucket ids and return the largest (the plan's counting sort needs it)."""
-    qh = _check_index_tensor("q_hash", q_hash, B, T, H, device, "hash")
-    kh = _check_index_tensor("k_hash", k_hash, B, T, H, device, "hash")
-    # One synchronising read for all four bounds.
-    (q_lo, q_hi), (k_lo, k_hi) = torch.aminmax(qh), torch.aminmax(kh)
-    lo_q, lo_k, hi_q, hi_k = torch.stack(
-        [q_lo.long(), k_lo.long(), q_hi.long(), k_hi.long()]
-    ).tolist()
-    for name, lo, hi in (("q_hash", lo_q, hi_q), ("k_hash", lo_k, hi_k)):
+) -> None:
+    """Shapes, dtypes and devices of the bucket ids (host-side, no read of the ids)."""
+    _check_index_tensor("q_hash", q_hash, B, T, H, device, "hash")
+    _check_index_tensor("k_hash", k_hash, B, T, H, device, "hash")
+
+
+def check_n_buckets(n_buckets: object) -> int:
+    if isinstance(n_buckets, bool) or not isinstance(n_buckets, int):
+        raise TypeError(f"n_buckets: expected an int or None, got {type(n_buckets)!r}")
+    if not 1 <= n_buckets <= MAX_N_BUCKETS:
+        raise ValueError(f"n_buckets: expected 1 <= n_buckets <= {MAX_N_BUCKETS}, got {n_buckets}")
+    return n_buckets
+
+
+def _id_bounds(q_hash: torch.Tensor, k_hash: torch.Tensor) -> dict[str, tuple[int, int]]:
+    """{name: (smallest id, largest id)}, in one synchronising read for all four."""
+    (q_lo, q_hi), (k_lo, k_hi) = torch.aminmax(q_hash), torch.aminmax(k_hash)
+    bounds = torch.stack([q_lo.long(), q_hi.long(), k_lo.long(), k_hi.long()]).tolist()
+    return {"q_hash": (bounds[0], bounds[1]), "k_hash": (bounds[2], bounds[3])}
+
+
+def bucket_count_from_ids(q_hash: torch.Tensor, k_hash: torch.Tensor) -> int:
+    """Largest id + 1, for callers that give no n_buckets: one synchronising read.
+
+    Ids must then be in [0, MAX_BUCKET_ID]; a bad id is an error.
+    """
+    bounds = _id_bounds(q_hash, k_hash)
+    for name, (lo, hi) in bounds.items():
         if lo < 0:
             raise ValueError(f"{name}: bucket ids must be >= 0, got a minimum of {lo}")
         if hi > MAX_BUCKET_ID:
             raise ValueError(
                 f"{name}: bucket ids must be <= {MAX_BUCKET_ID}, got a maximum of {hi}"
             )
-    return max(hi_q, hi_k)
+    return max(hi for _, hi in bounds.values()) + 1
+
+
+def check_ids_in_range(q_hash: torch.Tensor, k_hash: torch.Tensor, n_buckets: int) -> None:
+    """The checking mode: every id in [0, n_buckets), else ValueError (synchronising)."""
+    for name, (lo, hi) in _id_bounds(q_hash, k_hash).items():
+        if lo < 0 or hi >= n_buckets:
+            raise ValueError(
+                f"{name}: bucket ids must lie in [0, n_buckets) = [0, {n_buckets}), got ids "
+                f"from {lo} to {hi} (checking mode: check_ids=True or {CHECK_BUCKETS_ENV}=1; "
+                "without it such ids match nothing)"
+            )
 
 
 def check_keeps(

@@ -107,7 +107,8 @@ class Block(nn.Module):
         projected = self.qkv(self.ln1(x))
         if self.shared_qk:
             q, v = projected.view(b, t, 2, h, d // h).unbind(dim=2)
-            k = F.normalize(q, dim=-1)
+            # normalize runs in float32 under autocast; the kernels want q's dtype.
+            k = F.normalize(q, dim=-1).to(q.dtype)
         else:
             q, k, v = projected.view(b, t, 3, h, d // h).unbind(dim=2)
         x = x + self.out(self.attention(q, k, v).reshape(b, t, d))

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import scfa_kernels
+from scfa_kernels import validation
 
 B, T, H, D = 1, 8, 2, 16
 
@@ -153,6 +154,23 @@ def test_negative_bucket_id(device, which):
     hashes[which][0, T - 1, 1] = -1
     name = ("q_hash", "k_hash")[which]
     _raises(ValueError, name, scfa_kernels.hash_sparse_attention, *_qkv(device), *hashes)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_bucket_id_too_large_without_n_buckets(device, which):
+    hashes = _hashes(device)
+    hashes[which][0, 0, 0] = validation.MAX_BUCKET_ID + 1
+    name = ("q_hash", "k_hash")[which]
+    _raises(ValueError, name, scfa_kernels.hash_sparse_attention, *_qkv(device), *hashes)
+
+
+@pytest.mark.parametrize(
+    ("n_buckets", "exc"),
+    [(0, ValueError), (-3, ValueError), (2**31, ValueError), (True, TypeError), (2.0, TypeError)],
+)
+def test_bad_n_buckets(device, n_buckets, exc):
+    fn = scfa_kernels.hash_sparse_attention
+    _raises(exc, "n_buckets", fn, *_qkv(device), *_hashes(device), n_buckets=n_buckets)
 
 
 # ---------------------------------------------------------------- lsh_buckets

@@ -1,8 +1,8 @@
-"""Shared pieces of the kernel tests: seeded inputs, the reference side, error measures.
+"""Testing the kernels against the reference: seeded inputs, patterns, error measures, checks.
 
-Not a test module (no test_ prefix). The kernel tests compare scfa_kernels against
-scfa_kernels.reference computed in float32 from the SAME rounded inputs the kernel saw, so
-only the kernel's own arithmetic error is measured.
+`scfa_kernels.testing` is what the kernel tests (and any caller checking the kernels) use:
+the kernels are compared with `scfa_kernels.reference` computed in float32 from the SAME
+rounded inputs the kernel saw, so only the kernel's own arithmetic error is measured.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-import scfa_kernels
-from scfa_kernels import reference
+from . import reference
+from .attention import hash_sparse_attention, qk_sparse_attention
 
 # Norm-relative error bounds ||got - want|| / ||want|| and max-abs bounds, per dtype.
 # float32 in the interpreter is plain fp32 numpy arithmetic (~1e-7 seen). float16 rounds P
@@ -32,29 +32,28 @@ class Pattern:
     kind: str
     a: Tensor
     c: Tensor
+    # hash only: passed to the kernel; ids outside [0, n_buckets) then match nothing.
+    n_buckets: int | None = None
 
     def kernel(self, q: Tensor, k: Tensor, v: Tensor, sm_scale: float | None = None) -> Tensor:
-        fn = (
-            scfa_kernels.hash_sparse_attention
-            if self.kind == "hash"
-            else scfa_kernels.qk_sparse_attention
-        )
-        return fn(q, k, v, self.a, self.c, sm_scale=sm_scale)
+        if self.kind == "hash":
+            return hash_sparse_attention(q, k, v, self.a, self.c, sm_scale, self.n_buckets)
+        return qk_sparse_attention(q, k, v, self.a, self.c, sm_scale=sm_scale)
 
     def mask(self) -> Tensor:
-        build = reference.hash_mask if self.kind == "hash" else reference.qk_mask
-        return build(self.a, self.c)
+        if self.kind == "hash":
+            return reference.hash_mask(self.a, self.c, n_buckets=self.n_buckets)
+        return reference.qk_mask(self.a, self.c)
 
     def reference_out(self, q: Tensor, k: Tensor, v: Tensor, sm_scale: float | None = None):
         return reference.masked_attention(q, k, v, self.mask(), sm_scale)
 
     def reference_grads(self, q, k, v, do, sm_scale: float | None = None):
-        grads = (
-            reference.hash_sparse_attention_grads
-            if self.kind == "hash"
-            else reference.qk_sparse_attention_grads
-        )
-        return grads(q, k, v, self.a, self.c, do, sm_scale=sm_scale)
+        if self.kind == "hash":
+            return reference.hash_sparse_attention_grads(
+                q, k, v, self.a, self.c, do, sm_scale=sm_scale, n_buckets=self.n_buckets
+            )
+        return reference.qk_sparse_attention_grads(q, k, v, self.a, self.c, do, sm_scale=sm_scale)
 
     def stranded(self) -> Tensor:
         """(B, T, H) bool: queries with no allowed key."""
@@ -74,10 +73,28 @@ def make_qkv(
     )
 
 
-def random_hash(b: int, t: int, h: int, n_buckets: int, device: str, seed: int) -> Pattern:
+def random_hash(
+    b: int,
+    t: int,
+    h: int,
+    n_buckets: int,
+    device: str,
+    seed: int,
+    *,
+    given: bool = False,
+    out_of_range: float = 0.0,
+) -> Pattern:
+    """Ids in [0, n_buckets); `given` passes n_buckets to the kernel, and then a fraction
+    `out_of_range` of the ids is moved outside (negative or >= n_buckets)."""
     gen = generator(seed)
     q_hash, k_hash = (torch.randint(0, n_buckets, (b, t, h), generator=gen) for _ in range(2))
-    return Pattern("hash", q_hash.to(device), k_hash.to(device))
+    if out_of_range:
+        for ids in (q_hash, k_hash):
+            outside = torch.rand(ids.shape, generator=gen) < out_of_range
+            far = torch.randint(0, 2, ids.shape, generator=gen).bool()
+            ids[outside] = torch.where(far[outside], n_buckets + 5, -1 - ids[outside])
+    count = n_buckets if (given or out_of_range) else None
+    return Pattern("hash", q_hash.to(device), k_hash.to(device), count)
 
 
 def random_keep(b: int, t: int, h: int, drop, device: str, seed: int) -> Pattern:
@@ -96,13 +113,19 @@ def rel_err(got: Tensor, want: Tensor) -> float:
     return diff / denom if denom > 0 else diff
 
 
+def expect(condition: object, message: str) -> None:
+    """`assert` that survives `python -O`: raise AssertionError(message) unless condition."""
+    if not condition:
+        raise AssertionError(message)
+
+
 def assert_matches(got: Tensor, want: Tensor, rel_tol: float, abs_tol: float, what: str) -> None:
-    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-    assert torch.isfinite(got).all(), f"{what}: non-finite values"
+    expect(got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}")
+    expect(torch.isfinite(got).all(), f"{what}: non-finite values")
     err = rel_err(got, want)
     max_abs = (got.double() - want.double()).abs().max().item() if got.numel() else 0.0
-    assert err <= rel_tol, f"{what}: norm-relative error {err:.3g} > {rel_tol:.3g}"
-    assert max_abs <= abs_tol, f"{what}: max abs error {max_abs:.3g} > {abs_tol:.3g}"
+    expect(err <= rel_tol, f"{what}: norm-relative error {err:.3g} > {rel_tol:.3g}")
+    expect(max_abs <= abs_tol, f"{what}: max abs error {max_abs:.3g} > {abs_tol:.3g}")
 
 
 def check_forward(
@@ -110,12 +133,12 @@ def check_forward(
 ) -> Tensor:
     """Kernel output against the reference; stranded rows must be exactly 0. Returns it."""
     out = pattern.kernel(q, k, v, sm_scale)
-    assert out.dtype == q.dtype and out.device == q.device
+    expect(out.dtype == q.dtype and out.device == q.device, f"out is {out.dtype} on {out.device}")
     want = pattern.reference_out(q.float(), k.float(), v.float(), sm_scale).cpu()
     got = out.float().cpu()
     assert_matches(got, want, REL_TOL[q.dtype], ABS_TOL[q.dtype], "out")
     stranded = pattern.stranded().cpu()
-    assert torch.count_nonzero(got[stranded]) == 0, "stranded queries must output exactly 0"
+    expect(torch.count_nonzero(got[stranded]) == 0, "stranded queries must output exactly 0")
     return out
 
 
@@ -135,9 +158,9 @@ def check_backward(
     want = pattern.reference_grads(q.float(), k.float(), v.float(), do.float(), sm_scale)
     grads = tuple(x.grad for x in leaves)
     for name, g, w in zip(("dq", "dk", "dv"), grads, want, strict=True):
-        assert g is not None, f"{name}: no gradient"
-        assert g.dtype == q.dtype and g.shape == q.shape, name
+        expect(g is not None, f"{name}: no gradient")
+        expect(g.dtype == q.dtype and g.shape == q.shape, f"{name}: {g.dtype} {tuple(g.shape)}")
         assert_matches(g.float().cpu(), w.cpu(), GRAD_REL_TOL[q.dtype], GRAD_ABS_TOL[q.dtype], name)
     stranded = pattern.stranded().cpu()
-    assert torch.count_nonzero(grads[0].float().cpu()[stranded]) == 0, "stranded dq must be 0"
+    expect(torch.count_nonzero(grads[0].float().cpu()[stranded]) == 0, "stranded dq must be 0")
     return grads

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from kernel_cases import (
+
+from scfa_kernels.testing import (
     GRAD_ABS_TOL,
     GRAD_REL_TOL,
     Pattern,
@@ -21,6 +22,9 @@ from kernel_cases import (
     random_hash,
     random_keep,
 )
+
+# On a CPU every case runs the kernels through Triton's interpreter: seconds each.
+pytestmark = pytest.mark.slow
 
 DTYPES = [torch.float16, torch.float32]
 DTYPE_IDS = ["fp16", "fp32"]

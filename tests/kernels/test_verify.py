@@ -11,6 +11,7 @@ import torch
 from scfa_kernels import verify
 
 
+@pytest.mark.slow
 def test_cpu_run_passes_and_writes_json(tmp_path):
     path = tmp_path / "verify.json"
     argv = ["--cpu", "--seq-lens", "40", "--head-dims", "16", "--dtypes", "fp32"]
@@ -23,6 +24,7 @@ def test_cpu_run_passes_and_writes_json(tmp_path):
         assert all(math.isfinite(row[k]) for k in ("err_out", "err_dq", "err_dk", "err_dv"))
 
 
+@pytest.mark.slow
 def test_long_sequence_path_compares_a_sample_of_rows(device):
     case = verify.Case("lsh", 4, "fp16", 32, 200, 1, 2)
     result = verify.run_case(case, device, sample_rows=32, full_max_t=64, seed=3)
@@ -30,11 +32,12 @@ def test_long_sequence_path_compares_a_sample_of_rows(device):
     assert result.passed, result
 
 
+@pytest.mark.slow
 def test_a_wrong_kernel_fails(monkeypatch, device, capsys):
     real = verify.hash_sparse_attention
 
-    def off_by_scale(q, k, v, q_hash, k_hash, sm_scale=None):
-        return real(q, k, v, q_hash, k_hash, sm_scale=1.1 / math.sqrt(q.shape[-1]))
+    def off_by_scale(q, k, v, q_hash, k_hash, sm_scale=None, n_buckets=None):
+        return real(q, k, v, q_hash, k_hash, 1.1 / math.sqrt(q.shape[-1]), n_buckets)
 
     monkeypatch.setattr(verify, "hash_sparse_attention", off_by_scale)
     case = verify.Case("hash", 1, "fp32", 16, 48, 1, 2)

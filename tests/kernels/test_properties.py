@@ -6,10 +6,15 @@ examples stay tiny so the interpreter runs each in well under a second.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kernel_cases import Pattern, check_backward, check_forward, make_qkv
+
+from scfa_kernels.testing import Pattern, check_backward, check_forward, make_qkv
+
+# On a CPU every case runs the kernels through Triton's interpreter: seconds each.
+pytestmark = pytest.mark.slow
 
 SETTINGS = settings(
     max_examples=12,
