@@ -10,6 +10,11 @@ from typing import Literal
 
 # Measurement modes in run order.
 MODES = ("fwd", "bwd", "fwd+bwd")
+# Modes of model-suite rows: one training step (forward, loss, backward), without or with the
+# AdamW update.
+STEP_MODES = ("step", "step+adamw")
+# Every mode a results row may carry.
+ROW_MODES = (*MODES, *STEP_MODES)
 # Canonical dtype names (suite files also accept the torch spellings, see suite.parse).
 DTYPES = ("fp16", "bf16", "fp32")
 # Where a suite may ask to run; "auto" means cuda when present, else cpu.

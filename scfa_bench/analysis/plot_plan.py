@@ -6,7 +6,7 @@ drawing them, and `plots` draws exactly what is planned here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -25,17 +25,24 @@ _KIND_TITLES = {
 
 @dataclass(frozen=True)
 class ShapeGroup:
-    """The fixed part of a suite's shape; one set of figures per group."""
+    """The fixed part of a suite's shape; one set of figures per group. Model-suite rows group
+    by model, dtype and `compile`; their batch may follow seq_len, so it is not part of it."""
 
-    batch: int
+    batch: int | None
     heads: int
     head_dim: int
     dtype: str
+    model: str = ""
+    compile: bool | None = None
 
     def label(self) -> str:
+        if self.model:
+            return f"{self.model} {self.dtype}, {'compiled' if self.compile else 'eager'}"
         return f"{self.dtype}, B={self.batch} H={self.heads} D={self.head_dim}"
 
     def slug(self) -> str:
+        if self.model:
+            return f"{self.model}-{self.dtype}-{'compiled' if self.compile else 'eager'}"
         return f"B{self.batch}-H{self.heads}-D{self.head_dim}-{self.dtype}"
 
 
@@ -81,7 +88,7 @@ def seq_len_label(seq_len: int) -> str:
 def plan_figures(data: PreparedResults) -> list[FigureSpec]:
     """Every figure that has data to show, in report order (fwd+bwd first)."""
     frame = data.frame
-    groups = _shape_groups(frame)
+    groups = shape_groups(frame)
     card = data.device_name or "unknown card"
     baseline = data.baseline or "baseline"
     specs: list[FigureSpec] = []
@@ -102,19 +109,33 @@ def plan_figures(data: PreparedResults) -> list[FigureSpec]:
     return specs
 
 
-def _shape_groups(frame: pd.DataFrame) -> list[ShapeGroup]:
-    keys = frame[["batch", "heads", "head_dim", "dtype"]].drop_duplicates()
-    groups = [ShapeGroup(int(b), int(h), int(d), str(t)) for b, h, d, t in keys.itertuples(False)]
-    return sorted(groups, key=lambda g: (g.dtype, g.batch, g.heads, g.head_dim))
+def shape_groups(frame: pd.DataFrame) -> list[ShapeGroup]:
+    """The groups of a run's rows, attention rows by shape, model rows by model."""
+    groups = set()
+    for row in frame.itertuples(index=False):
+        if row.model:
+            compiled = bool(row.compile) if row.compile is not None else None
+            group = ShapeGroup(None, int(row.heads), int(row.head_dim), str(row.dtype))
+            groups.add(replace(group, model=str(row.model), compile=compiled))
+        else:
+            batch, heads, head_dim = int(row.batch), int(row.heads), int(row.head_dim)
+            groups.add(ShapeGroup(batch, heads, head_dim, str(row.dtype)))
+    return sorted(
+        groups,
+        key=lambda g: (g.model, g.dtype, g.batch or 0, g.heads, g.head_dim, bool(g.compile)),
+    )
 
 
 def group_rows(frame: pd.DataFrame, group: ShapeGroup) -> pd.DataFrame:
-    return frame[
-        (frame["batch"] == group.batch)
-        & (frame["heads"] == group.heads)
+    same = (
+        (frame["heads"] == group.heads)
         & (frame["head_dim"] == group.head_dim)
         & (frame["dtype"] == group.dtype)
-    ]
+        & (frame["model"] == group.model)
+    )
+    if group.model:
+        return frame[same & (frame["compile"] == group.compile)]
+    return frame[same & (frame["batch"] == group.batch)]
 
 
 def figure_rows(kind: str, rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from scfa_bench.analysis import plot_plan, plots, stats
 from scfa_bench.analysis.frame import REPORT_MODES, PreparedResults
+from scfa_bench.analysis.model_report import model_steps_section
 from scfa_bench.results.reader import Results
 
 REPORT_NAME = "README.md"
@@ -35,6 +36,7 @@ _ENV_KEYS = (
     ("suite_file", "suite file"),
     ("suite_sha256", "suite sha256"),
     ("shape", "shape"),
+    ("model", "model"),
     ("timing", "timing"),
     ("baseline", "baseline"),
     ("started", "started"),
@@ -61,10 +63,11 @@ def render_report(
         _header(results, frame),
         _environment(results),
         _speedup_section(frame, results.baseline),
+        model_steps_section(frame, results.baseline),
         _plots_section(plot_files, out_dir),
         _failures_section(data.failed),
     ]
-    return "\n\n".join(p.rstrip() for p in parts) + "\n"
+    return "\n\n".join(p.rstrip() for p in parts if p) + "\n"
 
 
 def _header(results: Results, frame: pd.DataFrame) -> str:
@@ -100,7 +103,7 @@ def _format_meta(key: str, value: Any) -> str:
             f"B={value.get('batch')} H={value.get('heads')} D={value.get('head_dim')} "
             f"{value.get('dtype')}"
         )
-    if key == "timing" and isinstance(value, dict):
+    if key == "timing" and isinstance(value, dict) and "warmup_ms" in value:
         return f"warm-up {value.get('warmup_ms')} ms, repetitions {value.get('rep_ms')} ms"
     if isinstance(value, list | tuple):
         return "`" + " ".join(str(v) for v in value) + "`"
@@ -115,16 +118,10 @@ def _speedup_section(frame: pd.DataFrame, baseline: str | None) -> str:
         lines.append("No baseline implementation is named in the results; no speedups.")
         return "\n".join(lines)
     tables = 0
-    shapes = frame[["batch", "heads", "head_dim", "dtype"]].drop_duplicates()
-    multi_shape = len(shapes) > 1
-    for batch, heads, head_dim, dtype in shapes.itertuples(index=False):
-        rows_of_shape = frame[
-            (frame["batch"] == batch)
-            & (frame["heads"] == heads)
-            & (frame["head_dim"] == head_dim)
-            & (frame["dtype"] == dtype)
-        ]
-        shape_label = f", {dtype} B={batch} H={heads} D={head_dim}" if multi_shape else ""
+    groups = plot_plan.shape_groups(frame)
+    for group in groups:
+        rows_of_shape = plot_plan.group_rows(frame, group)
+        shape_label = f", {group.label()}" if len(groups) > 1 else ""
         for mode in REPORT_MODES:
             rows = rows_of_shape[rows_of_shape["mode"] == mode]
             for impl in sorted(rows["impl"].unique()):

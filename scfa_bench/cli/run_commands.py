@@ -16,7 +16,7 @@ from scfa_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED, InputError
 
 def _print_grid(suite: Any, tasks: list[Any], total_tasks: int) -> None:
     table = Table(title=f"suite {suite.name}: expanded grid")
-    for column in ("#", "impl", "seq_len", "n_buckets", "drop_rate", "modes"):
+    for column in ("#", "impl", "seq_len", "n_buckets", "drop_rate", "compile", "modes"):
         table.add_column(column, justify="right" if column == "#" else "left")
     for i, task in enumerate(tasks, 1):
         p = task.point
@@ -26,6 +26,7 @@ def _print_grid(suite: Any, tasks: list[Any], total_tasks: int) -> None:
             str(p.seq_len),
             "" if p.n_buckets is None else str(p.n_buckets),
             "" if p.drop_rate is None else f"{p.drop_rate:g}",
+            "" if p.compile is None else str(p.compile).lower(),
             ", ".join(task.modes),
         )
     console.print(table)
@@ -144,6 +145,19 @@ def list_impls(
             "yes" if ok else f"no: {reason}",
             spec.description,
         )
+    console.print(table)
+    _print_model_attentions()
+
+
+def _print_model_attentions() -> None:
+    """The attentions a model suite (`model:` section) can name."""
+    from scfa_bench.e2e.attention import PLUGS
+
+    table = Table(title="attentions of model suites")
+    for column in ("name", "pattern", "axes", "description"):
+        table.add_column(column, no_wrap=column != "description", overflow="fold")
+    for info in PLUGS.values():
+        table.add_row(info.name, info.pattern, ", ".join(info.axes) or "-", info.description)
     console.print(table)
 
 

@@ -17,50 +17,30 @@ KeepKernel = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 class LayerLsh:
-    """Bucket ids of one layer: the same planes at every call (for q, for k, at every step).
-
-    The planes are drawn once, when the layer's head count is known (at construction when
-    `heads` is given, else at the first call), so a compiled step holds no generator: reseeding
-    a generator inside `torch.compile` forces a recompile per layer (seen on an H100: dynamo's
-    recompile limit, then eager fallback).
-    """
+    """Bucket ids of one layer: planes drawn once from `seed`, the same for q, for k and at
+    every step. `lsh_buckets(x, n_buckets, generator=<seeded alike>)` gives the same ids; the
+    planes are kept so that no generator is touched inside the step (torch.compile would break
+    its graph there), and the fused `scfa::lsh_buckets_pair` op hashes q and k in one launch."""
 
     def __init__(
-        self,
-        n_buckets: int,
-        seed: int,
-        device: torch.device | str,
-        *,
-        heads: int | None = None,
-        head_dim: int | None = None,
+        self, n_buckets: int, seed: int, *, heads: int, head_dim: int, device: torch.device | str
     ) -> None:
-        self.n_buckets = n_buckets
-        self.seed = seed
-        self.device = device
-        self.rotations: Tensor | None = None
-        if heads is not None and head_dim is not None:
-            self.rotations = self._draw(heads, head_dim)
-
-    def _draw(self, heads: int, head_dim: int) -> Tensor:
         from scfa_kernels import lsh_rotations
 
-        generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        return lsh_rotations(
-            heads, head_dim, self.n_buckets, generator=generator, device=self.device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        self.n_buckets = n_buckets
+        self.rotations = lsh_rotations(
+            heads, head_dim, n_buckets, generator=generator, device=device
         )
 
-    def _planes(self, x: Tensor) -> Tensor:
-        if self.rotations is None:
-            self.rotations = self._draw(x.shape[2], x.shape[3])
-        return self.rotations
-
     def __call__(self, x: Tensor) -> Tensor:
-        # Ids are not differentiable; the op projects in float32 whatever autocast says.
-        return torch.ops.scfa.lsh_buckets(x.detach(), self._planes(x))
+        # Projections in float32 as lsh_buckets defines them, not in the step's autocast dtype.
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.ops.scfa.lsh_buckets(x.detach(), self.rotations)
 
     def pair(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        """Ids of q and of k with the same planes, in one launch."""
-        return torch.ops.scfa.lsh_buckets_pair(q.detach(), k.detach(), self._planes(q))
+        with torch.autocast(q.device.type, enabled=False):
+            return torch.ops.scfa.lsh_buckets_pair(q.detach(), k.detach(), self.rotations)
 
 
 def hash_attention(kernel: HashKernel, lsh: LayerLsh, *, shared_buckets: bool) -> AttentionFn:

@@ -100,13 +100,13 @@ def build_step(config: StepConfig) -> TrainStep:
     model_cfg = replace(config.model, max_seq_len=config.seq_len)
     attention = build_attention(
         config.attention,
+        heads=model_cfg.heads,
         head_dim=model_cfg.head_dim,
         dtype=compute_dtype,
         device=device,
         n_buckets=config.n_buckets,
         drop_rate=config.drop_rate,
         seed=config.seed,
-        heads=model_cfg.heads,
     )
     torch.manual_seed(config.seed)
     with torch.device(device):

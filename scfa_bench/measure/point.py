@@ -43,6 +43,10 @@ class ModeMeasurement:
     tflops_effective: float | None = None
     peak_mem_mib: float | None = None
     nvml_mem_mib: float | None = None
+    # Model suites (measure.model_point): throughput and the attention share of the step.
+    tokens_per_s: float | None = None
+    attention_ms: float | None = None
+    attention_share: float | None = None
 
 
 def short_error(exc: BaseException) -> str:

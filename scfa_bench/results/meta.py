@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,9 @@ def new_meta(suite: Suite, env: dict[str, Any], argv: list[str], started: str) -
         "platform": env["platform"],
         "git_rev": env["git_rev"],
         "hostname": env["hostname"],
-        "timing": {"warmup_ms": suite.timing.warmup_ms, "rep_ms": suite.timing.rep_ms},
-        "shape": {
-            "batch": suite.shape.batch,
-            "heads": suite.shape.heads,
-            "head_dim": suite.shape.head_dim,
-            "dtype": suite.shape.dtype,
-        },
+        "timing": _timing(suite),
+        "shape": None if suite.shape is None else asdict(suite.shape),
+        "model": _model(suite),
         "baseline": suite.baseline or "",
         "started": started,
         "finished": None,
@@ -57,6 +54,33 @@ def new_meta(suite: Suite, env: dict[str, Any], argv: list[str], started: str) -
         },
         "interrupted": False,
         "resumed": [],
+    }
+
+
+def _timing(suite: Suite) -> dict[str, Any]:
+    if suite.model is not None:
+        steps = suite.model.steps
+        return {
+            "warmup_steps": steps.warmup,
+            "timed_steps": steps.timed,
+            "profile_steps": steps.profile,
+        }
+    return {"warmup_ms": suite.timing.warmup_ms, "rep_ms": suite.timing.rep_ms}
+
+
+def _model(suite: Suite) -> dict[str, Any] | None:
+    """A model suite's model and step settings (None for attention suites)."""
+    m = suite.model
+    if m is None:
+        return None
+    return {
+        "label": m.config.label(),
+        **{k: v for k, v in asdict(m.config).items() if k != "max_seq_len"},
+        "batch": m.batch,
+        "tokens_per_step": m.tokens_per_step,
+        "dtype": m.dtype,
+        "compile": list(m.compile),
+        "optimizer": m.optimizer,
     }
 
 

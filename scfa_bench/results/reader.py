@@ -14,23 +14,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scfa_bench.constants import DTYPES, MODES, STATUSES
+from scfa_bench.constants import DTYPES, ROW_MODES, STATUSES
 from scfa_bench.errors import InputError
 from scfa_bench.results.meta import meta_path_for, read_meta
 from scfa_bench.results.row import (
+    BOOL_COLUMNS,
     COLUMNS,
     FLOAT_COLUMNS,
     INT_COLUMNS,
     OPTIONAL_INT_COLUMNS,
+    OPTIONAL_KEY_COLUMNS,
     ResultRow,
     RowKey,
 )
 
 # The analysis cannot work without these; the others are read as blanks when absent.
-REQUIRED_COLUMNS = (*RowKey.__dataclass_fields__, "ms_median", "ms_q20", "ms_q80", "status")
+REQUIRED_COLUMNS = (
+    *(c for c in RowKey.__dataclass_fields__ if c not in OPTIONAL_KEY_COLUMNS),
+    "ms_median",
+    "ms_q20",
+    "ms_q80",
+    "status",
+)
 # Cells that mean "no value" besides the empty string (what pandas or a person may write).
 _BLANKS = frozenset({"", "nan", "NaN", "n/a", "N/A", "None", "none", "null"})
-_CHOICES = {"mode": MODES, "dtype": DTYPES, "status": STATUSES}
+_CHOICES = {"mode": ROW_MODES, "dtype": DTYPES, "status": STATUSES}
+_BOOLS = {"true": True, "True": True, "false": False, "False": False}
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,6 +169,8 @@ def parse_row(cells: dict[str, str], where: Any) -> ResultRow:
             )
         elif column in FLOAT_COLUMNS:
             values[column] = _number(text, where(column), integer=False, optional=True)
+        elif column in BOOL_COLUMNS:
+            values[column] = _boolean(text, where(column))
         else:
             values[column] = text
     row = ResultRow(**values)
@@ -183,6 +194,14 @@ def _number(text: str, where: str, *, integer: bool, optional: bool) -> Any:
             raise InputError(f"{where}: {text!r} is not an integer")
         return int(number)
     return number
+
+
+def _boolean(text: str, where: str) -> bool | None:
+    if text in _BLANKS:
+        return None
+    if text not in _BOOLS:
+        raise InputError(f"{where}: {text!r} is not true or false")
+    return _BOOLS[text]
 
 
 def _check_ok_timings(row: ResultRow, where: Any) -> None:

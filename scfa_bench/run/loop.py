@@ -17,6 +17,7 @@ import torch
 
 from scfa_bench.errors import InputError
 from scfa_bench.measure.envinfo import environment, resolve_device
+from scfa_bench.measure.model_point import measure_model_task
 from scfa_bench.measure.point import ModeMeasurement, measure_task
 from scfa_bench.results.meta import meta_path_for, new_meta, read_meta, write_meta
 from scfa_bench.results.reader import read_results
@@ -78,6 +79,9 @@ def measured_row(base: ResultRow, measured: ModeMeasurement) -> ResultRow:
         tflops_effective=measured.tflops_effective,
         peak_mem_mib=measured.peak_mem_mib,
         nvml_mem_mib=measured.nvml_mem_mib,
+        tokens_per_s=measured.tokens_per_s,
+        attention_ms=measured.attention_ms,
+        attention_share=measured.attention_share,
     )
 
 
@@ -109,6 +113,7 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
         meta = new_meta(suite, env, argv, _now())
 
     todo = pending_tasks(tasks, suite, done)
+    measure = measure_task if suite.model is None else measure_model_task
     total_rows = row_count(tasks)
     baseline_rows: list[ResultRow] = []
     new_rows = 0
@@ -120,7 +125,7 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
         try:
             for task in todo:
                 reporter.task(f"{task.impl} {task.point.label()}")
-                for measured in measure_task(suite, task, device):
+                for measured in measure(suite, task, device):
                     base = base_row(suite, task, measured.mode, env["device_name"])
                     row = measured_row(base, measured)
                     if suite.baseline:

@@ -33,6 +33,8 @@ def make_row(**fields: Any) -> dict[str, Any]:
         "n_buckets": 8,
         "drop_rate": "",
         "dtype": "bf16",
+        "model": "",
+        "compile": "",
         "ms_median": 10.0,
         "ms_q20": 9.9,
         "ms_q80": 10.1,
@@ -40,8 +42,11 @@ def make_row(**fields: Any) -> dict[str, Any]:
         "tflops_effective": 12.5,
         "density": 0.125,
         "speedup": "",
+        "tokens_per_s": "",
         "peak_mem_mib": 512.0,
         "nvml_mem_mib": 1024.0,
+        "attention_ms": "",
+        "attention_share": "",
         "check_rel_err": 1e-3,
         "status": "ok",
         "error": "",
@@ -120,6 +125,47 @@ def suite_rows(
                         speedup=dense_ms / ms,
                         **_timed(ms, spread),
                         **common,
+                    )
+                )
+    return rows
+
+
+GPT2_SMALL_LABEL = "L12-D768-H12-M4-V50304"
+
+
+def model_rows(
+    seq_lens: Iterable[int] = (4096, 16384), spread: float = 0.01, tokens: int = 16384
+) -> list[dict[str, Any]]:
+    """A model suite's rows: GPT-2 small steps, eager and compiled, dense and hash-sparse."""
+    rows: list[dict[str, Any]] = []
+    for compiled in (False, True):
+        for seq_len in seq_lens:
+            batch = max(1, tokens // seq_len)
+            attention_ms = 3e-7 * seq_len * batch * seq_len
+            rest_ms = 30.0 if compiled else 50.0
+            for impl, n_buckets, attn in ((BASELINE, "", 1.0), ("scfa_hash", 8, 0.3)):
+                ms = rest_ms + attention_ms * attn
+                rows.append(
+                    make_row(
+                        impl=impl,
+                        mode="step",
+                        batch=batch,
+                        heads=12,
+                        head_dim=64,
+                        seq_len=seq_len,
+                        n_buckets=n_buckets,
+                        model=GPT2_SMALL_LABEL,
+                        compile="true" if compiled else "false",
+                        tflops_dense_equiv="",
+                        tflops_effective="",
+                        density="",
+                        tokens_per_s=batch * seq_len / ms * 1e3,
+                        attention_ms=attention_ms * attn,
+                        attention_share=attention_ms * attn / ms,
+                        check_rel_err="",
+                        warmup_ms="",
+                        rep_ms="",
+                        **_timed(ms, spread),
                     )
                 )
     return rows
