@@ -30,13 +30,12 @@ OutOpt = Annotated[
 
 @reports_input_errors
 def plot_command(results_csv: ResultsArg, out: OutOpt = None) -> None:
-    """Draw runtime, speedup, heatmap and fraction-of-ideal figures (PNG and SVG)."""
-    from scfa_bench.analysis import plots
-    from scfa_bench.analysis.frame import prepare
+    """Draw runtime, speedup, heatmap and fraction-of-ideal figures (PNG and SVG); one set
+    per card when the CSV holds several."""
+    from scfa_bench.analysis import by_card
     from scfa_bench.results.reader import read_results
 
-    data = prepare(read_results(results_csv))
-    files = plots.make_plots(data, _default_out(results_csv, out))
+    files = by_card.make_plots(read_results(results_csv), _default_out(results_csv, out))
     if not files:
         typer.echo("No figure drawn: no row with status ok has data to plot.")
     for plot_file in files:
@@ -45,12 +44,12 @@ def plot_command(results_csv: ResultsArg, out: OutOpt = None) -> None:
 
 @reports_input_errors
 def report_command(results_csv: ResultsArg, out: OutOpt = None) -> None:
-    """Write a Markdown report (README.md) with environment, speedup tables, plots, failures."""
-    from scfa_bench.analysis import report
-    from scfa_bench.analysis.frame import prepare
+    """Write a Markdown report (README.md) with environment, speedup tables, plots, failures;
+    one per card, with an index, when the CSV holds several."""
+    from scfa_bench.analysis import by_card
     from scfa_bench.results.reader import read_results
 
-    path = report.write_report(prepare(read_results(results_csv)), _default_out(results_csv, out))
+    path = by_card.write_report(read_results(results_csv), _default_out(results_csv, out))
     typer.echo(f"report written to {path}")
 
 

@@ -36,6 +36,16 @@ def _print_grid(suite: Any, tasks: list[Any], total_tasks: int) -> None:
     )
 
 
+def _shard_tasks(tasks: list[Any], suite: Any, shard: str, cost_from: Path | None) -> list[Any]:
+    from scfa_bench.results.reader import read_results
+    from scfa_bench.run.shard import measured_cost, parse_shard
+    from scfa_bench.run.shard import shard as shard_of
+
+    index, count = parse_shard(shard)
+    cost = measured_cost(read_results(cost_from).rows) if cost_from is not None else None
+    return shard_of(tasks, index, count, cost, suite.baseline)
+
+
 @reports_input_errors
 def run(
     suite_file: Annotated[Path, typer.Argument(help="Suite YAML file, e.g. suites/smoke.yaml.")],
@@ -55,8 +65,74 @@ def run(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", help="Run only shard I of N (I/N, 0 <= I < N) into its own CSV."),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option("--gpus", help="all, a count or ids (0,2): one worker process per GPU."),
+    ] = None,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local, or slurm (through submitit).")
+    ] = "local",
+    shards: Annotated[
+        int | None,
+        typer.Option("--shards", help="Shards of a --gpus or Slurm run (default: one per GPU)."),
+    ] = None,
+    cost_from: Annotated[
+        Path | None,
+        typer.Option("--cost-from", help="Balance shards by the times of this earlier CSV."),
+    ] = None,
+    max_restarts: Annotated[
+        int, typer.Option("--max-restarts", help="Restarts (resubmissions) per shard.")
+    ] = 3,
+    partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition.")] = None,
+    time_min: Annotated[
+        int, typer.Option("--time", help="Slurm time limit per array task, minutes.")
+    ] = 60,
+    gpus_per_task: Annotated[
+        int, typer.Option("--gpus-per-task", help="GPUs per Slurm array task.")
+    ] = 1,
+    array_parallelism: Annotated[
+        int | None,
+        typer.Option("--array-parallelism", help="Slurm array tasks running at once."),
+    ] = None,
 ) -> None:
-    """Run a suite: check, time and measure every point; write results/<suite>-<time>.csv."""
+    """Run a suite: check, time and measure every point; write results/<suite>-<time>.csv.
+
+    With --gpus or --executor slurm the grid is split into shards run by separate processes
+    and merged into one CSV; --shard I/N runs one shard here (merge parts with `merge`)."""
+    from scfa_bench.cli.shard_commands import run_sharded
+
+    slurm_only = {"--partition": partition, "--array-parallelism": array_parallelism}
+    if executor != "slurm" and any(v is not None for v in slurm_only.values()):
+        given = ", ".join(k for k, v in slurm_only.items() if v is not None)
+        raise InputError(f"{given}: only with --executor slurm")
+    if shard is not None and (gpus is not None or executor != "local" or shards is not None):
+        raise InputError("--shard runs one shard here; it does not go with --gpus/--executor")
+    if gpus is not None and executor == "slurm":
+        raise InputError("--gpus is for local runs; on Slurm use --gpus-per-task")
+    sharded = gpus is not None or executor != "local" or shards is not None
+    if sharded or (resume is not None and resume.is_dir()):
+        run_sharded(
+            suite_file,
+            out,
+            resume,
+            dry_run,
+            device,
+            progress,
+            gpus,
+            executor,
+            shards,
+            cost_from,
+            max_restarts,
+            partition,
+            time_min,
+            gpus_per_task,
+            array_parallelism,
+        )
+        return
     from scfa_bench.analysis.summary import status_counts, summary_table
     from scfa_bench.results.resume import done_keys, pending_tasks, read_for_resume
     from scfa_bench.run.loop import RunOptions, run_suite
@@ -69,13 +145,28 @@ def run(
     suite = load_suite(suite_file)
     if dry_run:
         tasks = expand(suite)
+        if shard is not None:
+            tasks = _shard_tasks(tasks, suite, shard, cost_from)
         done = done_keys(read_for_resume(resume, suite)) if resume is not None else set()
         _print_grid(suite, pending_tasks(tasks, suite, done), len(tasks))
         return
 
-    options = RunOptions(out_dir=out, resume=resume, device=device, argv=tuple(sys.argv))
     reporter = RichReporter(console, suite.name) if progress else SilentReporter()
-    outcome = run_suite(suite, options, reporter)
+    if shard is not None:
+        from scfa_bench.run.many import run_one_shard
+
+        outcome = run_one_shard(
+            suite_file,
+            shard,
+            out_dir=out,
+            resume=resume,
+            cost_from=cost_from,
+            device=device,
+            reporter=reporter,
+        )
+    else:
+        options = RunOptions(out_dir=out, resume=resume, device=device, argv=tuple(sys.argv))
+        outcome = run_suite(suite, options, reporter)
 
     table = summary_table(outcome.rows, suite.baseline or "")
     if table is not None:

@@ -9,6 +9,7 @@ outcome says `interrupted`.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +27,7 @@ from scfa_bench.results.row import ResultRow, RowKey, base_row
 from scfa_bench.results.speedup import fill_speedups, speedup_for
 from scfa_bench.results.writer import ResultWriter, rewrite_rows
 from scfa_bench.run.progress import Reporter, SilentReporter
-from scfa_bench.suite.grid import expand, row_count
+from scfa_bench.suite.grid import Task, expand, row_count
 from scfa_bench.suite.schema import Suite
 
 
@@ -36,6 +37,8 @@ class RunOptions:
     resume: Path | None = None  # a CSV of an earlier run of the same suite: skip its rows
     device: str | None = None  # overrides the suite's device
     argv: tuple[str, ...] = ()
+    # Restricts the expanded grid (one shard of it, `run.shard`); None runs every task.
+    select: Callable[[list[Task]], list[Task]] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
     device = resolve_device(options.device or suite.device)
     env = environment(device)
     tasks = expand(suite)
+    if options.select is not None:
+        tasks = options.select(tasks)
     argv = list(options.argv) if options.argv else list(sys.argv)
 
     done: set[RowKey] = set()
