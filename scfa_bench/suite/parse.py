@@ -34,12 +34,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scfa_bench.constants import DEVICES, DTYPES, MODES
 from scfa_bench.errors import InputError
-from scfa_bench.impls.registry import all_specs
+from scfa_bench.impls.registry import ImplSpec, all_specs
 from scfa_bench.suite.schema import Shape, Suite, Sweep, TimingSettings
+from scfa_bench.suite.yaml_load import load_yaml
 
 # Accepted spellings of each dtype (the canonical names are constants.DTYPES).
 DTYPE_ALIASES = {
@@ -120,44 +119,12 @@ def _show(value: Any) -> str:
     return text if len(text) < 80 else text[:77] + "..."
 
 
-def _key_lines(node: yaml.Node | None, path: str = "") -> dict[str, int]:
-    """1-based line of every key path in a composed YAML tree (for error messages)."""
-    lines: dict[str, int] = {}
-    if node is None:
-        return lines
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            sub = f"{path}.{key_node.value}" if path else str(key_node.value)
-            lines[sub] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, sub))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            sub = f"{path}[{i}]"
-            lines[sub] = item.start_mark.line + 1
-            lines.update(_key_lines(item, sub))
-    return lines
-
-
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; raises InputError on any problem."""
     file = Path(path)
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{file}: cannot read suite file ({exc.strerror or exc})") from None
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise InputError(f"{file}: YAML syntax error at {where}: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{file}: YAML syntax error: {exc}") from None
-    suite = parse_suite(data, str(file), _key_lines(node))
-    return _with_source(suite, str(file), hashlib.sha256(raw).hexdigest())
+    loaded = load_yaml(file)
+    suite = parse_suite(loaded.data, str(file), loaded.lines)
+    return _with_source(suite, str(file), hashlib.sha256(loaded.raw).hexdigest())
 
 
 def _with_source(suite: Suite, source: str, sha256: str) -> Suite:
@@ -275,6 +242,9 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
         raise v.fail("timing.rep_ms", f"expected a number > 0, got {timing.rep_ms}")
 
     max_check = data.get("max_check_seq_len")
+    device = v.string(data.get("device", "auto"), "device", DEVICES)
+    for i, impl in enumerate(impls):
+        _check_supported(v, specs[impl], f"implementations[{i}]", shape, device)
     return Suite(
         name=name,
         description=description,
@@ -291,5 +261,19 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
         max_check_seq_len=(
             None if max_check is None else v.integer(max_check, "max_check_seq_len", minimum=1)
         ),
-        device=v.string(data.get("device", "auto"), "device", DEVICES),
+        device=device,
     )
+
+
+def _check_supported(v: _Validator, spec: ImplSpec, where: str, shape: Shape, device: str) -> None:
+    """Reject what the implementation declares it cannot do (on the suite's device if named);
+    what only another machine lacks is marked `unavailable` at run time instead."""
+    problem = spec.head_dim_problem(shape.head_dim)
+    if problem:
+        raise v.fail("shape.head_dim", f"{problem}, got {shape.head_dim} ({where})")
+    if device != "auto" and device not in spec.devices:
+        problem = f"{spec.name} runs on {', '.join(spec.devices)}, not on {device}"
+        raise v.fail("device", f"{problem} ({where})")
+    problem = spec.dtype_problem(shape.dtype, None if device == "auto" else device)
+    if problem:
+        raise v.fail("shape.dtype", f"{problem} ({where})")
