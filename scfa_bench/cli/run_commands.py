@@ -128,7 +128,7 @@ def list_impls(
     table.add_column("name", no_wrap=True)  # names and axes must stay copy-pasteable
     table.add_column("pattern")
     table.add_column("axes", no_wrap=True)
-    for column in ("backward", "devices", "available", "description"):
+    for column in ("backward", "supports", "available", "description"):
         table.add_column(column, overflow="fold")
     for spec in all_specs().values():
         if dev in spec.devices:
@@ -140,7 +140,7 @@ def list_impls(
             spec.pattern,
             ", ".join(spec.axes) or "-",
             "yes" if spec.has_backward else "no",
-            ", ".join(spec.devices),
+            spec.supports_text(),
             "yes" if ok else f"no: {reason}",
             spec.description,
         )
