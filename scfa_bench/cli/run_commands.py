@@ -54,6 +54,10 @@ def run(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="With --resume: resume even if the suite file changed."),
+    ] = False,
 ) -> None:
     """Run a suite: check, time and measure every point; write results/<suite>-<time>.csv."""
     from scfa_bench.analysis.summary import status_counts, summary_table
@@ -72,8 +76,11 @@ def run(
         _print_grid(suite, pending_tasks(tasks, suite, done), len(tasks))
         return
 
-    options = RunOptions(out_dir=out, resume=resume, device=device, argv=tuple(sys.argv))
-    reporter = RichReporter(console, suite.name) if progress else SilentReporter()
+    options = RunOptions(
+        out_dir=out, resume=resume, device=device, argv=tuple(sys.argv), force=force
+    )
+    echo = lambda message: err_console.print(message, highlight=False, soft_wrap=True)
+    reporter = RichReporter(console, suite.name) if progress else SilentReporter(echo)
     outcome = run_suite(suite, options, reporter)
 
     table = summary_table(outcome.rows, suite.baseline or "")
