@@ -90,23 +90,24 @@ def git_revision() -> str:
         return NOT_AVAILABLE
 
 
-def kernels_hash() -> str:
-    """SHA-256 over the installed `scfa_kernels` package's `*.py` sources, sorted by name
-    (name and bytes of each), found without importing it; "n/a" when it cannot be found.
+def kernels_hash(folder: Path | None = None) -> str:
+    """SHA-256 over the `*.py` sources of the installed `scfa_kernels` package (or `folder`),
+    sorted by name, name and bytes of each; found without importing it; "n/a" when absent.
 
     Recorded in the meta so `check` can tell a baseline measured on other kernels.
     """
-    try:
-        spec = importlib.util.find_spec("scfa_kernels")
-    except (ImportError, ValueError):
-        return NOT_AVAILABLE
-    if spec is None or not spec.submodule_search_locations:
-        return NOT_AVAILABLE
-    digest = hashlib.sha256()
-    folder = Path(next(iter(spec.submodule_search_locations)))
+    if folder is None:
+        try:
+            spec = importlib.util.find_spec("scfa_kernels")
+        except (ImportError, ValueError):
+            return NOT_AVAILABLE
+        if spec is None or not spec.submodule_search_locations:
+            return NOT_AVAILABLE
+        folder = Path(next(iter(spec.submodule_search_locations)))
     sources = sorted(folder.glob("*.py"))
     if not sources:
         return NOT_AVAILABLE
+    digest = hashlib.sha256()
     for source in sources:
         digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
     return digest.hexdigest()

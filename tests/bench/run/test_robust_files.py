@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from scfa_bench.cli import app
 from scfa_bench.errors import OutputError
+from scfa_bench.measure.envinfo import kernels_hash
 from scfa_bench.results import writer as writer_module
 from scfa_bench.results.meta import meta_path_for
 from scfa_bench.results.reader import read_results
@@ -56,6 +57,9 @@ def run_new(tmp_path: Path, suite: Path) -> Path:
     result = cli("run", suite, "--out", out, "--no-progress")
     assert result.exit_code == 0, result.output
     (csv_path,) = out.glob("robust-*.csv")
+    meta = meta_of(csv_path)
+    assert meta["state"] == "complete" and meta["pid"] > 0
+    assert meta["kernels_hash"] == kernels_hash() != "n/a"
     return csv_path
 
 
