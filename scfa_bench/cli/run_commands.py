@@ -88,13 +88,14 @@ def run(
         console.print(table)
     counts = status_counts(outcome.rows)
     console.print("statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    # One line per (status, implementation, reason): 162 identical `unavailable` lines help no one.
+    failed: dict[tuple[str, str, str], list[Any]] = {}
     for row in outcome.rows:
         if row.status != "ok":
-            console.print(
-                f"  {row.status}: {row.impl} T={row.seq_len} {row.mode}: {row.error}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            failed.setdefault((row.status, row.impl, row.error), []).append(row)
+    for (status, impl, error), rows in failed.items():
+        where = f"T={rows[0].seq_len} {rows[0].mode}" if len(rows) == 1 else f"{len(rows)} rows"
+        console.print(f"  {status}: {impl} {where}: {error}", highlight=False, soft_wrap=True)
     console.print(f"results: {outcome.csv_path}\nmeta:    {outcome.meta_path}", highlight=False)
     if outcome.interrupted:
         err_console.print(f"interrupted; continue with --resume {outcome.csv_path}")

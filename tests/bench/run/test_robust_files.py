@@ -260,3 +260,16 @@ def test_sigkilled_run_reads_incomplete(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = (tmp_path / "report" / "README.md").read_text()
     assert "incomplete" in report
+
+
+def test_resume_refuses_a_whole_row_with_an_empty_status(tmp_path: Path) -> None:
+    """A resumed file can never keep a row without a status: it is bad input, named by line."""
+    suite = suite_file(tmp_path)
+    csv_path = run_new(tmp_path, suite)
+    lines = csv_path.read_text().splitlines(keepends=True)
+    cells = lines[2].split(",")
+    cells[20] = ""  # the status column
+    csv_path.write_text("".join([*lines[:2], ",".join(cells), *lines[3:]]))
+    result = cli("run", suite, "--resume", csv_path, "--no-progress")
+    assert result.exit_code == 2
+    assert "line 3, column 'status': '' is not one of" in " ".join(result.output.split())
