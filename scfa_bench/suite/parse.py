@@ -20,8 +20,11 @@ Keys (unknown keys are rejected at every level; defaults in brackets):
 - `max_check_seq_len` [null]: skip the check above this seq_len (null: always check).
 - `device` [auto]: `auto` (cuda when available, else cpu), `cuda` or `cpu`.
 
-Errors are `InputError`s naming the file, the key path (`sweep.seq_len[2]`), its line and
-what was expected.
+The YAML itself is read by `suite.yaml_load` (size limit, no duplicate keys, anchors or
+aliases). An implementation asked for a head dim or dtype it declares it cannot take (or, with
+an explicit `device`, a device or dtype it lacks there) is rejected here. Errors are
+`InputError`s naming the file, the key path (`sweep.seq_len[2]`), its line and what was
+expected.
 """
 
 from __future__ import annotations

@@ -273,3 +273,14 @@ def test_resume_refuses_a_whole_row_with_an_empty_status(tmp_path: Path) -> None
     result = cli("run", suite, "--resume", csv_path, "--no-progress")
     assert result.exit_code == 2
     assert "line 3, column 'status': '' is not one of" in " ".join(result.output.split())
+
+
+def test_report_into_an_unwritable_folder_exits_2(tmp_path: Path) -> None:
+    suite = suite_file(tmp_path)
+    csv_path = run_new(tmp_path, suite)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    for command in ("report", "plot"):
+        result = cli(command, csv_path, "--out", blocker / "report")
+        assert result.exit_code == 2, result.output
+        assert f"{blocker / 'report'}: cannot write" in " ".join(result.output.split())
