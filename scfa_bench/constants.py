@@ -32,3 +32,8 @@ PATTERN_AXES: dict[str, tuple[str, ...]] = {
 # Row statuses; `oom` and `unavailable` are facts about the machine, the failing ones fail a run.
 STATUSES = ("ok", "incorrect", "oom", "error", "unavailable")
 FAILING_STATUSES = ("incorrect", "error")
+
+# Said wherever wall-clock (CPU, Triton interpreter) timings are shown: report, plots, summary.
+WALL_CLOCK_WARNING = (
+    "wall-clock times on the CPU through Triton's interpreter: not indicative of GPU speed"
+)

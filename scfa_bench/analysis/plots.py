@@ -32,6 +32,7 @@ from scfa_bench.analysis.plot_plan import (
     plan_figures,
     seq_len_label,
 )
+from scfa_bench.constants import WALL_CLOCK_WARNING
 
 # A value range wider than this many times gets a log axis.
 _LOG_RANGE = 10.0
@@ -73,8 +74,12 @@ def _render(data: PreparedResults, spec: FigureSpec, png: Path, svg: Path) -> No
         fig = _heatmap_figure(drawable, spec.kind.removeprefix("heatmap_"), data.baseline)
     else:
         fig = _line_figure(spec.kind, drawable, data.baseline)
-    fig.suptitle(spec.title, fontsize=11)
-    fig.text(0.01, 0.005, _footnote(left_out, data.path), fontsize=7, va="bottom", color="0.3")
+    wall_clock = data.results.wall_clock
+    fig.suptitle(spec.title + (f"\n({WALL_CLOCK_WARNING})" if wall_clock else ""), fontsize=11)
+    footnote = _footnote(left_out, data.path)
+    if wall_clock:
+        footnote = f"Warning: {WALL_CLOCK_WARNING}. {footnote}"
+    fig.text(0.01, 0.005, footnote, fontsize=7, va="bottom", color="0.3")
     # Constrained layout places titles, legends and colorbars; keep a strip for the footnote.
     fig.get_layout_engine().set(rect=(0, 0.035, 1, 0.965))
     FigureCanvasAgg(fig)

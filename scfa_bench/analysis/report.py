@@ -16,6 +16,7 @@ import pandas as pd
 from scfa_bench.analysis import plot_plan, plots, stats
 from scfa_bench.analysis.frame import REPORT_MODES, PreparedResults
 from scfa_bench.analysis.model_report import model_steps_section
+from scfa_bench.constants import WALL_CLOCK_WARNING
 from scfa_bench.results.reader import Results
 
 REPORT_NAME = "README.md"
@@ -31,6 +32,7 @@ _ENV_KEYS = (
     ("platform", "platform"),
     ("hostname", "host"),
     ("git_rev", "git revision"),
+    ("kernels_hash", "kernels sha256"),
     ("scfa_bench_version", "scfa-bench"),
     ("suite_name", "suite"),
     ("suite_file", "suite file"),
@@ -62,7 +64,7 @@ def render_report(
     parts = [
         _header(results, frame),
         _environment(results),
-        _speedup_section(frame, results.baseline),
+        _speedup_section(frame, results.baseline, results.wall_clock),
         model_steps_section(frame, results.baseline),
         _plots_section(plot_files, out_dir),
         _failures_section(data.failed),
@@ -80,7 +82,29 @@ def _header(results: Results, frame: pd.DataFrame) -> str:
         f"`{results.baseline or 'n/a'}` at the same shape and mode. "
         f"{len(frame)} rows: {status_text}.\n\n"
         "Fraction of ideal = speedup x density (ideal speedup is 1 / density)."
+        + _state_banner(results)
+        + (f"\n\n> **Warning: {WALL_CLOCK_WARNING}.**" if results.wall_clock else "")
     )
+
+
+_STATE_TEXT = {
+    "incomplete": "the run stopped without recording its end (killed, or the machine went "
+    "down); rows may be missing. `scfa-bench run SUITE --resume CSV` continues it.",
+    "interrupted": "the run was interrupted (Ctrl-C); rows may be missing. "
+    "`scfa-bench run SUITE --resume CSV` continues it.",
+    "running": "the run was still going when this report was written; rows may be missing.",
+    "failed": "the run stopped on an error; rows may be missing.",
+}
+
+
+def _state_banner(results: Results) -> str:
+    """A warning when the run did not complete (from the meta's `state`)."""
+    text = _STATE_TEXT.get(results.state)
+    if text is None:
+        return ""
+    error = results.meta.get("error")
+    detail = f" ({_cell(str(error))})" if results.state == "failed" and error else ""
+    return f"\n\n> **This run is {results.state}**: {text}{detail}"
 
 
 def _environment(results: Results) -> str:
@@ -88,7 +112,7 @@ def _environment(results: Results) -> str:
     if not results.meta:
         lines.append(f"No meta file found beside `{results.path.name}`.")
         return "\n".join(lines)
-    lines += ["| | |", "|---|---|"]
+    lines += ["| | |", "|---|---|", f"| run state | {results.state} |"]
     for key, label in _ENV_KEYS:
         if key in results.meta:
             lines.append(f"| {label} | {_cell(_format_meta(key, results.meta[key]))} |")
@@ -112,8 +136,10 @@ def _format_meta(key: str, value: Any) -> str:
     return str(value)
 
 
-def _speedup_section(frame: pd.DataFrame, baseline: str | None) -> str:
+def _speedup_section(frame: pd.DataFrame, baseline: str | None, wall_clock: bool) -> str:
     lines = ["## Speedups", ""]
+    if wall_clock:
+        lines += [f"Warning: {WALL_CLOCK_WARNING}; these ratios compare interpreter runs.", ""]
     if baseline is None:
         lines.append("No baseline implementation is named in the results; no speedups.")
         return "\n".join(lines)

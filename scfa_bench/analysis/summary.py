@@ -6,7 +6,7 @@ from collections import Counter
 
 from rich.table import Table
 
-from scfa_bench.constants import ROW_MODES
+from scfa_bench.constants import ROW_MODES, WALL_CLOCK_WARNING
 from scfa_bench.results.row import ResultRow
 
 
@@ -35,6 +35,8 @@ def summary_table(rows: list[ResultRow], baseline: str) -> Table | None:
         f"speedup over {baseline} (median ms)" if baseline else "median ms (no baseline)"
     )
     table = Table(title=title)
+    if any(r.timer == "wall_clock" for r in at_len):
+        table.caption = f"warning: {WALL_CLOCK_WARNING}"
     for column in ("impl", "point", "density", "ideal"):
         table.add_column(column, justify="left" if column in ("impl", "point") else "right")
     for mode in modes:

@@ -98,6 +98,10 @@ def run(
         int | None,
         typer.Option("--array-parallelism", help="Slurm array tasks running at once."),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="With --resume: resume even if the suite file changed."),
+    ] = False,
 ) -> None:
     """Run a suite: check, time and measure every point; write results/<suite>-<time>.csv.
 
@@ -151,7 +155,8 @@ def run(
         _print_grid(suite, pending_tasks(tasks, suite, done), len(tasks))
         return
 
-    reporter = RichReporter(console, suite.name) if progress else SilentReporter()
+    echo = lambda message: err_console.print(message, highlight=False, soft_wrap=True)
+    reporter = RichReporter(console, suite.name) if progress else SilentReporter(echo)
     if shard is not None:
         from scfa_bench.run.many import run_one_shard
 
@@ -165,7 +170,9 @@ def run(
             reporter=reporter,
         )
     else:
-        options = RunOptions(out_dir=out, resume=resume, device=device, argv=tuple(sys.argv))
+        options = RunOptions(
+            out_dir=out, resume=resume, device=device, argv=tuple(sys.argv), force=force
+        )
         outcome = run_suite(suite, options, reporter)
 
     table = summary_table(outcome.rows, suite.baseline or "")
@@ -173,13 +180,14 @@ def run(
         console.print(table)
     counts = status_counts(outcome.rows)
     console.print("statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    # One line per (status, implementation, reason): 162 identical `unavailable` lines help no one.
+    failed: dict[tuple[str, str, str], list[Any]] = {}
     for row in outcome.rows:
         if row.status != "ok":
-            console.print(
-                f"  {row.status}: {row.impl} T={row.seq_len} {row.mode}: {row.error}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            failed.setdefault((row.status, row.impl, row.error), []).append(row)
+    for (status, impl, error), rows in failed.items():
+        where = f"T={rows[0].seq_len} {rows[0].mode}" if len(rows) == 1 else f"{len(rows)} rows"
+        console.print(f"  {status}: {impl} {where}: {error}", highlight=False, soft_wrap=True)
     console.print(f"results: {outcome.csv_path}\nmeta:    {outcome.meta_path}", highlight=False)
     if outcome.interrupted:
         err_console.print(f"interrupted; continue with --resume {outcome.csv_path}")
@@ -220,7 +228,7 @@ def list_impls(
     table.add_column("name", no_wrap=True)  # names and axes must stay copy-pasteable
     table.add_column("pattern")
     table.add_column("axes", no_wrap=True)
-    for column in ("backward", "devices", "available", "description"):
+    for column in ("backward", "supports", "available", "description"):
         table.add_column(column, overflow="fold")
     for spec in all_specs().values():
         if dev in spec.devices:
@@ -232,7 +240,7 @@ def list_impls(
             spec.pattern,
             ", ".join(spec.axes) or "-",
             "yes" if spec.has_backward else "no",
-            ", ".join(spec.devices),
+            spec.supports_text(),
             "yes" if ok else f"no: {reason}",
             spec.description,
         )

@@ -10,7 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
 from torch import Tensor
+
+# What torch's CPU allocator says when malloc fails (it raises RuntimeError, not MemoryError).
+_CPU_OOM_MESSAGES = ("can't allocate memory", "not enough memory", "out of memory")
 
 
 @dataclass
@@ -43,3 +47,11 @@ class Implementation(Protocol):
         """Per-shape set-up outside the timed region; returns the forward call, whose output is
         (B, T, H, D) (a view is fine). May raise `ImplUnavailable`."""
         ...
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(m in text for m in _CPU_OOM_MESSAGES)

@@ -1,9 +1,11 @@
 """Measure one task (an implementation at one point): inputs, check, then every mode.
 
 `measure_task` yields one `ModeMeasurement` per mode as soon as it is final, so the caller can
-write it before the next mode starts. Failure handling: out of memory -> `oom` (cache freed, the
-sweep goes on); any other exception -> `error` with its message; a backend the machine lacks ->
-`unavailable`; a failed check -> `incorrect` (not timed). Ctrl-C is not caught here.
+write it before the next mode starts. Failure handling: a device, dtype or head dim the registry
+says the implementation does not support, or a backend the machine lacks -> `unavailable`
+before any input is built; out of memory on any device -> `oom` (cache freed, the sweep goes
+on); any other exception -> `error` with its message; a failed check -> `incorrect` (not
+timed). Ctrl-C is not caught here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scfa_bench.impls.base import AttentionInputs, ImplUnavailable
+from scfa_bench.impls.base import AttentionInputs, ImplUnavailable, is_out_of_memory
 from scfa_bench.impls.registry import get_spec
 from scfa_bench.measure.correctness import check_against_reference, sample_rows
 from scfa_bench.measure.inputs import make_inputs, output_grad
@@ -76,8 +78,9 @@ def measure_task(suite: Suite, task: Task, device: str) -> Iterator[ModeMeasurem
         for mode in modes:
             yield ModeMeasurement(mode, status, error, **extra)  # type: ignore[arg-type]
 
-    if device not in spec.devices:
-        yield from all_modes("unavailable", f"{spec.name} is not registered for device {device}")
+    reason = spec.unsupported(device, suite.shape.dtype, suite.shape.head_dim)
+    if reason:
+        yield from all_modes("unavailable", reason)
         return
     impl = spec.create()
     ok, reason = impl.available(device)
@@ -116,12 +119,13 @@ def measure_task(suite: Suite, task: Task, device: str) -> Iterator[ModeMeasurem
                 failure = ("incorrect", result.detail, extra)
     except ImplUnavailable as exc:
         failure = ("unavailable", str(exc), {})
-    except torch.OutOfMemoryError as exc:
-        inputs = None  # type: ignore[assignment]
-        free_memory()
-        failure = ("oom", short_error(exc), {})
     except Exception as exc:
-        failure = ("error", short_error(exc), {})
+        if is_out_of_memory(exc):
+            inputs = None  # type: ignore[assignment]
+            free_memory()
+            failure = ("oom", short_error(exc), {})
+        else:
+            failure = ("error", short_error(exc), {})
     if failure is not None:
         status, error, extra = failure
         yield from all_modes(status, error, **extra)
@@ -134,11 +138,11 @@ def measure_task(suite: Suite, task: Task, device: str) -> Iterator[ModeMeasurem
             continue
         try:
             measured = _measure_mode(suite, device, mode, forward, inputs, **common)
-        except torch.OutOfMemoryError as exc:
-            free_memory()
-            measured = ModeMeasurement(mode, "oom", short_error(exc), **common)
         except Exception as exc:
-            measured = ModeMeasurement(mode, "error", short_error(exc), **common)
+            oom = is_out_of_memory(exc)
+            if oom:
+                free_memory()
+            measured = ModeMeasurement(mode, "oom" if oom else "error", short_error(exc), **common)
         finally:
             for x in inputs.leaves:
                 x.grad = None

@@ -3,26 +3,38 @@
 The rows go to a new `<suite>-<time>.csv` (or, with `resume`, the CSV of an interrupted run),
 with speedups over the baseline filled in as soon as the baseline row exists and recomputed over
 the whole file at the end. Ctrl-C stops the sweep; the CSV keeps every finished row and the
-outcome says `interrupted`.
+outcome says `interrupted`. The meta says `state: running` while the run goes and how it ended
+afterwards (`complete`, `interrupted`, `failed`); a file that cannot be written stops the run
+with an `OutputError` (exit 2).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from scfa_bench.errors import InputError
+from scfa_bench.errors import InputError, output_error
 from scfa_bench.measure.envinfo import environment, resolve_device
 from scfa_bench.measure.model_point import measure_model_task
 from scfa_bench.measure.point import ModeMeasurement, measure_task
-from scfa_bench.results.meta import meta_path_for, new_meta, read_meta, write_meta
+from scfa_bench.results.meta import meta_path_for, new_meta, read_meta, suite_content, write_meta
 from scfa_bench.results.reader import read_results
-from scfa_bench.results.resume import done_keys, pending_tasks, read_for_resume
+from scfa_bench.results.resume import (
+    check_suite_unchanged,
+    done_keys,
+    drop_partial_row,
+    partial_row_message,
+    pending_tasks,
+    read_for_resume,
+)
 from scfa_bench.results.row import ResultRow, RowKey, base_row
 from scfa_bench.results.speedup import fill_speedups, speedup_for
 from scfa_bench.results.writer import ResultWriter, rewrite_rows
@@ -39,6 +51,7 @@ class RunOptions:
     argv: tuple[str, ...] = ()
     # Restricts the expanded grid (one shard of it, `run.shard`); None runs every task.
     select: Callable[[list[Task]], list[Task]] | None = None
+    force: bool = False  # resume even though the suite file changed since the run
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class RunOutcome:
     rows: list[ResultRow]  # every row of the CSV, speedups filled in
     new_rows: int
     interrupted: bool
+    notes: tuple[str, ...] = ()  # what resume dropped or accepted, also sent to the reporter
 
 
 def _now() -> str:
@@ -99,15 +113,30 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
     argv = list(options.argv) if options.argv else list(sys.argv)
 
     done: set[RowKey] = set()
+    notes: list[str] = []
     if options.resume is not None:
         csv_path = options.resume
-        done = done_keys(read_for_resume(csv_path, suite))
+        existing = read_for_resume(csv_path, suite)
         meta_path = meta_path_for(csv_path)
         try:
             meta = read_meta(meta_path)
         except InputError:  # no meta, or an unreadable one: start a fresh one
             meta = new_meta(suite, env, argv, _now())
-        meta.setdefault("resumed", []).append(_now())
+        notes.append(check_suite_unchanged(meta, suite, csv_path, options.force))
+        notes.append(partial_row_message(existing) or "")
+        drop_partial_row(existing)  # after the checks: a refused resume changes nothing
+        done = done_keys(existing)
+        meta.setdefault("resumed", []).append(
+            {"at": _now(), "argv": argv, "suite_sha256": suite.sha256}
+        )
+        meta.update(
+            state="running",
+            pid=os.getpid(),
+            hostname=env["hostname"],
+            finished=None,
+            suite_sha256=suite.sha256,
+            suite=suite_content(suite),
+        )
     else:
         try:
             options.out_dir.mkdir(parents=True, exist_ok=True)
@@ -116,15 +145,43 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
         csv_path = new_csv_path(options.out_dir, suite.name)
         meta_path = meta_path_for(csv_path)
         meta = new_meta(suite, env, argv, _now())
+    notes = [n for n in notes if n]
+    for note in notes:
+        reporter.note(note)
 
     todo = pending_tasks(tasks, suite, done)
+    write_meta(meta_path, meta)
+    try:
+        new_rows, interrupted = _measure_all(
+            suite, todo, row_count(tasks), device, env, csv_path, reporter
+        )
+        # Rows measured before their baseline, and resumed rows, get their speedup here.
+        rows = fill_speedups(read_results(csv_path).rows, suite.baseline)
+        rewrite_rows(csv_path, rows)
+    except KeyboardInterrupt:
+        _finish(meta_path, meta, "interrupted")
+        raise
+    except BaseException as exc:
+        _finish(meta_path, meta, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    _finish(meta_path, meta, "interrupted" if interrupted else "complete")
+    return RunOutcome(csv_path, meta_path, rows, new_rows, interrupted, tuple(notes))
+
+
+def _measure_all(
+    suite: Suite,
+    todo: list[Task],
+    total_rows: int,
+    device: str,
+    env: dict[str, Any],
+    csv_path: Path,
+    reporter: Reporter,
+) -> tuple[int, bool]:
+    """Measure the pending tasks, appending each row; (rows written, interrupted by Ctrl-C)."""
     measure = measure_task if suite.model is None else measure_model_task
-    total_rows = row_count(tasks)
     baseline_rows: list[ResultRow] = []
     new_rows = 0
     interrupted = False
-    write_meta(meta_path, meta)
-
     with ResultWriter(csv_path) as writer:
         reporter.start(total_rows, total_rows - row_count(todo))
         try:
@@ -137,7 +194,10 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
                         row = replace(row, speedup=speedup_for(row, baseline_rows))
                         if row.impl == suite.baseline:
                             baseline_rows.append(row)
-                    writer.write(row)
+                    try:
+                        writer.write(row)
+                    except OSError as exc:
+                        raise output_error(csv_path, exc) from None
                     new_rows += 1
                     reporter.advance(1)
                 if torch.cuda.is_available():
@@ -146,11 +206,16 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
             interrupted = True
         finally:
             reporter.stop()
+    return new_rows, interrupted
 
-    # Rows measured before their baseline, and resumed rows, get their speedup here.
-    rows = fill_speedups(read_results(csv_path).rows, suite.baseline)
-    rewrite_rows(csv_path, rows)
-    meta["finished"] = _now()
-    meta["interrupted"] = interrupted
-    write_meta(meta_path, meta)
-    return RunOutcome(csv_path, meta_path, rows, new_rows, interrupted)
+
+def _finish(meta_path: Path, meta: dict[str, Any], state: str, error: str = "") -> None:
+    """Record how the run ended; best effort when the run already failed."""
+    meta.update(state=state, finished=_now(), interrupted=state == "interrupted")
+    if error:
+        meta["error"] = error[:500]
+    if state == "failed":
+        with contextlib.suppress(InputError):
+            write_meta(meta_path, meta)
+    else:
+        write_meta(meta_path, meta)

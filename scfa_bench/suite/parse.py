@@ -22,8 +22,11 @@ Keys (unknown keys are rejected at every level; defaults in brackets):
 - `max_check_seq_len` [null]: skip the check above this seq_len (null: always check).
 - `device` [auto]: `auto` (cuda when available, else cpu), `cuda` or `cpu`.
 
-Errors are `InputError`s naming the file, the key path (`sweep.seq_len[2]`), its line and
-what was expected.
+The YAML itself is read by `suite.yaml_load` (size limit, no duplicate keys, anchors or
+aliases). An implementation asked for a head dim or dtype it declares it cannot take (or, with
+an explicit `device`, a device or dtype it lacks there) is rejected here. Errors are
+`InputError`s naming the file, the key path (`sweep.seq_len[2]`), its line and what was
+expected.
 """
 
 from __future__ import annotations
@@ -36,18 +39,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scfa_bench.constants import DEVICES, DTYPES, MODES
-from scfa_bench.errors import InputError
-from scfa_bench.impls.registry import all_specs
+from scfa_bench.impls.registry import ImplSpec, all_specs
 from scfa_bench.suite.model_section import (
     check_model_implementations,
     default_model_baseline,
     parse_model,
 )
 from scfa_bench.suite.schema import Shape, Suite, Sweep, TimingSettings
-from scfa_bench.suite.validator import Validator, key_lines
+from scfa_bench.suite.validator import Validator
+from scfa_bench.suite.yaml_load import load_yaml
 
 # Accepted spellings of each dtype (the canonical names are constants.DTYPES).
 DTYPE_ALIASES = {
@@ -65,23 +66,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; raises InputError on any problem."""
     file = Path(path)
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{file}: cannot read suite file ({exc.strerror or exc})") from None
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise InputError(f"{file}: YAML syntax error at {where}: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{file}: YAML syntax error: {exc}") from None
-    suite = parse_suite(data, str(file), key_lines(node))
-    return _with_source(suite, str(file), hashlib.sha256(raw).hexdigest())
+    loaded = load_yaml(file)
+    suite = parse_suite(loaded.data, str(file), loaded.lines)
+    return _with_source(suite, str(file), hashlib.sha256(loaded.raw).hexdigest())
 
 
 def _with_source(suite: Suite, source: str, sha256: str) -> Suite:
@@ -184,6 +171,9 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
         raise v.fail("timing.rep_ms", f"expected a number > 0, got {timing.rep_ms}")
 
     max_check = data.get("max_check_seq_len")
+    device = v.string(data.get("device", "auto"), "device", DEVICES)
+    for i, impl in enumerate(impls):
+        _check_supported(v, specs[impl], f"implementations[{i}]", shape, device)
     return Suite(
         name=name,
         description=description,
@@ -200,7 +190,7 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
         max_check_seq_len=(
             None if max_check is None else v.integer(max_check, "max_check_seq_len", minimum=1)
         ),
-        device=v.string(data.get("device", "auto"), "device", DEVICES),
+        device=device,
     )
 
 
@@ -251,3 +241,17 @@ def _model_suite(
         device=v.string(data.get("device", "auto"), "device", DEVICES),
         model=model,
     )
+
+
+def _check_supported(v: Validator, spec: ImplSpec, where: str, shape: Shape, device: str) -> None:
+    """Reject what the implementation declares it cannot do (on the suite's device if named);
+    what only another machine lacks is marked `unavailable` at run time instead."""
+    problem = spec.head_dim_problem(shape.head_dim)
+    if problem:
+        raise v.fail("shape.head_dim", f"{problem}, got {shape.head_dim} ({where})")
+    if device != "auto" and device not in spec.devices:
+        problem = f"{spec.name} runs on {', '.join(spec.devices)}, not on {device}"
+        raise v.fail("device", f"{problem} ({where})")
+    problem = spec.dtype_problem(shape.dtype, None if device == "auto" else device)
+    if problem:
+        raise v.fail("shape.dtype", f"{problem} ({where})")

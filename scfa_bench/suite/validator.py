@@ -6,8 +6,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 from scfa_bench.errors import InputError
 
 
@@ -75,21 +73,3 @@ class Validator:
 def show(value: Any) -> str:
     text = "nothing (null)" if value is None else f"{type(value).__name__} {value!r}"
     return text if len(text) < 80 else text[:77] + "..."
-
-
-def key_lines(node: yaml.Node | None, path: str = "") -> dict[str, int]:
-    """1-based line of every key path in a composed YAML tree (for error messages)."""
-    lines: dict[str, int] = {}
-    if node is None:
-        return lines
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            sub = f"{path}.{key_node.value}" if path else str(key_node.value)
-            lines[sub] = key_node.start_mark.line + 1
-            lines.update(key_lines(value_node, sub))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            sub = f"{path}[{i}]"
-            lines[sub] = item.start_mark.line + 1
-            lines.update(key_lines(item, sub))
-    return lines

@@ -198,6 +198,7 @@ def default_meta(**overrides: Any) -> dict[str, Any]:
         "python": "3.11.9",
         "platform": "Linux-x86_64",
         "git_rev": "abc1234",
+        "kernels_hash": "f" * 64,
         "hostname": "gpu-node-1",
         "timing": {"warmup_ms": 25, "rep_ms": 100},
         "shape": {"batch": 4, "heads": 48, "head_dim": 64, "dtype": "bf16"},
@@ -206,6 +207,7 @@ def default_meta(**overrides: Any) -> dict[str, Any]:
         "finished": "2026-11-26T10:05:00",
         "argv": ["scfa-bench", "run", "suites/test.yaml"],
         "scfa_bench_version": "0.1.0",
+        "state": "complete",
     }
     meta.update(overrides)
     return meta
