@@ -54,8 +54,12 @@ class ResultWriter:
             self._fd = _open_append(path)
         except OSError as exc:
             raise output_error(path, exc) from None
-        if os.fstat(self._fd).st_size == 0:
-            self._append(csv_line(COLUMNS))
+        try:
+            if os.fstat(self._fd).st_size == 0:
+                self._append(csv_line(COLUMNS))
+        except BaseException:
+            self.close()
+            raise
 
     def write(self, row: ResultRow) -> None:
         self._append(row_line(row))
