@@ -55,4 +55,3 @@ def test_no_tracked_file_points_outside_the_repository() -> None:
     names = tracked_files()
     assert len(names) > 50  # the listing really covers the repository
     assert offending_lines(names) == []
-
