@@ -10,7 +10,9 @@ Keys (unknown keys are rejected at every level; defaults in brackets):
 - `sweep` (required): `seq_len` (required), `n_buckets`, `drop_rate`: non-empty lists without
   duplicates; the grid is their cartesian product, restricted per implementation to the axes it
   uses. `n_buckets` >= 1 (even with lsh buckets), `drop_rate` in [0, 1).
-- `buckets` [random]: `random` (uniform bucket ids) or `lsh` (angular LSH of q and k).
+- `buckets` [random]: `random` (uniform bucket ids), `lsh` (angular LSH of q and k) or
+  `lsh_shared` (angular LSH of q used for both queries and keys, as when keys are the
+  normalised queries).
 - `implementations` (required): registered implementation names (`scfa-bench list`).
 - `baseline` [first dense implementation listed, else none]: speedups are relative to it.
 - `modes` [[fwd, bwd, fwd+bwd]].
@@ -48,7 +50,7 @@ DTYPE_ALIASES = {
     "float32": "fp32",
 }
 MODES = ("fwd", "bwd", "fwd+bwd")
-BUCKET_KINDS = ("random", "lsh")
+BUCKET_KINDS = ("random", "lsh", "lsh_shared")
 DEVICES = ("auto", "cuda", "cpu")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -275,7 +277,7 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
     )
 
     buckets = v.string(data.get("buckets", "random"), "buckets", BUCKET_KINDS)
-    if buckets == "lsh" and sweep.n_buckets:
+    if buckets in ("lsh", "lsh_shared") and sweep.n_buckets:
         for i, nb in enumerate(sweep.n_buckets):
             if nb % 2:
                 raise v.fail(f"sweep.n_buckets[{i}]", f"lsh buckets need an even count, got {nb}")
