@@ -8,6 +8,7 @@ at a seq_len sees the same tensors; the pattern also depends on n_buckets / drop
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,9 @@ class AttentionInputs:
     k_hash: Tensor | None = None
     q_keep: Tensor | None = None
     k_keep: Tensor | None = None
+    # rows -> (B, H, R, T) bool: the mask of what an implementation computes when it is not
+    # the point's pattern (approximate ones); the check's reference then uses it.
+    reference_mask: Callable[[Tensor], Tensor] | None = None
 
     @property
     def leaves(self) -> list[Tensor]:
