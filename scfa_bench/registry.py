@@ -33,6 +33,11 @@ _BUILTIN_MODULES = (
     "scfa_bench.impls.sdpa",
     "scfa_bench.impls.flex",
     "scfa_bench.impls.naive",
+    "scfa_bench.impls.flex_sparse",
+    "scfa_bench.impls.sorted_varlen",
+    "scfa_bench.impls.reformer",
+    "scfa_bench.impls.flash",
+    "scfa_bench.impls.limits",
 )
 
 
