@@ -1,0 +1,1 @@
+"""Reading results: statistics, summaries, plots, reports, the gate, profiles."""

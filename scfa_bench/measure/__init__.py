@@ -1,0 +1,1 @@
+"""Measuring one point: inputs, timing, memory, correctness, telemetry."""
