@@ -118,33 +118,6 @@ def test_markdown_csv_and_columns(tmp_path):
     assert cells["stage_ms:gpu idle"] == pytest.approx(0.010)
 
 
-def test_gpu_events_reads_a_profiler_result():
-    from torch.autograd import DeviceType
-
-    def evt(name, start, end, device=DeviceType.CUDA, annotation=False):
-        return SimpleNamespace(
-            name=name,
-            device_type=device,
-            time_range=SimpleNamespace(start=start, end=end),
-            is_user_annotation=annotation,
-        )
-
-    prof = SimpleNamespace(
-        events=lambda: [
-            evt("aten::mm", 0, 5, device=DeviceType.CPU),
-            evt("mask_build", 1, 9, annotation=True),
-            evt(ps.CALL_RANGE, 0, 10),  # a known range name without the flag (older torch)
-            evt("sm90_gemm", 1, 3),
-        ]
-    )
-    events = ps.gpu_events(prof)
-    assert [(e.name, e.annotation) for e in events] == [
-        ("mask_build", True),
-        (ps.CALL_RANGE, True),
-        ("sm90_gemm", False),
-    ]
-
-
 def test_export_trace_writes_through_the_profiler(tmp_path):
     written = []
     prof = SimpleNamespace(export_chrome_trace=lambda path: written.append(path))

@@ -1,7 +1,7 @@
 """Where the time of one call goes: GPU kernels from `torch.profiler`, grouped into stages.
 
-Input: the GPU-side events of a profiled region (`gpu_events(prof)` reads them from a
-`torch.profiler.profile`; tests build them by hand). Two kinds of GPU events exist:
+Input: the GPU-side events of a profiled region (`scfa_bench.measure.profile_call` records
+and reads them from `torch.profiler`; tests build them by hand). Two kinds of GPU events:
 
 * kernels (and memcpy / memset activities): they take GPU time;
 * annotations: the GPU-side span of a `torch.profiler.record_function(NAME)` range (from the
@@ -26,9 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CALL_RANGE = "scfa_bench.call"
-FORWARD_RANGE = "scfa_bench.forward"
-BACKWARD_RANGE = "scfa_bench.backward"
+from scfa_bench.measure.profile_call import (
+    BACKWARD_RANGE,
+    CALL_RANGE,
+    FORWARD_RANGE,
+    RANGE_STAGES,
+    GpuEvent,
+)
 
 # Our kernels (kernels/_triton_*.py) by name; checked in order, first match wins.
 KERNEL_STAGES: tuple[tuple[str, str], ...] = (
@@ -39,12 +43,6 @@ KERNEL_STAGES: tuple[tuple[str, str], ...] = (
     (r"sparse_attention_bwd_dkdv_kernel", "backward: dK/dV"),
     (r"sparse_attention_bwd_dq_kernel", "backward: dQ"),
 )
-# Steps implementations mark with record_function, by range name.
-RANGE_STAGES: dict[str, str] = {
-    "lsh": "bucketing (lsh)",
-    "mask_build": "mask build",
-    "permute": "permute",
-}
 FORWARD_OTHER = "forward (other)"
 BACKWARD_OTHER = "backward (other)"
 UNATTRIBUTED = "unattributed"
@@ -62,22 +60,6 @@ STAGE_ORDER = (
     BACKWARD_OTHER,
     UNATTRIBUTED,
 )
-_KNOWN_RANGES = {CALL_RANGE, FORWARD_RANGE, BACKWARD_RANGE, *RANGE_STAGES}
-
-
-@dataclass(frozen=True)
-class GpuEvent:
-    name: str
-    start_us: float
-    end_us: float
-    annotation: bool = False  # a record_function range's GPU span, not a kernel
-
-    @property
-    def duration_us(self) -> float:
-        return self.end_us - self.start_us
-
-    def contains(self, other: GpuEvent) -> bool:
-        return self.start_us <= other.start_us and other.end_us <= self.end_us
 
 
 @dataclass(frozen=True)
@@ -124,21 +106,6 @@ class StageProfile:
     kernels: list[KernelRow]
     stages: list[StageRow]
     idle: IdleSummary
-
-
-def gpu_events(prof: Any) -> list[GpuEvent]:
-    """The GPU events of a finished `torch.profiler.profile` (kernels and annotations)."""
-    from torch.autograd import DeviceType
-
-    events = []
-    for evt in prof.events():
-        if evt.device_type != DeviceType.CUDA:
-            continue
-        annotation = bool(getattr(evt, "is_user_annotation", False)) or evt.name in _KNOWN_RANGES
-        events.append(
-            GpuEvent(evt.name, evt.time_range.start, evt.time_range.end, annotation=annotation)
-        )
-    return events
 
 
 def _innermost(kernel: GpuEvent, ranges: list[GpuEvent]) -> GpuEvent | None:
