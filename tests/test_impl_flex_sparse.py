@@ -83,10 +83,11 @@ def _eager_flex(q, k, v, block_mask):
 
 
 @pytest.mark.parametrize(
-    ("shared", "nb", "block"), [(True, 4, 128), (False, 4, 128), (True, 2, 32)]
+    ("shared", "nb", "block", "t"),
+    [(True, 4, 128, 256), (False, 4, 128, 256), (True, 2, 32, 256), (False, 2, 128, 200)],
 )
-def test_sorted_flex_attention_matches_the_hash_reference(shared, nb, block):
-    b, t, h, d = 1, 256, 2, 16
+def test_sorted_flex_attention_matches_the_hash_reference(shared, nb, block, t):
+    b, h, d = 1, 2, 16
     gen = torch.Generator().manual_seed(7)
     q, k, v = (torch.randn((b, t, h, d), generator=gen) for _ in range(3))
     q_hash = torch.randint(0, nb, (b, t, h), generator=gen, dtype=torch.int32)
