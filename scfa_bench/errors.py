@@ -1,6 +1,12 @@
-"""Exceptions the CLI turns into exit codes (2 = bad input)."""
+"""The one error type for bad input, and every exit code of the `scfa-bench` command."""
 
 from __future__ import annotations
+
+EXIT_OK = 0
+# `run`: some row is `incorrect` or `error`; `check`: a regression or lost correctness.
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 class InputError(Exception):

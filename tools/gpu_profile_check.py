@@ -31,13 +31,14 @@ import torch
 import triton
 
 from scfa_bench.analysis.profile_stages import markdown, profile_stages
-from scfa_bench.correctness import check_against_reference, sample_rows
-from scfa_bench.grid import Point
-from scfa_bench.inputs import make_inputs, output_grad
+from scfa_bench.impls.base import ImplUnavailable
+from scfa_bench.impls.registry import all_specs, get_spec
+from scfa_bench.measure.correctness import check_against_reference, sample_rows
+from scfa_bench.measure.inputs import make_inputs, output_grad
 from scfa_bench.measure.profile_call import profile_call
 from scfa_bench.measure.telemetry import TelemetrySampler
-from scfa_bench.registry import ImplUnavailable, all_specs, get_spec
-from scfa_bench.suite import Shape
+from scfa_bench.suite.grid import Point
+from scfa_bench.suite.schema import Shape
 
 NEW_HASH = [
     "flex_hash",

@@ -1,1 +1,2 @@
-"""Reading results: statistics, summaries, plots, reports, the gate, profiles."""
+"""Reading finished runs: statistics, the end-of-run summary, plots, the report, the gate,
+profile stage tables, clock comparison."""

@@ -1,1 +1,4 @@
-"""Implementation families, one module each; importing a module registers its implementations."""
+"""Implementations: `base` (inputs and protocol), `registry`, one module per family.
+
+Importing a family module registers its implementations; `registry.all_specs` imports them all.
+"""

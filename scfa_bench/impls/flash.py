@@ -19,8 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scfa_bench.inputs import AttentionInputs
-from scfa_bench.registry import ImplUnavailable, register
+from scfa_bench.impls.base import AttentionInputs, ImplUnavailable
+from scfa_bench.impls.registry import register
 
 
 class _FlashPackage:

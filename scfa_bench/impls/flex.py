@@ -8,8 +8,8 @@ from functools import cache
 import torch
 from torch import Tensor
 
-from scfa_bench.inputs import AttentionInputs
-from scfa_bench.registry import register
+from scfa_bench.impls.base import AttentionInputs
+from scfa_bench.impls.registry import register
 
 
 def _causal(batch: Tensor, head: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:

@@ -33,9 +33,9 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from scfa_bench.impls.base import AttentionInputs, ImplUnavailable
 from scfa_bench.impls.flex import _compiled_flex
-from scfa_bench.inputs import AttentionInputs
-from scfa_bench.registry import ImplUnavailable, register
+from scfa_bench.impls.registry import register
 
 # FlexAttention's default (and, for its Triton kernels, fastest general) block size.
 FLEX_BLOCK = 128

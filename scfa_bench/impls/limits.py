@@ -26,9 +26,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from scfa_bench.impls.base import AttentionInputs, ImplUnavailable
+from scfa_bench.impls.registry import register
 from scfa_bench.impls.sdpa import PinnedSdpa
-from scfa_bench.inputs import AttentionInputs
-from scfa_bench.registry import ImplUnavailable, register
 
 
 def segment_count(q_hash: Tensor, k_hash: Tensor) -> int:

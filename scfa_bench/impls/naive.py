@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from scfa_bench.inputs import AttentionInputs
-from scfa_bench.registry import register
+from scfa_bench.impls.base import AttentionInputs
+from scfa_bench.impls.registry import register
 
 
 def reference_available() -> tuple[bool, str]:

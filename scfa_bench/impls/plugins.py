@@ -47,8 +47,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scfa_bench.inputs import AttentionInputs
-from scfa_bench.registry import PATTERN_AXES, all_specs, register, unregister
+from scfa_bench.constants import PATTERN_AXES
+from scfa_bench.impls.base import AttentionInputs
+from scfa_bench.impls.registry import all_specs, register, unregister
 
 ENTRY_POINT_GROUP = "scfa_bench.implementations"
 PATTERN_ARGS: dict[str, tuple[str, ...]] = {

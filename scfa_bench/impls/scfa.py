@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scfa_bench.inputs import AttentionInputs
-from scfa_bench.registry import register
+from scfa_bench.impls.base import AttentionInputs
+from scfa_bench.impls.registry import register
 
 
 def kernels_available(device: str, function: str) -> tuple[bool, str]:

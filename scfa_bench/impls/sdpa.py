@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from scfa_bench.inputs import AttentionInputs
-from scfa_bench.registry import ImplUnavailable, register
+from scfa_bench.impls.base import AttentionInputs, ImplUnavailable
+from scfa_bench.impls.registry import register
 
 
 class PinnedSdpa:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scfa_bench.inputs import AttentionInputs
-from scfa_bench.registry import ImplUnavailable, register
+from scfa_bench.impls.base import AttentionInputs, ImplUnavailable
+from scfa_bench.impls.registry import register
 
 # (packed q, packed k, packed v, cu_seqlens, max_len) -> packed causal output; packed tensors
 # are (N, 1, D): every segment is one sequence of one head.

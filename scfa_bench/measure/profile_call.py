@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scfa_bench.inputs import AttentionInputs, output_grad
+from scfa_bench.impls.base import AttentionInputs
+from scfa_bench.measure.inputs import output_grad
 
 MODES = ("fwd", "bwd", "fwd+bwd")
 CALL_RANGE = "scfa_bench.call"

@@ -185,7 +185,7 @@ class TelemetrySampler:
         try:
             import pynvml
 
-            from scfa_bench.memory import nvml_handle, nvml_status
+            from scfa_bench.measure.memory import nvml_handle, nvml_status
         except Exception as exc:
             return cls(note=f"NVML unavailable: {type(exc).__name__}: {exc}")
         ok, reason = nvml_status()

@@ -1,0 +1,146 @@
+"""Which figures a run has data for: their kinds, shape groups, file names and titles.
+
+Planning is separate from drawing (`plots`), so the report can list the figures without
+drawing them, and `plots` draws exactly what is planned here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from scfa_bench.analysis.frame import REPORT_MODES, PreparedResults
+from scfa_bench.constants import SWEEP_AXES
+
+KINDS = ("runtime", "speedup", "heatmap_n_buckets", "heatmap_drop_rate", "fraction_of_ideal")
+_KIND_TITLES = {
+    "runtime": "Runtime",
+    "speedup": "Speedup over {baseline}",
+    "heatmap_n_buckets": "Speedup over {baseline} by bucket count",
+    "heatmap_drop_rate": "Speedup over {baseline} by drop rate",
+    "fraction_of_ideal": "Fraction of ideal speedup (speedup x density)",
+}
+
+
+@dataclass(frozen=True)
+class ShapeGroup:
+    """The fixed part of a suite's shape; one set of figures per group."""
+
+    batch: int
+    heads: int
+    head_dim: int
+    dtype: str
+
+    def label(self) -> str:
+        return f"{self.dtype}, B={self.batch} H={self.heads} D={self.head_dim}"
+
+    def slug(self) -> str:
+        return f"B{self.batch}-H{self.heads}-D{self.head_dim}-{self.dtype}"
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    kind: str
+    mode: str
+    group: ShapeGroup
+    stem: str  # file name without extension
+    title: str
+
+    @property
+    def png_name(self) -> str:
+        return f"{self.stem}.png"
+
+    @property
+    def svg_name(self) -> str:
+        return f"{self.stem}.svg"
+
+
+def mode_slug(mode: str) -> str:
+    """'fwd+bwd' -> 'fwd-bwd' (a '+' in a file name is awkward in URLs)."""
+    return mode.replace("+", "-")
+
+
+def impl_axis(frame: pd.DataFrame, impl: str) -> str | None:
+    """The sweep axis an implementation uses (from its rows), or None for dense ones."""
+    rows = frame[frame["impl"] == impl]
+    for axis in SWEEP_AXES:
+        if rows[axis].notna().any():
+            return axis
+    return None
+
+
+def axis_label(axis: str, value: float) -> str:
+    return f"nb={int(value)}" if axis == "n_buckets" else f"p={value:g}"
+
+
+def seq_len_label(seq_len: int) -> str:
+    return f"{seq_len // 1024}k" if seq_len >= 1024 and seq_len % 1024 == 0 else str(seq_len)
+
+
+def plan_figures(data: PreparedResults) -> list[FigureSpec]:
+    """Every figure that has data to show, in report order (fwd+bwd first)."""
+    frame = data.frame
+    groups = _shape_groups(frame)
+    card = data.device_name or "unknown card"
+    baseline = data.baseline or "baseline"
+    specs: list[FigureSpec] = []
+    for group in groups:
+        suffix = f"_{group.slug()}" if len(groups) > 1 else ""
+        in_group = group_rows(frame, group)
+        for mode in REPORT_MODES:
+            rows = in_group[in_group["mode"] == mode]
+            for kind in KINDS:
+                if not _has_data(kind, rows, data.baseline):
+                    continue
+                title = (
+                    f"{_KIND_TITLES[kind].format(baseline=baseline)}, {mode}\n"
+                    f"{card}, {group.label()}"
+                )
+                stem = f"{kind}_{mode_slug(mode)}{suffix}"
+                specs.append(FigureSpec(kind, mode, group, stem, title))
+    return specs
+
+
+def _shape_groups(frame: pd.DataFrame) -> list[ShapeGroup]:
+    keys = frame[["batch", "heads", "head_dim", "dtype"]].drop_duplicates()
+    groups = [ShapeGroup(int(b), int(h), int(d), str(t)) for b, h, d, t in keys.itertuples(False)]
+    return sorted(groups, key=lambda g: (g.dtype, g.batch, g.heads, g.head_dim))
+
+
+def group_rows(frame: pd.DataFrame, group: ShapeGroup) -> pd.DataFrame:
+    return frame[
+        (frame["batch"] == group.batch)
+        & (frame["heads"] == group.heads)
+        & (frame["head_dim"] == group.head_dim)
+        & (frame["dtype"] == group.dtype)
+    ]
+
+
+def figure_rows(kind: str, rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """The rows (any status) a figure of this kind would draw from."""
+    sparse = rows["n_buckets"].notna() | rows["drop_rate"].notna()
+    if kind == "runtime":
+        return rows
+    if kind == "speedup":
+        return rows[rows["impl"] != baseline]
+    if kind == "fraction_of_ideal":
+        return rows[sparse]
+    axis = kind.removeprefix("heatmap_")
+    return rows[rows[axis].notna()]
+
+
+def drawable_rows(kind: str, rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """The ok rows with the values this kind plots."""
+    picked = figure_rows(kind, rows, baseline)
+    picked = picked[picked["status"] == "ok"]
+    if kind == "runtime":
+        return picked
+    picked = picked[picked["speedup"].notna() & (picked["speedup"] > 0)]
+    if kind == "fraction_of_ideal":
+        picked = picked[picked["density"].notna() & (picked["density"] > 0)]
+    return picked
+
+
+def _has_data(kind: str, rows: pd.DataFrame, baseline: str | None) -> bool:
+    return not drawable_rows(kind, rows, baseline).empty

@@ -1,0 +1,32 @@
+"""The `scfa-bench` command line: a thin Typer app. Each command parses its options, calls one
+stage, and maps errors to exit codes (`scfa_bench.errors`): 0 success; 1 a run with `incorrect`
+or `error` rows, or a failed `check`; 2 bad input, printed as one line without a traceback;
+130 interrupted by Ctrl-C (the CSV keeps every finished row; `--resume` continues it).
+
+Commands: run, validate, list, env (`cli.run_commands`); plot, report, check
+(`cli.analysis_commands`, which import matplotlib only when a figure is drawn).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from scfa_bench.cli import analysis_commands, run_commands
+
+app = typer.Typer(
+    help="Benchmark Sparse Causal Flash Attention kernels against dense baselines.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """Benchmark Sparse Causal Flash Attention kernels against dense baselines."""
+    from scfa_bench.measure.envinfo import use_interpreter_without_cuda
+
+    use_interpreter_without_cuda()
+
+
+run_commands.register(app)
+analysis_commands.register(app)

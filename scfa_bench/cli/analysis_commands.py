@@ -1,0 +1,108 @@
+"""`plot`, `report` and `check`: reading finished runs. The logic lives in `scfa_bench.analysis`;
+plotting (matplotlib) is imported only by the commands that draw, so `check` and the rest of the
+CLI work even where matplotlib cannot be imported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scfa_bench.analysis import gate, gate_table
+from scfa_bench.cli.common import reports_input_errors, wide_console
+
+_DEFAULT_REPORTS = Path("reports")
+
+
+def _default_out(csv_path: Path, out: Path | None) -> Path:
+    return out if out is not None else _DEFAULT_REPORTS / csv_path.stem
+
+
+ResultsArg = Annotated[Path, typer.Argument(help="Results CSV written by `scfa-bench run`.")]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Output folder [default: reports/<csv name>/]."),
+]
+
+
+@reports_input_errors
+def plot_command(results_csv: ResultsArg, out: OutOpt = None) -> None:
+    """Draw runtime, speedup, heatmap and fraction-of-ideal figures (PNG and SVG)."""
+    from scfa_bench.analysis import plots
+    from scfa_bench.analysis.frame import prepare
+    from scfa_bench.results.reader import read_results
+
+    data = prepare(read_results(results_csv))
+    files = plots.make_plots(data, _default_out(results_csv, out))
+    if not files:
+        typer.echo("No figure drawn: no row with status ok has data to plot.")
+    for plot_file in files:
+        typer.echo(f"{plot_file.png}  {plot_file.svg.name}")
+
+
+@reports_input_errors
+def report_command(results_csv: ResultsArg, out: OutOpt = None) -> None:
+    """Write a Markdown report (README.md) with environment, speedup tables, plots, failures."""
+    from scfa_bench.analysis import report
+    from scfa_bench.analysis.frame import prepare
+    from scfa_bench.results.reader import read_results
+
+    path = report.write_report(prepare(read_results(results_csv)), _default_out(results_csv, out))
+    typer.echo(f"report written to {path}")
+
+
+@reports_input_errors
+def check_command(
+    new_csv: Annotated[Path, typer.Argument(help="Results CSV to judge.")],
+    baseline: Annotated[Path, typer.Option("--baseline", "-b", help="Baseline results CSV.")],
+    max_slowdown: Annotated[
+        float,
+        typer.Option(help="Largest tolerated slowdown as a fraction (0.10 = 10% slower)."),
+    ] = gate.DEFAULT_MAX_SLOWDOWN,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    allow_different_device: Annotated[
+        bool, typer.Option(help="Compare results measured on different cards.")
+    ] = False,
+    fail_on_missing: Annotated[
+        bool, typer.Option(help="Also fail when baseline rows are missing from NEW.")
+    ] = False,
+) -> None:
+    """Regression gate (help text: CHECK_HELP)."""
+    result = gate.compare(
+        new_csv,
+        baseline,
+        max_slowdown=max_slowdown,
+        allow_different_device=allow_different_device,
+        fail_on_missing=fail_on_missing,
+    )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        console = wide_console()
+        console.print(gate_table.result_table(result))
+        verdict = "PASS" if result.passed else f"FAIL: {len(result.failing)} failing row(s)"
+        console.print(f"[bold]{verdict}[/]")
+    raise typer.Exit(result.exit_code)
+
+
+# One string per paragraph: Typer's help keeps hard line breaks of docstrings.
+CHECK_HELP = (
+    "Regression gate: compare NEW.csv with a baseline results CSV.\n\n"
+    "Rows are matched by implementation, shape, dtype, point and mode. A row regresses when "
+    "it is slower than the baseline by more than --max-slowdown AND the two 20-80 percentile "
+    "intervals do not overlap; rows faster the same way are improvements. A row ok in the "
+    "baseline and not ok in NEW fails the gate. Rows missing from NEW are listed and fail "
+    "only with --fail-on-missing.\n\n"
+    "Exit codes: 0 pass, 1 regression or lost correctness, 2 bad input (missing or malformed "
+    "file, no rows in common, different cards without --allow-different-device)."
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `plot`, `report` and `check` to the app."""
+    app.command("plot")(plot_command)
+    app.command("report")(report_command)
+    app.command("check", help=CHECK_HELP)(check_command)

@@ -1,0 +1,29 @@
+"""Names shared by every stage: modes, dtypes, devices, sparsity patterns, row statuses.
+
+Each is defined here once; the suite schema, the registry, the results reader and the
+analysis all take them from this module.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# Measurement modes in run order.
+MODES = ("fwd", "bwd", "fwd+bwd")
+# Canonical dtype names (suite files also accept the torch spellings, see suite.parse).
+DTYPES = ("fp16", "bf16", "fp32")
+# Where a suite may ask to run; "auto" means cuda when present, else cpu.
+DEVICES = ("auto", "cuda", "cpu")
+
+Pattern = Literal["hash", "qk", "dense"]
+# The sweep axes beyond seq_len, and which of them each sparsity pattern uses.
+SWEEP_AXES = ("n_buckets", "drop_rate")
+PATTERN_AXES: dict[str, tuple[str, ...]] = {
+    "hash": ("n_buckets",),
+    "qk": ("drop_rate",),
+    "dense": (),
+}
+
+# Row statuses; `oom` and `unavailable` are facts about the machine, the failing ones fail a run.
+STATUSES = ("ok", "incorrect", "oom", "error", "unavailable")
+FAILING_STATUSES = ("incorrect", "error")

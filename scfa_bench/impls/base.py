@@ -1,0 +1,48 @@
+"""What an implementation is given and what it must provide.
+
+`AttentionInputs` holds the tensors of one point; an `Implementation` says whether it can run on
+a device and, given those inputs, returns the forward call the harness checks and times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from torch import Tensor
+
+
+@dataclass
+class AttentionInputs:
+    """Tensors of one point, all (B, T, H, ...); pattern fields the point does not use are None."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    q_hash: Tensor | None = None
+    k_hash: Tensor | None = None
+    q_keep: Tensor | None = None
+    k_keep: Tensor | None = None
+    # rows -> (B, H, R, T) bool: the mask of what an implementation computes when it is not
+    # the point's pattern (approximate ones); the check's reference then uses it.
+    reference_mask: Callable[[Tensor], Tensor] | None = None
+
+    @property
+    def leaves(self) -> list[Tensor]:
+        return [self.q, self.k, self.v]
+
+
+class ImplUnavailable(Exception):
+    """Raised by `Implementation.prepare` when the backend cannot run this point on this machine."""
+
+
+class Implementation(Protocol):
+    def available(self, device: str) -> tuple[bool, str]:
+        """(True, "") when it can run on `device` ("cuda" or "cpu"), else (False, reason)."""
+        ...
+
+    def prepare(self, inputs: AttentionInputs) -> Callable[[], Tensor]:
+        """Per-shape set-up outside the timed region; returns the forward call, whose output is
+        (B, T, H, D) (a view is fine). May raise `ImplUnavailable`."""
+        ...

@@ -1,0 +1,134 @@
+"""The machine a run happened on: card, driver, CUDA, torch, triton, python, git revision.
+
+Shared by `scfa-bench env` and the `.meta.json` written next to every results CSV. Every probe
+is best-effort: a missing tool gives "n/a", never an exception.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scfa_bench import __version__
+from scfa_bench.measure.memory import nvml_handle, nvml_status
+
+NOT_AVAILABLE = "n/a"
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def use_interpreter_without_cuda() -> None:
+    """Without CUDA, run Triton kernels through the interpreter (must precede importing triton)."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def resolve_device(requested: str) -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'; 'cuda' without a GPU is an error."""
+    from scfa_bench.errors import InputError
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            "device 'cuda' requested (suite key 'device' or --device) but torch sees no CUDA "
+            "device; run on a GPU machine, or pass --device cpu"
+        )
+    if requested not in ("cuda", "cpu"):
+        raise InputError(f"device must be auto, cuda or cpu; got {requested!r}")
+    return requested
+
+
+def device_name(device: str) -> str:
+    """The card's name ("NVIDIA H100 80GB HBM3") or "cpu"."""
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return "cpu"
+
+
+def _triton_version() -> str:
+    try:
+        import triton
+
+        return triton.__version__
+    except Exception:
+        return NOT_AVAILABLE
+
+
+def git_revision() -> str:
+    """HEAD of the repository holding scfa_bench, with '-dirty' for local changes.
+
+    A copy of the tree without `.git` (a CI artifact, a remote GPU machine) can name its
+    revision in SCFA_BENCH_GIT_REV.
+    """
+    override = os.environ.get("SCFA_BENCH_GIT_REV")
+    if override:
+        return override
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=_REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
+        if rev.returncode != 0:
+            return NOT_AVAILABLE
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=_REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return NOT_AVAILABLE
+
+
+def _nvml_facts() -> dict[str, Any]:
+    """Driver and clocks from NVML, when it works."""
+    facts: dict[str, Any] = {"driver": NOT_AVAILABLE, "clocks": NOT_AVAILABLE}
+    ok, _ = nvml_status()
+    if not ok:
+        return facts
+    try:
+        import pynvml
+
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        facts["driver"] = driver.decode() if isinstance(driver, bytes) else str(driver)
+        handle = nvml_handle()
+        if handle is not None:
+            facts["clocks"] = {
+                "sm_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                "sm_max_mhz": pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                "mem_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
+            }
+    except Exception:
+        pass  # partial facts are still useful
+    return facts
+
+
+def environment(device: str | None = None) -> dict[str, Any]:
+    """Everything worth recording about the machine; `device` defaults to auto-detection."""
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    nvml_ok, nvml_reason = nvml_status()
+    nvml = _nvml_facts()
+    return {
+        "device_name": device_name(dev),
+        "device": dev,
+        "driver": nvml["driver"],
+        "cuda": torch.version.cuda or NOT_AVAILABLE,
+        "torch": torch.__version__,
+        "triton": _triton_version(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git_rev": git_revision(),
+        "hostname": socket.gethostname(),
+        "nvml": "available" if nvml_ok else f"unavailable ({nvml_reason})",
+        "clocks": nvml["clocks"],
+        "triton_interpret": os.environ.get("TRITON_INTERPRET", ""),
+        "scfa_bench_version": __version__,
+    }

@@ -1,0 +1,196 @@
+"""Measure one task (an implementation at one point): inputs, check, then every mode.
+
+`measure_task` yields one `ModeMeasurement` per mode as soon as it is final, so the caller can
+write it before the next mode starts. Failure handling: out of memory -> `oom` (cache freed, the
+sweep goes on); any other exception -> `error` with its message; a backend the machine lacks ->
+`unavailable`; a failed check -> `incorrect` (not timed). Ctrl-C is not caught here.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from scfa_bench.impls.base import AttentionInputs, ImplUnavailable
+from scfa_bench.impls.registry import get_spec
+from scfa_bench.measure.correctness import check_against_reference, sample_rows
+from scfa_bench.measure.inputs import make_inputs, output_grad
+from scfa_bench.measure.memory import nvml_used_mib, peak_allocated_mib
+from scfa_bench.measure.metrics import dense_causal_flops, tflops
+from scfa_bench.measure.metrics import density as pattern_density
+from scfa_bench.measure.timing import TimingSummary, time_call
+from scfa_bench.suite.grid import Task
+from scfa_bench.suite.schema import Suite
+
+_MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True)
+class ModeMeasurement:
+    """What was measured for one mode of one task; None where nothing applies or was measured."""
+
+    mode: str
+    status: str
+    error: str = ""
+    density: float | None = None
+    check_rel_err: float | None = None
+    timing: TimingSummary | None = None
+    tflops_dense_equiv: float | None = None
+    tflops_effective: float | None = None
+    peak_mem_mib: float | None = None
+    nvml_mem_mib: float | None = None
+
+
+def short_error(exc: BaseException) -> str:
+    """One line naming the exception, cut to a length that fits a CSV cell."""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ").strip()
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
+
+
+def free_memory() -> None:
+    """After an OOM: drop dead tensors and give the cache back."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _should_check(suite: Suite, task: Task) -> bool:
+    limit = suite.max_check_seq_len
+    return suite.check and (limit is None or task.point.seq_len <= limit)
+
+
+def measure_task(suite: Suite, task: Task, device: str) -> Iterator[ModeMeasurement]:
+    """Check `task` once, then time and measure each of its modes on `device`."""
+    spec = get_spec(task.impl)
+    modes = task.modes
+
+    def all_modes(status: str, error: str, **extra: object) -> Iterator[ModeMeasurement]:
+        for mode in modes:
+            yield ModeMeasurement(mode, status, error, **extra)  # type: ignore[arg-type]
+
+    if device not in spec.devices:
+        yield from all_modes("unavailable", f"{spec.name} is not registered for device {device}")
+        return
+    impl = spec.create()
+    ok, reason = impl.available(device)
+    if not ok:
+        yield from all_modes("unavailable", reason)
+        return
+
+    failure: tuple[str, str, dict[str, object]] | None = None
+    try:
+        needs_grad = spec.has_backward and any(m != "fwd" for m in modes)
+        inputs = make_inputs(
+            suite.shape,
+            task.point,
+            seed=suite.seed,
+            device=device,
+            buckets=suite.buckets,
+            requires_grad=needs_grad,
+        )
+        allowed = pattern_density(
+            q_hash=inputs.q_hash, k_hash=inputs.k_hash, q_keep=inputs.q_keep, k_keep=inputs.k_keep
+        )
+        forward = impl.prepare(inputs)
+        check_err = None
+        if _should_check(suite, task):
+            result = check_against_reference(
+                forward,
+                inputs,
+                dtype=suite.shape.dtype,
+                rows=sample_rows(task.point.seq_len, suite.check_rows, seed=suite.seed),
+                with_grads=needs_grad,
+                seed=suite.seed,
+            )
+            check_err = result.rel_err
+            if not result.passed:
+                extra = {"density": allowed, "check_rel_err": check_err}
+                failure = ("incorrect", result.detail, extra)
+    except ImplUnavailable as exc:
+        failure = ("unavailable", str(exc), {})
+    except torch.OutOfMemoryError as exc:
+        inputs = None  # type: ignore[assignment]
+        free_memory()
+        failure = ("oom", short_error(exc), {})
+    except Exception as exc:
+        failure = ("error", short_error(exc), {})
+    if failure is not None:
+        status, error, extra = failure
+        yield from all_modes(status, error, **extra)
+        return
+
+    for mode in modes:
+        common = {"density": allowed, "check_rel_err": check_err}
+        if mode != "fwd" and not spec.has_backward:
+            yield ModeMeasurement(mode, "unavailable", f"{spec.name} has no backward", **common)
+            continue
+        try:
+            measured = _measure_mode(suite, device, mode, forward, inputs, **common)
+        except torch.OutOfMemoryError as exc:
+            free_memory()
+            measured = ModeMeasurement(mode, "oom", short_error(exc), **common)
+        except Exception as exc:
+            measured = ModeMeasurement(mode, "error", short_error(exc), **common)
+        finally:
+            for x in inputs.leaves:
+                x.grad = None
+        yield measured
+
+
+def _measure_mode(
+    suite: Suite,
+    device: str,
+    mode: str,
+    forward: Callable[[], Tensor],
+    inputs: AttentionInputs,
+    *,
+    density: float,
+    check_rel_err: float | None,
+) -> ModeMeasurement:
+    grad_to_none: list[Tensor] | None = None
+    if mode == "fwd":
+
+        def step() -> object:
+            with torch.no_grad():
+                return forward()
+
+    else:
+        out = forward()
+        do = output_grad(out, seed=suite.seed)
+        grad_to_none = inputs.leaves
+        if mode == "bwd":
+            # The forward ran once above; only the backward is timed.
+            step = lambda: out.backward(do, retain_graph=True)
+        else:
+            del out
+            step = lambda: forward().backward(do)
+
+    timing = time_call(
+        step,
+        device=device,
+        warmup_ms=suite.timing.warmup_ms,
+        rep_ms=suite.timing.rep_ms,
+        grad_to_none=grad_to_none,
+    )
+    for x in grad_to_none or ():
+        x.grad = None
+    peak = peak_allocated_mib(step, device)
+    nvml = nvml_used_mib() if device == "cuda" else None
+    s = suite.shape
+    flops = dense_causal_flops(s.batch, s.heads, inputs.q.shape[1], s.head_dim, mode)
+    dense_tflops = tflops(flops, timing.ms_median)
+    return ModeMeasurement(
+        mode,
+        "ok",
+        density=density,
+        check_rel_err=check_rel_err,
+        timing=timing,
+        tflops_dense_equiv=dense_tflops,
+        tflops_effective=None if dense_tflops is None else dense_tflops * density,
+        peak_mem_mib=peak,
+        nvml_mem_mib=nvml,
+    )

@@ -1,0 +1,1 @@
+"""Running a suite: the run loop (`loop`) and its progress display (`progress`)."""

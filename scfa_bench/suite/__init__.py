@@ -1,0 +1,1 @@
+"""Suites: the schema (`schema`), YAML loading and validation (`parse`), the grid (`grid`)."""

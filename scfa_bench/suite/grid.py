@@ -1,0 +1,76 @@
+"""Expand a suite into the ordered list of (implementation, point) tasks to measure.
+
+Axis relevance: an implementation is measured once per value of the axes it uses (hash: n_buckets,
+QK: drop_rate, dense: neither), so a dense baseline runs once per seq_len. Within each seq_len the
+baseline runs first, so rows written afterwards can already carry their speedup.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from scfa_bench.impls.registry import get_spec
+from scfa_bench.suite.schema import Suite
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of the sweep as one implementation sees it (unused axes are None)."""
+
+    seq_len: int
+    n_buckets: int | None = None
+    drop_rate: float | None = None
+
+    def label(self) -> str:
+        parts = [f"T={self.seq_len}"]
+        if self.n_buckets is not None:
+            parts.append(f"nb={self.n_buckets}")
+        if self.drop_rate is not None:
+            parts.append(f"p={self.drop_rate:g}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One implementation at one point, measured in every mode of the suite."""
+
+    impl: str
+    point: Point
+    modes: tuple[str, ...]
+
+
+def impl_order(suite: Suite) -> tuple[str, ...]:
+    """Implementations in suite order, the baseline moved first."""
+    rest = tuple(i for i in suite.implementations if i != suite.baseline)
+    return ((suite.baseline,) if suite.baseline else ()) + rest
+
+
+def points_for(suite: Suite, impl: str, seq_len: int) -> list[Point]:
+    """The points `impl` is measured at for one seq_len: the product of the axes it uses."""
+    axes = get_spec(impl).axes
+    value_lists = []
+    for axis in axes:
+        values = suite.sweep.values(axis)
+        if values is None:  # suite validation already rejects this; keep the error clear anyway
+            raise ValueError(f"implementation {impl!r} needs sweep.{axis}")
+        value_lists.append(values)
+    return [
+        Point(seq_len=seq_len, **dict(zip(axes, combo, strict=True)))
+        for combo in itertools.product(*value_lists)
+    ]
+
+
+def expand(suite: Suite) -> list[Task]:
+    """All tasks of a suite in run order: seq_len, then implementation, then axis values."""
+    return [
+        Task(impl=impl, point=point, modes=suite.modes)
+        for seq_len in suite.sweep.seq_len
+        for impl in impl_order(suite)
+        for point in points_for(suite, impl, seq_len)
+    ]
+
+
+def row_count(tasks: list[Task]) -> int:
+    """Result rows the tasks produce (one per mode)."""
+    return sum(len(t.modes) for t in tasks)

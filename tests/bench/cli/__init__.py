@@ -1,0 +1,1 @@
+"""Tests of the harness, mirroring the scfa_bench packages."""

@@ -1,0 +1,130 @@
+"""The CLI end to end: smoke suite through the interpreter, exit codes, validate, list, env."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from scfa_bench.cli import app
+from scfa_bench.impls import registry
+from scfa_bench.results.meta import meta_path_for
+from scfa_bench.results.reader import read_results
+from scfa_bench.results.row import COLUMNS, ResultRow
+
+
+def read_rows(path: Path) -> list[ResultRow]:
+    return list(read_results(path).rows)
+
+
+ROOT = Path(__file__).resolve().parents[3]
+runner = CliRunner()
+
+
+@pytest.mark.slow
+def test_smoke_suite_end_to_end(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", str(ROOT / "suites/smoke.yaml"), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    csvs = list(tmp_path.glob("smoke-*.csv"))
+    assert len(csvs) == 1
+    rows = read_rows(csvs[0])
+    assert {r.status for r in rows} == {"ok"}, [(r.impl, r.error) for r in rows if r.error]
+    assert {r.mode for r in rows} == {"fwd", "bwd", "fwd+bwd"}
+    assert {"scfa_hash", "scfa_qk", "naive_hash", "naive_qk", "sdpa_math"} == {r.impl for r in rows}
+    assert all(r.timer == "wall_clock" and r.check_rel_err is not None for r in rows)
+    assert all(r.speedup is not None for r in rows)  # sdpa_math baseline at every seq_len
+    meta = json.loads(meta_path_for(csvs[0]).read_text())
+    assert meta["suite_name"] == "smoke" and meta["baseline"] == "sdpa_math"
+    assert "speedup over sdpa_math" in result.output
+    assert csvs[0].read_text().splitlines()[0] == ",".join(COLUMNS)
+
+
+def test_dry_run_prints_grid_size(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["run", str(ROOT / "suites/hash.yaml"), "--dry-run", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    # 6 seq_len x (6 bucket counts + 3 dense baselines), 3 modes
+    assert "54 of 54 tasks" in result.output and "162 result rows" in result.output
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_invalid_suite_exits_2_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "suites/smoke.yaml").read_text().replace("[64, 128]", "[64, -128]"))
+    for command in (["run", str(bad)], ["validate", str(bad)]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2
+        assert "sweep.seq_len[1]" in result.output and "Traceback" not in result.output
+
+
+def test_missing_suite_and_bad_option_exit_2(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["run", str(tmp_path / "nope.yaml")]).exit_code == 2
+    smoke = str(ROOT / "suites/smoke.yaml")
+    assert runner.invoke(app, ["run", smoke, "--device", "tpu"]).exit_code == 2
+    assert runner.invoke(app, ["run", smoke, "--no-such-option"]).exit_code == 2
+
+
+class _Wrong:
+    def available(self, device: str) -> tuple[bool, str]:
+        return True, ""
+
+    def prepare(self, inputs):
+        return lambda: inputs.q.float() * 0 + 1  # not attention
+
+
+@pytest.fixture
+def wrong_impl():
+    registry.register(name="cli_wrong", pattern="dense", devices=("cpu",))(_Wrong)
+    yield "cli_wrong"
+    registry.unregister("cli_wrong")
+
+
+def test_incorrect_rows_exit_1(tmp_path: Path, wrong_impl: str) -> None:
+    suite = tmp_path / "wrong.yaml"
+    suite.write_text(
+        "name: wrong\nshape: {batch: 1, heads: 1, head_dim: 16, dtype: fp32}\n"
+        f"sweep: {{seq_len: [16]}}\nimplementations: [{wrong_impl}]\nmodes: [fwd]\n"
+        "timing: {warmup_ms: 0, rep_ms: 1}\n"
+    )
+    result = runner.invoke(app, ["run", str(suite), "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "incorrect" in result.output
+
+
+def test_validate_list_env() -> None:
+    result = runner.invoke(app, ["validate", *map(str, sorted((ROOT / "suites").glob("*.yaml")))])
+    assert result.exit_code == 0 and result.output.count("ok: ") >= 7
+    result = runner.invoke(app, ["list", "--device", "cpu"])
+    assert result.exit_code == 0
+    for name in ("scfa_hash", "sdpa_cudnn", "flex_dense", "naive_qk"):
+        assert name in result.output
+    result = runner.invoke(app, ["env"])
+    assert result.exit_code == 0 and "torch" in result.output and "nvml" in result.output
+
+
+class _Interrupts:
+    def available(self, device: str) -> tuple[bool, str]:
+        return True, ""
+
+    def prepare(self, inputs):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_exits_130_and_keeps_the_csv(tmp_path: Path) -> None:
+    registry.register(name="cli_interrupts", pattern="dense", devices=("cpu",))(_Interrupts)
+    try:
+        suite = tmp_path / "stop.yaml"
+        suite.write_text(
+            "name: stop\nshape: {batch: 1, heads: 1, head_dim: 16, dtype: fp32}\n"
+            "sweep: {seq_len: [16]}\nimplementations: [sdpa_math, cli_interrupts]\n"
+            "modes: [fwd]\ntiming: {warmup_ms: 0, rep_ms: 1}\n"
+        )
+        result = runner.invoke(app, ["run", str(suite), "--out", str(tmp_path), "--no-progress"])
+    finally:
+        registry.unregister("cli_interrupts")
+    assert result.exit_code == 130, result.output
+    rows = read_rows(next(tmp_path.glob("stop-*.csv")))
+    assert [(r.impl, r.status) for r in rows] == [("sdpa_math", "ok")]  # the finished row
