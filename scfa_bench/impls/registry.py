@@ -22,6 +22,7 @@ _BUILTIN_MODULES = (
     "scfa_bench.impls.flex",
     "scfa_bench.impls.naive",
     "scfa_bench.impls.flex_sparse",
+    "scfa_bench.impls.flex_ranges",
     "scfa_bench.impls.sorted_varlen",
     "scfa_bench.impls.reformer",
     "scfa_bench.impls.flash",

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from scfa_bench.constants import MODES
 from scfa_bench.impls.base import AttentionInputs
 from scfa_bench.measure.inputs import output_grad
 
-MODES = ("fwd", "bwd", "fwd+bwd")
 CALL_RANGE = "scfa_bench.call"
 FORWARD_RANGE = "scfa_bench.forward"
 BACKWARD_RANGE = "scfa_bench.backward"

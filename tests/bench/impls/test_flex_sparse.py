@@ -9,13 +9,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from scfa_bench.impls import flex_ranges as fr
 from scfa_bench.impls import flex_sparse as fs
 from scfa_kernels import reference
 
 
 def _sorted_dense_mask(q_bucket, k_bucket):
     """allowed[b, h, i, j] in sorted slots: same bucket and key position <= query position."""
-    queries, keys = fs.sort_rows(q_bucket), fs.sort_rows(k_bucket)
+    queries, keys = fr.sort_rows(q_bucket), fr.sort_rows(k_bucket)
     t = q_bucket.shape[-1]
     qb, kb = queries.composite // t, keys.composite // t
     same = qb[..., :, None] == kb[..., None, :]
@@ -41,7 +42,7 @@ def test_block_ranges_cover_every_allowed_pair_and_full_blocks_are_full(
     q_bucket = torch.randint(0, n_buckets, (2, 3, t), generator=gen)
     k_bucket = q_bucket if shared else torch.randint(0, n_buckets, (2, 3, t), generator=gen)
     queries, keys, allowed = _sorted_dense_mask(q_bucket, k_bucket)
-    ranges = fs.block_ranges(queries, keys, block)
+    ranges = fr.block_ranges(queries, keys, block)
     n_blocks = -(-t // block)
     for b in range(2):
         for h in range(3):
@@ -61,8 +62,8 @@ def test_block_ranges_cover_every_allowed_pair_and_full_blocks_are_full(
 def test_block_ranges_of_a_single_bucket_are_causal_blocks():
     t, block = 64, 16
     bucket = torch.zeros((1, 1, t), dtype=torch.int64)
-    queries = keys = fs.sort_rows(bucket)
-    ranges = fs.block_ranges(queries, keys, block)
+    queries = keys = fr.sort_rows(bucket)
+    ranges = fr.block_ranges(queries, keys, block)
     for i in range(t // block):
         partial, full = _block_sets(ranges, 0, 0, i)
         assert partial == [i]  # the diagonal block
@@ -72,7 +73,7 @@ def test_block_ranges_of_a_single_bucket_are_causal_blocks():
 def test_qk_buckets_never_match_dropped_rows():
     q_keep = torch.tensor([[[True, False, True]]])
     k_keep = torch.tensor([[[False, True, True]]])
-    qb, kb = fs.qk_buckets(q_keep, k_keep)
+    qb, kb = fr.qk_buckets(q_keep, k_keep)
     assert qb.tolist() == [[[0, 1, 0]]] and kb.tolist() == [[[2, 0, 0]]]
 
 
@@ -93,7 +94,7 @@ def test_sorted_flex_attention_matches_the_hash_reference(shared, nb, block, t):
     q_hash = torch.randint(0, nb, (b, t, h), generator=gen, dtype=torch.int32)
     k_hash = q_hash if shared else torch.randint(0, nb, (b, t, h), generator=gen, dtype=torch.int32)
     qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
-    out = fs.sorted_flex_attention(
+    out = fr.sorted_flex_attention(
         qt, kt, vt, q_hash.transpose(1, 2), k_hash.transpose(1, 2), _eager_flex, block=block
     ).transpose(1, 2)
     expected = reference.hash_sparse_attention(q, k, v, q_hash, k_hash)
@@ -105,9 +106,9 @@ def test_sorted_flex_attention_matches_the_qk_reference():
     gen = torch.Generator().manual_seed(8)
     q, k, v = (torch.randn((b, t, h, d), generator=gen) for _ in range(3))
     q_keep, k_keep = (torch.rand((b, t, h), generator=gen) > 0.5 for _ in range(2))
-    qb, kb = fs.qk_buckets(q_keep.transpose(1, 2), k_keep.transpose(1, 2))
+    qb, kb = fr.qk_buckets(q_keep.transpose(1, 2), k_keep.transpose(1, 2))
     qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
-    out = fs.sorted_flex_attention(qt, kt, vt, qb, kb, _eager_flex).transpose(1, 2)
+    out = fr.sorted_flex_attention(qt, kt, vt, qb, kb, _eager_flex).transpose(1, 2)
     expected = reference.qk_sparse_attention(q, k, v, q_keep, k_keep)
     torch.testing.assert_close(out, expected, atol=2e-5, rtol=2e-5)
 
