@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from scfa_bench.constants import PATTERN_AXES, SWEEP_AXES, Pattern
+from scfa_bench.constants import IMPL_KINDS, PATTERN_AXES, SWEEP_AXES, Pattern
 from scfa_bench.errors import InputError
 from scfa_bench.impls.base import Implementation
 
@@ -41,6 +41,7 @@ class ImplSpec:
     devices: tuple[str, ...]
     description: str
     factory: Callable[[], Implementation]
+    kind: str = "exact"  # one of IMPL_KINDS
 
     def create(self) -> Implementation:
         return self.factory()
@@ -57,8 +58,10 @@ def register(
     has_backward: bool = True,
     devices: tuple[str, ...] = ("cuda",),
     description: str = "",
+    kind: str | None = None,
 ) -> Callable[[Callable[[], Implementation]], Callable[[], Implementation]]:
-    """Decorator registering `factory` under `name`; `axes` default to the pattern's axes."""
+    """Decorator registering `factory` under `name`; `axes` default to the pattern's axes and
+    `kind` to the factory's `kind` attribute, else "exact"."""
     if pattern not in PATTERN_AXES:
         raise ValueError(f"register({name!r}): pattern must be one of {list(PATTERN_AXES)}")
     used_axes = PATTERN_AXES[pattern] if axes is None else tuple(axes)
@@ -69,6 +72,9 @@ def register(
     def decorate(factory: Callable[[], Implementation]) -> Callable[[], Implementation]:
         if name in _REGISTRY:
             raise ValueError(f"implementation {name!r} is registered twice")
+        impl_kind = kind or getattr(factory, "kind", "exact")
+        if impl_kind not in IMPL_KINDS:
+            raise ValueError(f"register({name!r}): kind must be one of {list(IMPL_KINDS)}")
         _REGISTRY[name] = ImplSpec(
             name=name,
             pattern=pattern,
@@ -77,6 +83,7 @@ def register(
             devices=tuple(devices),
             description=description,
             factory=factory,
+            kind=impl_kind,
         )
         return factory
 
