@@ -8,10 +8,11 @@ without telemetry (CPU, no NVML) cannot be compared and says so.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from scfa_bench.measure.telemetry import run_sm_clock
 
 DEFAULT_MAX_CLOCK_DIFF = 0.05
 
@@ -23,16 +24,6 @@ class ClockComparison:
     rel_diff: float | None  # (new - baseline) / baseline
     differs: bool  # known, and beyond the threshold
     message: str
-
-
-def run_sm_clock(rows: Iterable[Any]) -> float | None:
-    """Median over the `ok` rows of their median SM clock; None without telemetry."""
-    clocks = [
-        r.sm_mhz_median
-        for r in rows
-        if getattr(r, "status", "ok") == "ok" and getattr(r, "sm_mhz_median", None) is not None
-    ]
-    return statistics.median(clocks) if clocks else None
 
 
 def compare_clocks(

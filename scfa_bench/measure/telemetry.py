@@ -155,6 +155,39 @@ def summarize(
     )
 
 
+def run_sm_clock(rows: Any) -> float | None:
+    """A run's SM clock: the median over its `ok` rows of their median SM clock (None without
+    telemetry). `check` compares it between two runs."""
+    clocks = [
+        r.sm_mhz_median
+        for r in rows
+        if getattr(r, "status", "ok") == "ok" and getattr(r, "sm_mhz_median", None) is not None
+    ]
+    return statistics.median(clocks) if clocks else None
+
+
+def run_telemetry(rows: Any, device: str) -> dict[str, Any]:
+    """The run's telemetry for its meta: how it was sampled, its SM clock, the throttled rows;
+    a note when nothing was sampled."""
+    rows = list(rows)
+    clock = run_sm_clock(rows)
+    if clock is None:
+        note = TelemetrySampler.for_current_device(device).note or "no telemetry samples"
+        return {"sampled": False, "note": note}
+    return {
+        "sampled": True,
+        "period_s": DEFAULT_PERIOD_S,
+        "sm_mhz_median": clock,
+        "sm_mhz_min": min((r.sm_mhz_min for r in rows if r.sm_mhz_min is not None), default=None),
+        "temp_c_max": max((r.temp_c_max for r in rows if r.temp_c_max is not None), default=None),
+        "throttled_rows": sum(1 for r in rows if r.throttled == "yes"),
+        "throttle_rule": (
+            f"a slowdown reason ({', '.join(sorted(SLOWDOWN_REASONS))}) or the SM clock below "
+            f"{DEFAULT_MIN_CLOCK_FRACTION:.0%} of its maximum"
+        ),
+    }
+
+
 def _call(fn: Any, *args: Any) -> Any:
     """One NVML query; None when this card or driver does not answer it."""
     try:

@@ -18,6 +18,9 @@ import torch
 from scfa_bench.errors import InputError
 from scfa_bench.measure.envinfo import environment, resolve_device
 from scfa_bench.measure.point import ModeMeasurement, measure_task
+from scfa_bench.measure.stages import stage_cell
+from scfa_bench.measure.telemetry import TelemetrySummary, run_telemetry
+from scfa_bench.results.limits import fill_fraction_of_limit
 from scfa_bench.results.meta import meta_path_for, new_meta, read_meta, write_meta
 from scfa_bench.results.reader import read_results
 from scfa_bench.results.resume import done_keys, pending_tasks, read_for_resume
@@ -35,6 +38,7 @@ class RunOptions:
     resume: Path | None = None  # a CSV of an earlier run of the same suite: skip its rows
     device: str | None = None  # overrides the suite's device
     argv: tuple[str, ...] = ()
+    profile_stages: bool = False  # also profile every row: stage times in `stage_ms`
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,28 @@ def measured_row(base: ResultRow, measured: ModeMeasurement) -> ResultRow:
         tflops_effective=measured.tflops_effective,
         peak_mem_mib=measured.peak_mem_mib,
         nvml_mem_mib=measured.nvml_mem_mib,
+        impl_kind=measured.impl_kind,
+        approx_rel_err=measured.approx_rel_err,
+        **telemetry_cells(measured.telemetry),
+        stage_ms="" if measured.stages is None else stage_cell(measured.stages),
+        gpu_idle_ms=None if measured.stages is None else measured.stages.idle.idle_us / 1000,
     )
+
+
+def telemetry_cells(summary: TelemetrySummary | None) -> dict[str, object]:
+    """The telemetry columns of a row; blank without a summary or samples."""
+    if summary is None or not summary.samples:
+        return {}
+    throttled = {True: "yes", False: "no", None: ""}[summary.throttled]
+    return {
+        "sm_mhz_min": summary.sm_mhz_min,
+        "sm_mhz_median": summary.sm_mhz_median,
+        "mem_mhz_median": summary.mem_mhz_median,
+        "temp_c_max": summary.temp_c_max,
+        "power_w_max": summary.power_w_max,
+        "throttle_reasons": "|".join(summary.reasons),
+        "throttled": throttled,
+    }
 
 
 def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = None) -> RunOutcome:
@@ -120,7 +145,10 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
         try:
             for task in todo:
                 reporter.task(f"{task.impl} {task.point.label()}")
-                for measured in measure_task(suite, task, device):
+                measured_modes = measure_task(
+                    suite, task, device, with_stages=options.profile_stages
+                )
+                for measured in measured_modes:
                     base = base_row(suite, task, measured.mode, env["device_name"])
                     row = measured_row(base, measured)
                     if suite.baseline:
@@ -138,8 +166,9 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
             reporter.stop()
 
     # Rows measured before their baseline, and resumed rows, get their speedup here.
-    rows = fill_speedups(read_results(csv_path).rows, suite.baseline)
+    rows = fill_fraction_of_limit(fill_speedups(read_results(csv_path).rows, suite.baseline))
     rewrite_rows(csv_path, rows)
+    meta["telemetry"] = run_telemetry(rows, device)
     meta["finished"] = _now()
     meta["interrupted"] = interrupted
     write_meta(meta_path, meta)

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from scfa_bench.analysis.clocks import compare_clocks, run_sm_clock
+from scfa_bench.analysis.clocks import compare_clocks
+from scfa_bench.measure.telemetry import run_sm_clock
 
 
 def rows(*clocks, status="ok"):

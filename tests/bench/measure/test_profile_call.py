@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.autograd import DeviceType
 
-from scfa_bench.analysis import profile_stages as ps
 from scfa_bench.impls import flex_sparse
 from scfa_bench.measure import profile_call as pc
+from scfa_bench.measure import stages as ps
 
 
 def evt(name, start, end, device=DeviceType.CUDA, annotation=False, **extra):

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from scfa_bench.analysis import profile_stages as ps
-from scfa_bench.analysis.profile_stages import GpuEvent
+from scfa_bench.analysis import profile_report
+from scfa_bench.measure import stages as ps
+from scfa_bench.measure.profile_call import GpuEvent
 
 
 def _call(offset: float, *, backward: bool = True) -> list[GpuEvent]:
@@ -104,22 +105,25 @@ def test_flex_mask_build_is_its_own_stage_even_nested_in_the_forward():
 
 def test_markdown_csv_and_columns(tmp_path):
     profile = ps.profile_stages(_call(0))
-    text = ps.markdown(profile, title="scfa_hash T=16", measured_ms=0.125)
+    text = profile_report.markdown(profile, title="scfa_hash T=16", measured_ms=0.125)
     assert "| forward kernel | 0.028 | 31.1% |" in text
     assert "idle between kernels 0.010 ms" in text
     assert "kernels cover 72.0%" in text and "`sparse_attention_bwd_dq_kernel`" in text
     path = tmp_path / "kernels.csv"
-    ps.write_csv(profile, path)
+    profile_report.write_csv(profile, path)
     rows = list(csv.DictReader(path.open()))
     assert len(rows) == len(profile.kernels)
     assert rows[0]["stage"] == "plan: sort" and float(rows[0]["total_us"]) == 5
-    cells = ps.stage_columns(profile)
-    assert cells["stage_ms:backward: dK/dV"] == pytest.approx(0.030)
-    assert cells["stage_ms:gpu idle"] == pytest.approx(0.010)
+    cell = ps.stage_cell(profile)
+    assert cell.startswith("plan: sort=0.005;plan: tile ranges=0.003;")
+    parsed = ps.parse_stage_cell(cell)
+    assert parsed["backward: dK/dV"] == pytest.approx(0.030)
+    assert list(parsed) == [s.stage for s in profile.stages]
+    assert ps.parse_stage_cell("") == {}
 
 
 def test_export_trace_writes_through_the_profiler(tmp_path):
     written = []
     prof = SimpleNamespace(export_chrome_trace=lambda path: written.append(path))
-    assert ps.export_trace(prof, tmp_path / "t.json") == tmp_path / "t.json"
+    assert profile_report.export_trace(prof, tmp_path / "t.json") == tmp_path / "t.json"
     assert written == [str(tmp_path / "t.json")]

@@ -1,4 +1,5 @@
-"""Where the time of one call goes: GPU kernels from `torch.profiler`, grouped into stages.
+"""Where the time of one call goes: GPU kernels from `torch.profiler`, grouped into stages
+(the Markdown / CSV rendering is `analysis.profile_report`).
 
 Input: the GPU-side events of a profiled region (`scfa_bench.measure.profile_call` records
 and reads them from `torch.profiler`; tests build them by hand). Two kinds of GPU events:
@@ -19,12 +20,9 @@ call annotation) minus the time some kernel runs: launch gaps and host synchroni
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from scfa_bench.measure.profile_call import (
     BACKWARD_RANGE,
@@ -231,68 +229,15 @@ def profile_stages(events: Iterable[GpuEvent]) -> StageProfile:
     return StageProfile(kernel_rows, stage_rows, idle_summary(staged, n_calls))
 
 
-def _ms(us: float) -> str:
-    return f"{us / 1000:.3f}"
+def stage_cell(profile: StageProfile) -> str:
+    """Per-call stage times for the `stage_ms` column: "stage=ms;stage=ms" in stage order."""
+    return ";".join(f"{s.stage}={s.total_us / 1000:.6g}" for s in profile.stages)
 
 
-def markdown(profile: StageProfile, *, title: str = "", measured_ms: float | None = None) -> str:
-    """The stage table, the idle line and the per-kernel table as Markdown."""
-    lines = [f"### {title}", ""] if title else []
-    lines += ["| stage | ms per call | share |", "|---|---:|---:|"]
-    lines += [f"| {s.stage} | {_ms(s.total_us)} | {s.share:.1%} |" for s in profile.stages]
-    kernel_ms = sum(s.total_us for s in profile.stages) / 1000
-    lines.append(f"| **kernels, all stages** | **{kernel_ms:.3f}** | 100% |")
-    idle = profile.idle
-    lines += [
-        "",
-        f"GPU span of a call {_ms(idle.span_us)} ms: kernels {_ms(idle.busy_us)} ms, "
-        f"idle between kernels {_ms(idle.idle_us)} ms (largest gap {_ms(idle.largest_gap_us)} "
-        f"ms), over {idle.calls} profiled call(s).",
-    ]
-    if measured_ms is not None and measured_ms > 0:
-        lines.append(
-            f"Measured call time {measured_ms:.3f} ms: kernels cover "
-            f"{kernel_ms / measured_ms:.1%}, the GPU span {idle.span_us / 1000 / measured_ms:.1%}."
-        )
-    lines += [
-        "",
-        "| kernel | stage | calls | total ms | mean ms | share |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| `{r.name[:80]}` | {r.stage} | {r.calls:g} | {_ms(r.total_us)} | {_ms(r.mean_us)} | "
-        f"{r.share:.1%} |"
-        for r in profile.kernels
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(profile: StageProfile, path: Path) -> None:
-    """One row per kernel (stage, launches, per-call and per-launch microseconds, share)."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["kernel", "stage", "calls", "total_us", "mean_us", "share"])
-        for r in profile.kernels:
-            writer.writerow(
-                [
-                    r.name,
-                    r.stage,
-                    f"{r.calls:g}",
-                    f"{r.total_us:.3f}",
-                    f"{r.mean_us:.3f}",
-                    f"{r.share:.4f}",
-                ]
-            )
-
-
-def stage_columns(profile: StageProfile) -> dict[str, float]:
-    """Per-call stage times in ms as CSV cells `stage_ms:<stage>`, plus the idle time."""
-    cells = {f"stage_ms:{s.stage}": s.total_us / 1000 for s in profile.stages}
-    cells["stage_ms:gpu idle"] = profile.idle.idle_us / 1000
-    return cells
-
-
-def export_trace(prof: Any, path: Path) -> Path:
-    """The Chrome / Perfetto trace of the profiled region (open in ui.perfetto.dev)."""
-    prof.export_chrome_trace(str(path))
-    return path
+def parse_stage_cell(text: str) -> dict[str, float]:
+    """The `stage_ms` column back as {stage: ms} (empty for an empty cell)."""
+    stages = {}
+    for part in filter(None, text.split(";")):
+        name, _, value = part.rpartition("=")
+        stages[name] = float(value)
+    return stages
