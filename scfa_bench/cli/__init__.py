@@ -3,15 +3,16 @@ stage, and maps errors to exit codes (`scfa_bench.errors`): 0 success; 1 a run w
 or `error` rows, or a failed `check`; 2 bad input, printed as one line without a traceback;
 130 interrupted by Ctrl-C (the CSV keeps every finished row; `--resume` continues it).
 
-Commands: run, validate, list, env (`cli.run_commands`); plot, report, check
-(`cli.analysis_commands`, which import matplotlib only when a figure is drawn).
+Commands: run, validate, list, env (`cli.run_commands`); profile (`cli.profile_commands`);
+plot, report, check (`cli.analysis_commands`, which import matplotlib only when a figure is
+drawn).
 """
 
 from __future__ import annotations
 
 import typer
 
-from scfa_bench.cli import analysis_commands, run_commands
+from scfa_bench.cli import analysis_commands, profile_commands, run_commands
 
 app = typer.Typer(
     help="Benchmark Sparse Causal Flash Attention kernels against dense baselines.",
@@ -29,4 +30,5 @@ def main() -> None:
 
 
 run_commands.register(app)
+profile_commands.register(app)
 analysis_commands.register(app)

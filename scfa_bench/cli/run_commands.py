@@ -54,6 +54,12 @@ def run(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
+    profile_stages: Annotated[
+        bool,
+        typer.Option(
+            "--profile-stages", help="Also profile every row (CUDA): stage_ms, gpu_idle_ms."
+        ),
+    ] = False,
 ) -> None:
     """Run a suite: check, time and measure every point; write results/<suite>-<time>.csv."""
     from scfa_bench.analysis.summary import status_counts, summary_table
@@ -72,7 +78,13 @@ def run(
         _print_grid(suite, pending_tasks(tasks, suite, done), len(tasks))
         return
 
-    options = RunOptions(out_dir=out, resume=resume, device=device, argv=tuple(sys.argv))
+    options = RunOptions(
+        out_dir=out,
+        resume=resume,
+        device=device,
+        argv=tuple(sys.argv),
+        profile_stages=profile_stages,
+    )
     reporter = RichReporter(console, suite.name) if progress else SilentReporter()
     outcome = run_suite(suite, options, reporter)
 
@@ -120,13 +132,16 @@ def list_impls(
     ] = "auto",
 ) -> None:
     """List registered implementations, the sweep axes each uses, and availability here."""
+    from scfa_bench.impls.plugins import register_entry_points
     from scfa_bench.impls.registry import all_specs
     from scfa_bench.measure.envinfo import resolve_device
 
+    register_entry_points()
     dev = resolve_device(device)
     table = Table(title=f"implementations (availability on {dev})")
     table.add_column("name", no_wrap=True)  # names and axes must stay copy-pasteable
     table.add_column("pattern")
+    table.add_column("kind")
     table.add_column("axes", no_wrap=True)
     for column in ("backward", "devices", "available", "description"):
         table.add_column(column, overflow="fold")
@@ -138,6 +153,7 @@ def list_impls(
         table.add_row(
             spec.name,
             spec.pattern,
+            spec.kind,
             ", ".join(spec.axes) or "-",
             "yes" if spec.has_backward else "no",
             ", ".join(spec.devices),

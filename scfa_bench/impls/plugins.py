@@ -259,6 +259,16 @@ def register_reference(ref: str, base_dir: Path | None = None) -> str:
     return register_plugin(ref, lambda: load_reference(ref, base_dir))
 
 
+def register_suite_plugins(names: list[str] | tuple[str, ...], suite_file: str) -> None:
+    """Before a suite is validated: the installed entry points, and its `module:function` /
+    `file.py:function` references (files relative to the suite file's folder)."""
+    register_entry_points()
+    suite_dir = Path(suite_file).parent if suite_file and not suite_file.startswith("<") else None
+    for name in names:
+        if is_reference(name):
+            register_reference(name, suite_dir)
+
+
 def register_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:
     """Register every entry point of the group (by its name); returns the names."""
     try:

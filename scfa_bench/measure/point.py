@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -49,7 +50,8 @@ class ModeMeasurement:
     impl_kind: str = ""
     approx_rel_err: float | None = None
     telemetry: TelemetrySummary | None = None
-    stages: StageProfile | None = None  # with profile_stages on a GPU
+    stages: StageProfile | None = None  # with_stages on a GPU
+    profiler: Any = None  # ... and the torch.profiler result (for its trace)
 
 
 def short_error(exc: BaseException) -> str:
@@ -204,9 +206,10 @@ def _measure_mode(
         x.grad = None
     peak = peak_allocated_mib(step, device)
     nvml = nvml_used_mib() if device == "cuda" else None
-    stages = None
+    stages = profiled = None
     if with_stages and device == "cuda":
-        stages = profile_stages(profile_call(forward, inputs, mode, seed=suite.seed).events)
+        profiled = profile_call(forward, inputs, mode, seed=suite.seed)
+        stages = profile_stages(profiled.events)
     s = suite.shape
     # Dense-equivalent FLOPs of the point (a limit's compacted rows count as the full T).
     dense_tflops = tflops(
@@ -223,5 +226,6 @@ def _measure_mode(
         nvml_mem_mib=nvml,
         telemetry=sampler.summary(),
         stages=stages,
+        profiler=None if profiled is None else profiled.profiler,
         **common,  # type: ignore[arg-type]
     )

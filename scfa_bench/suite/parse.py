@@ -40,6 +40,7 @@ import yaml
 
 from scfa_bench.constants import DEVICES, DTYPES, MODES
 from scfa_bench.errors import InputError
+from scfa_bench.impls.plugins import register_suite_plugins
 from scfa_bench.impls.registry import all_specs
 from scfa_bench.suite.schema import Shape, Suite, Sweep, TimingSettings
 
@@ -239,8 +240,9 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
             if nb % 2:
                 raise v.fail(f"sweep.n_buckets[{i}]", f"lsh buckets need an even count, got {nb}")
 
-    specs = all_specs()
     impls = v.seq(data["implementations"], "implementations", v.string)
+    register_suite_plugins(impls, file)  # entry points and module:function references
+    specs = all_specs()
     for i, impl in enumerate(impls):
         if impl not in specs:
             raise v.fail(
