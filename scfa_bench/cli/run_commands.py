@@ -141,7 +141,7 @@ def list_impls(
     table = Table(title=f"implementations (availability on {dev})")
     table.add_column("name", no_wrap=True)  # names and axes must stay copy-pasteable
     table.add_column("pattern")
-    table.add_column("kind")
+    table.add_column("kind", no_wrap=True)
     table.add_column("axes", no_wrap=True)
     for column in ("backward", "devices", "available", "description"):
         table.add_column(column, overflow="fold")
