@@ -30,12 +30,13 @@ from pathlib import Path
 import torch
 import triton
 
-from scfa_bench.analysis.profile_stages import markdown, profile_stages
+from scfa_bench.analysis.profile_report import markdown
 from scfa_bench.impls.base import ImplUnavailable
 from scfa_bench.impls.registry import all_specs, get_spec
 from scfa_bench.measure.correctness import check_against_reference, sample_rows
 from scfa_bench.measure.inputs import make_inputs, output_grad
 from scfa_bench.measure.profile_call import profile_call
+from scfa_bench.measure.stages import profile_stages
 from scfa_bench.measure.telemetry import TelemetrySampler
 from scfa_bench.suite.grid import Point
 from scfa_bench.suite.schema import Shape
