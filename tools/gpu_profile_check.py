@@ -96,7 +96,7 @@ def check_all(args, results) -> None:
     log("\n== 2. correctness (bf16, with gradients) ==")
     shape = Shape(batch=2, heads=4, head_dim=64, dtype="bf16")
     for impl in NEW_HASH + NEW_QK + NEW_DENSE:
-        for t in (1024, 2048):
+        for t in (1024,):
             point = point_for(impl, t, 8, 0.5)
             entry = {"impl": impl, "seq_len": t}
             try:
