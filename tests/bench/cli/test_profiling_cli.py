@@ -66,6 +66,9 @@ def test_point_filters_and_task_selection():
         ("sdpa_cudnn", None),
         ("sdpa_flash", None),
         ("flex_dense", None),
+        ("fa3", None),
+        ("fa4", None),
+        ("limit_hash", 8),
     }
     assert all(t.point.seq_len == 16384 and t.modes == ("fwd+bwd",) for t in tasks)
     only = profile_run.select_tasks(suite, ["scfa_hash"], filters, "fwd")
