@@ -29,6 +29,10 @@ PATTERN_AXES: dict[str, tuple[str, ...]] = {
     "dense": (),
 }
 
+# What an implementation computes: the point's attention exactly, an approximation of it (checked
+# against its own reference), or a limit (the best dense kernel on the work the pattern allows).
+IMPL_KINDS = ("exact", "approximate", "limit")
+
 # Row statuses; `oom` and `unavailable` are facts about the machine, the failing ones fail a run.
 STATUSES = ("ok", "incorrect", "oom", "error", "unavailable")
 FAILING_STATUSES = ("incorrect", "error")

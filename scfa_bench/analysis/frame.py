@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from scfa_bench.constants import ROW_MODES
+from scfa_bench.results.limits import fill_fraction_of_limit
 from scfa_bench.results.reader import Results
 from scfa_bench.results.row import (
     COLUMNS,
@@ -71,4 +72,5 @@ def rows_frame(rows: Sequence[ResultRow]) -> pd.DataFrame:
 def prepare(results: Results) -> PreparedResults:
     """The rows with speedups from the baseline where the CSV left them empty."""
     rows = fill_speedups(results.rows, results.baseline, keep_existing=True)
+    rows = fill_fraction_of_limit(rows)
     return PreparedResults(results, rows_frame(rows))

@@ -13,13 +13,21 @@ import pandas as pd
 from scfa_bench.analysis.frame import REPORT_MODES, PreparedResults
 from scfa_bench.constants import SWEEP_AXES
 
-KINDS = ("runtime", "speedup", "heatmap_n_buckets", "heatmap_drop_rate", "fraction_of_ideal")
+KINDS = (
+    "runtime",
+    "speedup",
+    "heatmap_n_buckets",
+    "heatmap_drop_rate",
+    "fraction_of_ideal",
+    "fraction_of_limit",
+)
 _KIND_TITLES = {
     "runtime": "Runtime",
     "speedup": "Speedup over {baseline}",
     "heatmap_n_buckets": "Speedup over {baseline} by bucket count",
     "heatmap_drop_rate": "Speedup over {baseline} by drop rate",
     "fraction_of_ideal": "Fraction of ideal speedup (speedup x density)",
+    "fraction_of_limit": "Fraction of the limit (limit time / time)",
 }
 
 
@@ -147,6 +155,8 @@ def figure_rows(kind: str, rows: pd.DataFrame, baseline: str | None) -> pd.DataF
         return rows[rows["impl"] != baseline]
     if kind == "fraction_of_ideal":
         return rows[sparse]
+    if kind == "fraction_of_limit":
+        return rows[sparse & (rows["impl_kind"] != "limit")]
     axis = kind.removeprefix("heatmap_")
     return rows[rows[axis].notna()]
 
@@ -157,6 +167,8 @@ def drawable_rows(kind: str, rows: pd.DataFrame, baseline: str | None) -> pd.Dat
     picked = picked[picked["status"] == "ok"]
     if kind == "runtime":
         return picked
+    if kind == "fraction_of_limit":
+        return picked[picked["fraction_of_limit"].notna() & (picked["fraction_of_limit"] > 0)]
     picked = picked[picked["speedup"].notna() & (picked["speedup"] > 0)]
     if kind == "fraction_of_ideal":
         picked = picked[picked["density"].notna() & (picked["density"] > 0)]

@@ -114,7 +114,7 @@ def _line_figure(kind: str, rows: pd.DataFrame, baseline: str | None) -> Figure:
     dense = [i for i in impls if impl_axis(rows, i) is None]
     panels = sparse or ["dense implementations"]
     fig, axes = _panel_grid(len(panels))
-    value_col = {"runtime": "ms_median", "speedup": "speedup"}.get(kind, "fraction_of_ideal")
+    value_col = {"runtime": "ms_median", "speedup": "speedup"}.get(kind, kind)
     rows = rows.assign(fraction_of_ideal=stats.fraction_of_ideal(rows["speedup"], rows["density"]))
     for ax, panel in zip(axes, panels, strict=True):
         plotted: list[float] = []
@@ -129,7 +129,7 @@ def _line_figure(kind: str, rows: pd.DataFrame, baseline: str | None) -> Figure:
                 line = impl_rows[impl_rows[axis] == value]
                 plotted += _draw_line(ax, line, value_col, axis_label(axis, value), color, "-")
             ax.set_title(panel, fontsize=10)
-        if kind != "fraction_of_ideal":
+        if kind not in ("fraction_of_ideal", "fraction_of_limit"):
             dense_colors = colormaps["tab10"]
             for n, impl in enumerate(dense):
                 line = rows[rows["impl"] == impl]
@@ -163,6 +163,12 @@ def _style_line_axes(ax: Axes, kind: str, plotted: Sequence[float], baseline: st
         ax.axhline(1.0, color="black", linewidth=1, linestyle=":", label="1x (no speedup)")
         ax.set_ylabel(f"speedup over {baseline or 'baseline'} (x)")
         finite.append(1.0)
+    elif kind == "fraction_of_limit":
+        ax.axhline(
+            1.0, color="black", linewidth=1, linestyle=":", label="limit (dense on the work)"
+        )
+        ax.set_ylabel("limit time / measured time")
+        finite.append(1.0)
     else:
         ax.axhline(1.0, color="black", linewidth=1, linestyle=":", label="ideal (1 / density)")
         ax.set_ylabel("measured / ideal speedup")
@@ -174,7 +180,7 @@ def _style_line_axes(ax: Axes, kind: str, plotted: Sequence[float], baseline: st
             # Ratios read best on powers of two with plain numbers (0.5, 1, 2, 4, ...).
             ax.set_yscale("log", base=2)
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    elif kind == "fraction_of_ideal":
+    elif kind in ("fraction_of_ideal", "fraction_of_limit"):
         ax.set_ylim(bottom=0)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7, loc="best")

@@ -1,4 +1,5 @@
-"""A Markdown report of one run: environment, speedup tables, plots, failed rows.
+"""A Markdown report of one run: environment, speedup tables, fraction of the limit,
+approximations, clocks and throttling, stages, plots, failed rows.
 
 The report is `README.md` in the output folder, next to the plots it embeds with relative
 links, so the folder reads well on any git host.
@@ -13,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from scfa_bench.analysis import plot_plan, plots, stats
+from scfa_bench.analysis import plot_plan, plots, report_sections, stats
 from scfa_bench.analysis.frame import REPORT_MODES, PreparedResults
 from scfa_bench.analysis.model_report import model_steps_section
 from scfa_bench.constants import WALL_CLOCK_WARNING
@@ -66,10 +67,14 @@ def render_report(
         _environment(results),
         _speedup_section(frame, results.baseline, results.wall_clock),
         model_steps_section(frame, results.baseline),
+        report_sections.limits_section(frame),
+        report_sections.approximation_section(frame),
+        report_sections.telemetry_section(results, frame),
+        report_sections.stages_section(frame),
         _plots_section(plot_files, out_dir),
         _failures_section(data.failed),
     ]
-    return "\n\n".join(p.rstrip() for p in parts if p) + "\n"
+    return "\n\n".join(p.rstrip() for p in parts if p and p.strip()) + "\n"
 
 
 def _header(results: Results, frame: pd.DataFrame) -> str:

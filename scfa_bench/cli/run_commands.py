@@ -102,6 +102,12 @@ def run(
         bool,
         typer.Option("--force", help="With --resume: resume even if the suite file changed."),
     ] = False,
+    profile_stages: Annotated[
+        bool,
+        typer.Option(
+            "--profile-stages", help="Also profile every row (CUDA): stage_ms, gpu_idle_ms."
+        ),
+    ] = False,
 ) -> None:
     """Run a suite: check, time and measure every point; write results/<suite>-<time>.csv.
 
@@ -118,6 +124,8 @@ def run(
     if gpus is not None and executor == "slurm":
         raise InputError("--gpus is for local runs; on Slurm use --gpus-per-task")
     sharded = gpus is not None or executor != "local" or shards is not None
+    if profile_stages and (sharded or shard is not None):
+        raise InputError("--profile-stages runs here only; not with --shard/--gpus/--executor")
     if sharded or (resume is not None and resume.is_dir()):
         run_sharded(
             suite_file,
@@ -171,7 +179,12 @@ def run(
         )
     else:
         options = RunOptions(
-            out_dir=out, resume=resume, device=device, argv=tuple(sys.argv), force=force
+            out_dir=out,
+            resume=resume,
+            device=device,
+            argv=tuple(sys.argv),
+            force=force,
+            profile_stages=profile_stages,
         )
         outcome = run_suite(suite, options, reporter)
 
@@ -220,13 +233,16 @@ def list_impls(
     ] = "auto",
 ) -> None:
     """List registered implementations, the sweep axes each uses, and availability here."""
+    from scfa_bench.impls.plugins import register_entry_points
     from scfa_bench.impls.registry import all_specs
     from scfa_bench.measure.envinfo import resolve_device
 
+    register_entry_points()
     dev = resolve_device(device)
     table = Table(title=f"implementations (availability on {dev})")
     table.add_column("name", no_wrap=True)  # names and axes must stay copy-pasteable
     table.add_column("pattern")
+    table.add_column("kind", no_wrap=True)
     table.add_column("axes", no_wrap=True)
     for column in ("backward", "supports", "available", "description"):
         table.add_column(column, overflow="fold")
@@ -238,6 +254,7 @@ def list_impls(
         table.add_row(
             spec.name,
             spec.pattern,
+            spec.kind,
             ", ".join(spec.axes) or "-",
             "yes" if spec.has_backward else "no",
             spec.supports_text(),

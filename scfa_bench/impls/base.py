@@ -28,6 +28,9 @@ class AttentionInputs:
     k_hash: Tensor | None = None
     q_keep: Tensor | None = None
     k_keep: Tensor | None = None
+    # rows -> (B, H, R, T) bool: the mask of what an implementation computes when it is not
+    # the point's pattern (approximate ones); the check's reference then uses it.
+    reference_mask: Callable[[Tensor], Tensor] | None = None
 
     @property
     def leaves(self) -> list[Tensor]:
@@ -39,6 +42,15 @@ class ImplUnavailable(Exception):
 
 
 class Implementation(Protocol):
+    """Optional, read with getattr by the harness:
+
+    * `kind`: "exact" (default), "approximate" or "limit" (`constants.IMPL_KINDS`);
+    * `effective_inputs(inputs) -> AttentionInputs`: the tensors and pattern the implementation
+      really computes attention over, when they are not the point's (limits: segment ids or
+      compacted rows; approximate ones: the same tensors with `reference_mask`). `prepare`,
+      the check and the timing then use them; the density stays the point's.
+    """
+
     def available(self, device: str) -> tuple[bool, str]:
         """(True, "") when it can run on `device` ("cuda" or "cpu"), else (False, reason)."""
         ...

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from scfa_bench.constants import DTYPES, PATTERN_AXES, SWEEP_AXES, Pattern
+from scfa_bench.constants import DTYPES, IMPL_KINDS, PATTERN_AXES, SWEEP_AXES, Pattern
 from scfa_bench.errors import InputError
 from scfa_bench.impls.base import Implementation
 
@@ -21,6 +21,12 @@ _BUILTIN_MODULES = (
     "scfa_bench.impls.sdpa",
     "scfa_bench.impls.flex",
     "scfa_bench.impls.naive",
+    "scfa_bench.impls.flex_sparse",
+    "scfa_bench.impls.flex_ranges",
+    "scfa_bench.impls.sorted_varlen",
+    "scfa_bench.impls.reformer",
+    "scfa_bench.impls.flash",
+    "scfa_bench.impls.limits",
 )
 
 
@@ -40,6 +46,7 @@ class ImplSpec:
     head_dims: tuple[int, ...] | None = None  # exactly these; None: see the two below
     max_head_dim: int | None = None
     head_dim_multiple: int = 1
+    kind: str = "exact"  # one of IMPL_KINDS
 
     def create(self) -> Implementation:
         return self.factory()
@@ -97,8 +104,10 @@ def register(
     head_dims: tuple[int, ...] | None = None,
     max_head_dim: int | None = None,
     head_dim_multiple: int = 1,
+    kind: str | None = None,
 ) -> Callable[[Callable[[], Implementation]], Callable[[], Implementation]]:
-    """Decorator registering `factory` under `name`; `axes` default to the pattern's axes.
+    """Decorator registering `factory` under `name`; `axes` default to the pattern's axes and
+    `kind` to the factory's `kind` attribute, else "exact".
 
     `dtypes` is a tuple for every device or a mapping device -> dtypes; `head_dims` lists the
     head dims it takes (None: any, within `max_head_dim` and multiples of `head_dim_multiple`).
@@ -119,6 +128,9 @@ def register(
     def decorate(factory: Callable[[], Implementation]) -> Callable[[], Implementation]:
         if name in _REGISTRY:
             raise ValueError(f"implementation {name!r} is registered twice")
+        impl_kind = kind or getattr(factory, "kind", "exact")
+        if impl_kind not in IMPL_KINDS:
+            raise ValueError(f"register({name!r}): kind must be one of {list(IMPL_KINDS)}")
         _REGISTRY[name] = ImplSpec(
             name=name,
             pattern=pattern,
@@ -131,6 +143,7 @@ def register(
             head_dims=None if head_dims is None else tuple(head_dims),
             max_head_dim=max_head_dim,
             head_dim_multiple=head_dim_multiple,
+            kind=impl_kind,
         )
         return factory
 

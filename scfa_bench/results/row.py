@@ -50,6 +50,23 @@ class ResultRow:
     warmup_ms: float | None = None
     rep_ms: float | None = None
     device: str = ""
+    # exact | approximate | limit (constants.IMPL_KINDS)
+    impl_kind: str = ""
+    # approximate implementations: relative error against the point's exact sparse reference
+    approx_rel_err: float | None = None
+    # the limit's ms / this ms, same point and mode (results.limits)
+    fraction_of_limit: float | None = None
+    # NVML telemetry while the row was timed (measure.telemetry)
+    sm_mhz_min: float | None = None
+    sm_mhz_median: float | None = None
+    mem_mhz_median: float | None = None
+    temp_c_max: float | None = None
+    power_w_max: float | None = None
+    throttle_reasons: str = ""
+    throttled: str = ""  # yes | no | "" (unknown)
+    # `run --profile-stages`: per-call GPU time by stage, "stage=ms;stage=ms", and idle time
+    stage_ms: str = ""
+    gpu_idle_ms: float | None = None
 
     @property
     def key(self) -> RowKey:
@@ -83,6 +100,10 @@ TEXT_COLUMNS = (
     "timer",
     "baseline",
     "device",
+    "impl_kind",
+    "throttle_reasons",
+    "throttled",
+    "stage_ms",
 )
 FLOAT_COLUMNS = tuple(
     c

@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from scfa_bench.errors import InputError, output_error
 from scfa_bench.measure.envinfo import environment, resolve_device
 from scfa_bench.measure.model_point import measure_model_task
 from scfa_bench.measure.point import ModeMeasurement, measure_task
+from scfa_bench.measure.telemetry import run_telemetry
+from scfa_bench.results.limits import fill_fraction_of_limit
 from scfa_bench.results.meta import meta_path_for, new_meta, read_meta, suite_content, write_meta
 from scfa_bench.results.reader import read_results
 from scfa_bench.results.resume import (
@@ -39,6 +42,7 @@ from scfa_bench.results.row import ResultRow, RowKey, base_row
 from scfa_bench.results.speedup import fill_speedups, speedup_for
 from scfa_bench.results.writer import ResultWriter, rewrite_rows
 from scfa_bench.run.progress import Reporter, SilentReporter
+from scfa_bench.run.rows import measured_row
 from scfa_bench.suite.grid import Task, expand, row_count
 from scfa_bench.suite.schema import Suite
 
@@ -52,6 +56,7 @@ class RunOptions:
     # Restricts the expanded grid (one shard of it, `run.shard`); None runs every task.
     select: Callable[[list[Task]], list[Task]] | None = None
     force: bool = False  # resume even though the suite file changed since the run
+    profile_stages: bool = False  # also profile every row: stage times in `stage_ms`
 
 
 @dataclass(frozen=True)
@@ -77,29 +82,6 @@ def new_csv_path(out_dir: Path, suite_name: str) -> Path:
         path = out_dir / f"{suite_name}-{stamp}-{counter}.csv"
         counter += 1
     return path
-
-
-def measured_row(base: ResultRow, measured: ModeMeasurement) -> ResultRow:
-    """The CSV row of one measured mode."""
-    timing = measured.timing
-    return replace(
-        base,
-        status=measured.status,
-        error=measured.error,
-        density=measured.density,
-        check_rel_err=measured.check_rel_err,
-        ms_median=None if timing is None else timing.ms_median,
-        ms_q20=None if timing is None else timing.ms_q20,
-        ms_q80=None if timing is None else timing.ms_q80,
-        timer="" if timing is None else timing.timer,
-        tflops_dense_equiv=measured.tflops_dense_equiv,
-        tflops_effective=measured.tflops_effective,
-        peak_mem_mib=measured.peak_mem_mib,
-        nvml_mem_mib=measured.nvml_mem_mib,
-        tokens_per_s=measured.tokens_per_s,
-        attention_ms=measured.attention_ms,
-        attention_share=measured.attention_share,
-    )
 
 
 def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = None) -> RunOutcome:
@@ -153,11 +135,12 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
     write_meta(meta_path, meta)
     try:
         new_rows, interrupted = _measure_all(
-            suite, todo, row_count(tasks), device, env, csv_path, reporter
+            suite, todo, row_count(tasks), device, env, csv_path, reporter, options.profile_stages
         )
         # Rows measured before their baseline, and resumed rows, get their speedup here.
-        rows = fill_speedups(read_results(csv_path).rows, suite.baseline)
+        rows = fill_fraction_of_limit(fill_speedups(read_results(csv_path).rows, suite.baseline))
         rewrite_rows(csv_path, rows)
+        meta["telemetry"] = run_telemetry(rows, device)
     except KeyboardInterrupt:
         _finish(meta_path, meta, "interrupted")
         raise
@@ -176,9 +159,14 @@ def _measure_all(
     env: dict[str, Any],
     csv_path: Path,
     reporter: Reporter,
+    profile_stages: bool = False,
 ) -> tuple[int, bool]:
     """Measure the pending tasks, appending each row; (rows written, interrupted by Ctrl-C)."""
-    measure = measure_task if suite.model is None else measure_model_task
+    measure: Callable[[Suite, Task, str], Iterator[ModeMeasurement]] = (
+        partial(measure_task, with_stages=profile_stages)
+        if suite.model is None
+        else measure_model_task
+    )
     baseline_rows: list[ResultRow] = []
     new_rows = 0
     interrupted = False

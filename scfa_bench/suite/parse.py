@@ -12,7 +12,9 @@ Keys (unknown keys are rejected at every level; defaults in brackets):
 - `sweep` (required): `seq_len` (required), `n_buckets`, `drop_rate`: non-empty lists without
   duplicates; the grid is their cartesian product, restricted per implementation to the axes it
   uses. `n_buckets` >= 1 (even with lsh buckets), `drop_rate` in [0, 1).
-- `buckets` [random]: `random` (uniform bucket ids) or `lsh` (angular LSH of q and k).
+- `buckets` [random]: `random` (uniform bucket ids), `lsh` (angular LSH of q and k) or
+  `lsh_shared` (angular LSH of q used for both queries and keys, as when keys are the
+  normalised queries).
 - `implementations` (required): registered implementation names (`scfa-bench list`).
 - `baseline` [first dense implementation listed, else none]: speedups are relative to it.
 - `modes` [[fwd, bwd, fwd+bwd]].
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from scfa_bench.constants import DEVICES, DTYPES, MODES
+from scfa_bench.impls.plugins import register_suite_plugins
 from scfa_bench.impls.registry import ImplSpec, all_specs
 from scfa_bench.suite.model_section import (
     check_model_implementations,
@@ -59,7 +62,7 @@ DTYPE_ALIASES = {
     "fp32": "fp32",
     "float32": "fp32",
 }
-BUCKET_KINDS = ("random", "lsh")
+BUCKET_KINDS = ("random", "lsh", "lsh_shared")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -134,13 +137,14 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
     shape = _shape(v, data["shape"])
 
     buckets = v.string(data.get("buckets", "random"), "buckets", BUCKET_KINDS)
-    if buckets == "lsh" and sweep.n_buckets:
+    if buckets in ("lsh", "lsh_shared") and sweep.n_buckets:
         for i, nb in enumerate(sweep.n_buckets):
             if nb % 2:
                 raise v.fail(f"sweep.n_buckets[{i}]", f"lsh buckets need an even count, got {nb}")
 
-    specs = all_specs()
     impls = v.seq(data["implementations"], "implementations", v.string)
+    register_suite_plugins(impls, file)  # entry points and module:function references
+    specs = all_specs()
     for i, impl in enumerate(impls):
         if impl not in specs:
             raise v.fail(

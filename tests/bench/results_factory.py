@@ -56,7 +56,7 @@ def make_row(**fields: Any) -> dict[str, Any]:
         "rep_ms": 100,
         "device": H100,
     }
-    unknown = set(fields) - set(row)
+    unknown = set(fields) - set(RESULT_COLUMNS)
     if unknown:
         raise KeyError(f"unknown result columns {sorted(unknown)}")
     row.update(fields)
@@ -74,8 +74,10 @@ def suite_rows(
     modes: Iterable[str] = ("fwd", "bwd", "fwd+bwd"),
     spread: float = 0.01,
     device: str = H100,
+    with_limits: bool = False,
 ) -> list[dict[str, Any]]:
-    """A consistent grid: two dense baselines, a hash-sparse and a QK-sparse kernel."""
+    """A consistent grid: two dense baselines, a hash-sparse and a QK-sparse kernel; with
+    `with_limits`, also the limits `limit_hash` / `limit_qk` (faster than the kernels)."""
     rows: list[dict[str, Any]] = []
     common = {"device": device}
     for mode in modes:
@@ -99,6 +101,21 @@ def suite_rows(
             for nb in n_buckets:
                 density = 1.0 / nb
                 ms = dense_ms * (density + 0.05)
+                if with_limits:
+                    limit_ms = dense_ms * density * 0.9
+                    rows.append(
+                        make_row(
+                            impl="limit_hash",
+                            impl_kind="limit",
+                            mode=mode,
+                            seq_len=seq_len,
+                            n_buckets=nb,
+                            density=density,
+                            speedup=dense_ms / limit_ms,
+                            **_timed(limit_ms, spread),
+                            **common,
+                        )
+                    )
                 rows.append(
                     make_row(
                         impl="scfa_hash",
@@ -114,6 +131,22 @@ def suite_rows(
             for p in drop_rates:
                 density = (1 - p) ** 2
                 ms = dense_ms * (density + 0.03)
+                if with_limits:
+                    limit_ms = dense_ms * density * 0.9
+                    rows.append(
+                        make_row(
+                            impl="limit_qk",
+                            impl_kind="limit",
+                            mode=mode,
+                            seq_len=seq_len,
+                            n_buckets="",
+                            drop_rate=p,
+                            density=density,
+                            speedup=dense_ms / limit_ms,
+                            **_timed(limit_ms, spread),
+                            **common,
+                        )
+                    )
                 rows.append(
                     make_row(
                         impl="scfa_qk",
