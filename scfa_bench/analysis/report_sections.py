@@ -112,6 +112,8 @@ def limits_section(frame: pd.DataFrame) -> str:
 
 def approximation_section(frame: pd.DataFrame) -> str:
     """How far approximate implementations (Reformer) are from the exact sparse attention."""
+    if frame.empty:  # e.g. a run killed before its first row
+        return ""
     rows = frame[frame["approx_rel_err"].notna() & (frame["mode"] == frame["mode"].iloc[0])]
     if rows.empty:
         return ""
