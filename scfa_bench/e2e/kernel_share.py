@@ -28,7 +28,9 @@ from dataclasses import dataclass
 ATTENTION_NAME_PARTS = (
     "sparse_attention_",  # our forward, dK/dV and dQ kernels
     "attention_bwd_delta",  # our backward's delta pass
-    "bucket_sort",  # our counting sort of queries and keys
+    "bucket_sort",  # our counting sort of queries and keys (one-launch form)
+    "bucket_histogram",  # ... and its chunk-parallel form: histogram, then scatter
+    "bucket_scatter",
     "tile_ranges",  # our per-tile key / query ranges
     "lsh",
     "flash",

@@ -34,7 +34,8 @@ from scfa_bench.measure.profile_call import (
 
 # Our kernels (kernels/_triton_*.py) by name; checked in order, first match wins.
 KERNEL_STAGES: tuple[tuple[str, str], ...] = (
-    (r"bucket_sort_pair_kernel", "plan: sort"),
+    # The counting sort: one launch before the chunk-parallel plan, histogram + scatter after.
+    (r"bucket_(sort_pair|histogram|scatter)_kernel", "plan: sort"),
     (r"(query|key)_tile_ranges_kernel", "plan: tile ranges"),
     (r"sparse_attention_fwd_kernel", "forward kernel"),
     (r"attention_bwd_delta_kernel", "backward: delta"),

@@ -127,3 +127,8 @@ def test_export_trace_writes_through_the_profiler(tmp_path):
     prof = SimpleNamespace(export_chrome_trace=lambda path: written.append(path))
     assert profile_report.export_trace(prof, tmp_path / "t.json") == tmp_path / "t.json"
     assert written == [str(tmp_path / "t.json")]
+
+
+def test_chunk_parallel_sort_kernels_are_the_sort_stage():
+    for name in ("bucket_histogram_kernel", "bucket_scatter_kernel"):
+        assert ps.stage_of(GpuEvent(name, 0, 1), []) == "plan: sort"
