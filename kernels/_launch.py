@@ -18,15 +18,15 @@ from ._triton_bwd import (
 from ._triton_fwd import LOG2E, sparse_attention_fwd_kernel
 from .plan import SparsityPlan, key_tile_ranges, query_tile_ranges
 
-# tl.dot's `input_precision` only affects float32 operands: "ieee" gives true float32
-# products instead of TF32. Float16/bfloat16 operands ignore it (their products are exact,
-# accumulated in float32), so they pass Triton's default.
-_TRITON_DEFAULT_INPUT_PRECISION = "tf32"
 
+def dot_input_precision(dtype: torch.dtype) -> str | None:
+    """tl.dot's `input_precision` for `dtype` operands.
 
-def dot_input_precision(dtype: torch.dtype) -> str:
-    """`input_precision` for tl.dot on `dtype` operands: exact float32 for float32."""
-    return "ieee" if dtype == torch.float32 else _TRITON_DEFAULT_INPUT_PRECISION
+    It only affects float32 operands: "ieee" gives true float32 products instead of TF32.
+    Float16/bfloat16 products are exact (accumulated in float32) whatever it says, so they
+    get None: Triton's default, no claim about a precision that does not apply.
+    """
+    return "ieee" if dtype == torch.float32 else None
 
 
 def forward(

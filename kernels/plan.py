@@ -26,11 +26,8 @@ import torch
 import triton
 
 from ._triton_common import UNMATCHED_KEY_OFFSET, UNMATCHED_QUERY_OFFSET
-from ._triton_plan import (
-    bucket_sort_pair_kernel,
-    key_tile_ranges_kernel,
-    query_tile_ranges_kernel,
-)
+from ._triton_plan import key_tile_ranges_kernel, query_tile_ranges_kernel
+from ._triton_sort import bucket_histogram_kernel, bucket_scatter_kernel
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,10 @@ COUNTING_SORT_MAX_BUCKETS = 64
 _ONE_HOT_MAX_BUCKETS = 8
 _ONE_HOT_ELEMENTS = 8192
 _SORT_CHUNK = 1024
-_SORT_CHUNK_INTERPRETER = 32
+_SORT_CHUNK_INTERPRETER = 64
+# Chunk histograms a scatter program sums per step, to find its row's offsets.
+_CHUNK_GROUP = 64
+_CHUNK_GROUP_INTERPRETER = 8
 _RANGE_GROUP = 128
 
 
@@ -119,7 +119,7 @@ def _sort_rows_torch(bucket_bth: torch.Tensor, n_buckets: int, unmatched: int) -
     return torch.stack([perm.to(torch.int32), sorted_bucket])
 
 
-def _sort_pair_torch(q_src: torch.Tensor, k_src: torch.Tensor, n_buckets: int) -> SparsityPlan:
+def torch_sort_pair(q_src: torch.Tensor, k_src: torch.Tensor, n_buckets: int) -> SparsityPlan:
     """Stable sort of queries and keys with torch.sort (bucket counts the counting sort
     does not take); same result as the counting sort."""
     T = q_src.shape[1]
@@ -132,14 +132,15 @@ def _sort_pair_torch(q_src: torch.Tensor, k_src: torch.Tensor, n_buckets: int) -
     return SparsityPlan(perm=perm, bucket=bucket, composite=composite)
 
 
-def _sort_pair_counting(
+def counting_sort_pair(
     q_src: torch.Tensor,
     k_src: torch.Tensor,
     n_buckets: int,
     from_keep: bool,
     rank_by_sort: bool | None = None,
 ) -> SparsityPlan:
-    """Stable counting sort of queries and keys on the device, in one launch."""
+    """Stable counting sort of queries and keys on the device: two launches, each one
+    program per (side, row, chunk of the row)."""
     B, T, H = q_src.shape
     BH = B * H
     nb = triton.next_power_of_2(max(n_buckets, 2))
@@ -148,28 +149,47 @@ def _sort_pair_counting(
         # tl.sort is slow under the interpreter: CPU runs keep the one-hot ranks (the tests
         # exercise both on the CPU).
         rank_by_sort = nb > _ONE_HOT_MAX_BUCKETS and on_gpu
-    chunk = _SORT_CHUNK if on_gpu else _SORT_CHUNK_INTERPRETER
-    if not rank_by_sort:
-        chunk = max(16, min(1024, _ONE_HOT_ELEMENTS // nb))
-    perm = torch.empty((2, BH, T), dtype=torch.int32, device=q_src.device)
-    bucket = torch.empty((2, BH, T), dtype=torch.int32, device=q_src.device)
-    composite = torch.empty((2, BH, T), dtype=torch.int64, device=q_src.device)
-    outputs = (perm, bucket, composite)
-    bucket_sort_pair_kernel[(2 * BH,)](
+    if not on_gpu:
+        chunk = _SORT_CHUNK_INTERPRETER  # small: the tests cross many chunks
+    elif rank_by_sort:
+        chunk = _SORT_CHUNK
+    else:
+        chunk = max(16, min(_SORT_CHUNK, _ONE_HOT_ELEMENTS // nb))
+    n_chunks = triton.cdiv(T, chunk)
+    device = q_src.device
+    hist = torch.empty((2 * BH, n_chunks, nb), dtype=torch.int32, device=device)
+    unmatched = torch.empty((2 * BH, n_chunks), dtype=torch.int32, device=device)
+    perm = torch.empty((2, BH, T), dtype=torch.int32, device=device)
+    bucket = torch.empty((2, BH, T), dtype=torch.int32, device=device)
+    composite = torch.empty((2, BH, T), dtype=torch.int64, device=device)
+    grid = (2 * BH * n_chunks,)
+    shape_args = (BH, H, T, n_chunks, *q_src.stride(), *k_src.stride(), n_buckets)
+    bucket_histogram_kernel[grid](
         q_src,
         k_src,
-        *outputs,
-        BH,
-        H,
-        T,
-        *q_src.stride(),
-        *k_src.stride(),
-        n_buckets,
+        hist,
+        unmatched,
+        *shape_args,
         FROM_KEEP=from_keep,
         NB=nb,
         CHUNK=chunk,
+        num_warps=4,
+    )
+    bucket_scatter_kernel[grid](
+        q_src,
+        k_src,
+        hist,
+        unmatched,
+        perm,
+        bucket,
+        composite,
+        *shape_args,
+        FROM_KEEP=from_keep,
+        NB=nb,
+        CHUNK=chunk,
+        CHUNK_GROUP=_CHUNK_GROUP if on_gpu else _CHUNK_GROUP_INTERPRETER,
         RANK_BY_SORT=rank_by_sort,
-        num_warps=8,
+        num_warps=4,
     )
     return SparsityPlan(perm=perm, bucket=bucket, composite=composite)
 
@@ -179,14 +199,14 @@ def hash_plan(q_hash: torch.Tensor, k_hash: torch.Tensor, n_buckets: int) -> Spa
     the host. An id outside that range matches nothing (its query sees no key, its key is
     seen by no query)."""
     if n_buckets <= COUNTING_SORT_MAX_BUCKETS:
-        return _sort_pair_counting(q_hash, k_hash, n_buckets, from_keep=False)
-    return _sort_pair_torch(q_hash, k_hash, n_buckets)
+        return counting_sort_pair(q_hash, k_hash, n_buckets, from_keep=False)
+    return torch_sort_pair(q_hash, k_hash, n_buckets)
 
 
 def qk_plan(q_keep: torch.Tensor, k_keep: torch.Tensor) -> SparsityPlan:
     """Plan for QK-sparse attention: kept rows are bucket 0 of one bucket, dropped rows are
     out of range, so they see nothing and are seen by nothing."""
-    return _sort_pair_counting(q_keep, k_keep, 1, from_keep=True)
+    return counting_sort_pair(q_keep, k_keep, 1, from_keep=True)
 
 
 def _tile_bounds(rows: SortedRows, block: int) -> tuple[torch.Tensor, ...]:

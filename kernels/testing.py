@@ -15,14 +15,41 @@ from torch import Tensor
 from . import reference
 from .attention import hash_sparse_attention, qk_sparse_attention
 
-# Norm-relative error bounds ||got - want|| / ||want|| and max-abs bounds, per dtype.
-# float32 in the interpreter is plain fp32 numpy arithmetic (~1e-7 seen). float16 rounds P
-# and dS to half before each dot product, as on the GPU: ~3e-4 seen, so 10x headroom still
-# catches a 1% error in the softmax scale.
-REL_TOL = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
-ABS_TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}
-GRAD_REL_TOL = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
-GRAD_ABS_TOL = {torch.float32: 2e-4, torch.float16: 3e-2, torch.bfloat16: 1e-1}
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Bounds on `max_rel_err` of the output and of each gradient (dq, dk, dv)."""
+
+    out: float
+    grad: float
+
+
+# The kernels against the float32 reference of the same rounded inputs, per input dtype.
+# Seen on an H100 at T <= 16384 (PERF.md): bfloat16 out 1.4e-3..2.2e-3, grads 2.3e-3..2.7e-3;
+# float16 1.8e-4..3.4e-4; float32 (true float32 products) ~1e-6. The interpreter's float32
+# is numpy's (~1e-7). About 10x headroom everywhere.
+TOLERANCES: dict[torch.dtype, Tolerance] = {
+    torch.float16: Tolerance(out=5e-3, grad=1e-2),
+    torch.bfloat16: Tolerance(out=2e-2, grad=3e-2),
+    torch.float32: Tolerance(out=1e-4, grad=1e-4),
+}
+
+
+def max_rel_err(got: Tensor, want: Tensor) -> float:
+    """The error metric: the largest norm-relative error ||got - want|| / ||want|| over
+    (batch, head) of (B, T, H, D) tensors (over the whole tensor for other shapes), in
+    float64; the plain norm of the difference where want is all zero."""
+    got64, want64 = got.detach().double(), want.detach().double()
+    if got64.dim() == 4:
+        b, t, h, d = got64.shape
+        got64 = got64.permute(0, 2, 1, 3).reshape(b * h, t * d)
+        want64 = want64.permute(0, 2, 1, 3).reshape(b * h, t * d)
+    else:
+        got64, want64 = got64.reshape(1, -1), want64.reshape(1, -1)
+    diff = (got64 - want64).norm(dim=1)
+    scale = want64.norm(dim=1)
+    rel = torch.where(scale > 0, diff / torch.where(scale > 0, scale, 1.0), diff)
+    return float(rel.max()) if rel.numel() else 0.0
 
 
 @dataclass(frozen=True)
@@ -105,27 +132,18 @@ def random_keep(b: int, t: int, h: int, drop, device: str, seed: int) -> Pattern
     return Pattern("qk", q_keep.to(device), k_keep.to(device))
 
 
-def rel_err(got: Tensor, want: Tensor) -> float:
-    """||got - want|| / ||want|| in float64; the plain norm of got when want is zero."""
-    got64, want64 = got.double(), want.double()
-    denom = want64.norm().item()
-    diff = (got64 - want64).norm().item()
-    return diff / denom if denom > 0 else diff
-
-
 def expect(condition: object, message: str) -> None:
     """`assert` that survives `python -O`: raise AssertionError(message) unless condition."""
     if not condition:
         raise AssertionError(message)
 
 
-def assert_matches(got: Tensor, want: Tensor, rel_tol: float, abs_tol: float, what: str) -> None:
+def assert_matches(got: Tensor, want: Tensor, bound: float, what: str) -> None:
+    """Same shape, finite, and `max_rel_err` within `bound`."""
     expect(got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}")
     expect(torch.isfinite(got).all(), f"{what}: non-finite values")
-    err = rel_err(got, want)
-    max_abs = (got.double() - want.double()).abs().max().item() if got.numel() else 0.0
-    expect(err <= rel_tol, f"{what}: norm-relative error {err:.3g} > {rel_tol:.3g}")
-    expect(max_abs <= abs_tol, f"{what}: max abs error {max_abs:.3g} > {abs_tol:.3g}")
+    err = max_rel_err(got, want)
+    expect(err <= bound, f"{what}: norm-relative error {err:.3g} > {bound:.3g}")
 
 
 def check_forward(
@@ -136,7 +154,7 @@ def check_forward(
     expect(out.dtype == q.dtype and out.device == q.device, f"out is {out.dtype} on {out.device}")
     want = pattern.reference_out(q.float(), k.float(), v.float(), sm_scale).cpu()
     got = out.float().cpu()
-    assert_matches(got, want, REL_TOL[q.dtype], ABS_TOL[q.dtype], "out")
+    assert_matches(got, want, TOLERANCES[q.dtype].out, "out")
     stranded = pattern.stranded().cpu()
     expect(torch.count_nonzero(got[stranded]) == 0, "stranded queries must output exactly 0")
     return out
@@ -160,7 +178,7 @@ def check_backward(
     for name, g, w in zip(("dq", "dk", "dv"), grads, want, strict=True):
         expect(g is not None, f"{name}: no gradient")
         expect(g.dtype == q.dtype and g.shape == q.shape, f"{name}: {g.dtype} {tuple(g.shape)}")
-        assert_matches(g.float().cpu(), w.cpu(), GRAD_REL_TOL[q.dtype], GRAD_ABS_TOL[q.dtype], name)
+        assert_matches(g.float().cpu(), w.cpu(), TOLERANCES[q.dtype].grad, name)
     stranded = pattern.stranded().cpu()
     expect(torch.count_nonzero(grads[0].float().cpu()[stranded]) == 0, "stranded dq must be 0")
     return grads

@@ -8,9 +8,10 @@ from the SAME rounded inputs, so only the kernel's own error is measured:
 * dq, dk, dv: every row, from the chunked exact formulas (O(chunk x T) memory);
 * no NaN/inf anywhere; stranded queries (no allowed key) output exactly 0 and get dq = 0.
 
-The error of a tensor is the largest, over (batch, head), norm-relative error
-||got - want|| / ||want||. Exit code 0 iff every case passes; 2 when there is no CUDA device
-(``--cpu`` runs a tiny case through Triton's interpreter instead).
+The error of a tensor is `scfa_kernels.testing.max_rel_err` (the largest norm-relative error
+||got - want|| / ||want|| over (batch, head)), bounded by `testing.TOLERANCES`. Exit code 0
+iff every case passes; 2 when there is no CUDA device (``--cpu`` runs a tiny case through
+Triton's interpreter instead).
 """
 
 from __future__ import annotations
@@ -27,27 +28,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
-from torch import Tensor
 
 from . import hash_sparse_attention, lsh_buckets, qk_sparse_attention, reference
+from .testing import TOLERANCES, Tolerance, max_rel_err
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    """Bounds on the norm-relative error of the output and of the gradients."""
-
-    out: float
-    grad: float
-
-
-# Stated bounds (against float32 reference of the same rounded inputs).
-TOLERANCES = {
-    "fp16": Tolerance(out=5e-3, grad=1e-2),
-    "bf16": Tolerance(out=2e-2, grad=3e-2),
-    "fp32": Tolerance(out=1e-4, grad=1e-4),
-}
 
 PATTERNS = ("hash-1", "hash-8", "lsh-8", "qk-0.5")
 QUICK_PATTERNS = ("hash-8", "qk-0.5")
@@ -148,16 +134,6 @@ def _small_cases(
 # ---------------------------------------------------------------- one case
 
 
-def _max_rel_err(got: Tensor, want: Tensor) -> float:
-    """Largest norm-relative error over (batch, head); absolute norm where want is all 0."""
-    got, want = got.detach(), want.detach()
-    b, _, h, _ = got.shape
-    diff = (got.double() - want.double()).permute(0, 2, 1, 3).reshape(b * h, -1).norm(dim=1)
-    scale = want.double().permute(0, 2, 1, 3).reshape(b * h, -1).norm(dim=1)
-    rel = torch.where(scale > 0, diff / torch.where(scale > 0, scale, 1.0), diff)
-    return float(rel.max())
-
-
 def _inputs(case: Case, device: str, seed: int):
     gen = torch.Generator(device=device).manual_seed(seed)
     shape = (case.batch, case.seq_len, case.heads, case.head_dim)
@@ -181,7 +157,7 @@ def _inputs(case: Case, device: str, seed: int):
 
 def run_case(case: Case, device: str, sample_rows: int, full_max_t: int, seed: int) -> CaseResult:
     started = time.perf_counter()
-    tolerance = TOLERANCES[case.dtype]
+    tolerance = TOLERANCES[DTYPES[case.dtype]]
     q, k, v, do, a, c = _inputs(case, device, seed)
     if case.pattern == "qk":
         kernel, mask_of = qk_sparse_attention, reference.qk_mask
@@ -228,10 +204,10 @@ def run_case(case: Case, device: str, sample_rows: int, full_max_t: int, seed: i
         tolerance=tolerance,
         rows_checked=int(rows.numel()),
         stranded_rows=int(stranded.sum()),
-        err_out=_max_rel_err(out[:, rows].float(), want_out),
-        err_dq=_max_rel_err(dq.float(), want_dq),
-        err_dk=_max_rel_err(dk.float(), want_dk),
-        err_dv=_max_rel_err(dv.float(), want_dv),
+        err_out=max_rel_err(out[:, rows].float(), want_out),
+        err_dq=max_rel_err(dq.float(), want_dq),
+        err_dk=max_rel_err(dk.float(), want_dk),
+        err_dv=max_rel_err(dv.float(), want_dv),
         problems=tuple(problems),
         seconds=time.perf_counter() - started,
     )
@@ -244,7 +220,9 @@ def run_case_safely(case: Case, device: str, **kwargs) -> CaseResult:
     except Exception as exc:  # reported in the table, the run goes on
         if device == "cuda":
             torch.cuda.empty_cache()
-        return CaseResult(case, TOLERANCES[case.dtype], problems=(f"{type(exc).__name__}: {exc}",))
+        return CaseResult(
+            case, TOLERANCES[DTYPES[case.dtype]], problems=(f"{type(exc).__name__}: {exc}",)
+        )
 
 
 # ---------------------------------------------------------------- environment and output
@@ -285,7 +263,10 @@ def print_report(results: Sequence[CaseResult], env: dict[str, str], elapsed: fl
         f"[bold]scfa_kernels.verify[/] on {env['device']}: torch {env['torch']}, "
         f"triton {env['triton']}, CUDA {env['cuda']}"
     )
-    tols = ", ".join(f"{k} out<={t.out:g} grads<={t.grad:g}" for k, t in TOLERANCES.items())
+    tols = ", ".join(
+        f"{name} out<={TOLERANCES[dtype].out:g} grads<={TOLERANCES[dtype].grad:g}"
+        for name, dtype in DTYPES.items()
+    )
     console.print(f"error = max over (batch, head) of ||got-ref||/||ref||; bounds: {tols}")
     table = Table(show_lines=False)
     for column in _COLUMNS.split():

@@ -10,6 +10,11 @@ from typing import Literal
 
 # Measurement modes in run order.
 MODES = ("fwd", "bwd", "fwd+bwd")
+# Modes of model-suite rows: one training step (forward, loss, backward), without or with the
+# AdamW update.
+STEP_MODES = ("step", "step+adamw")
+# Every mode a results row may carry.
+ROW_MODES = (*MODES, *STEP_MODES)
 # Canonical dtype names (suite files also accept the torch spellings, see suite.parse).
 DTYPES = ("fp16", "bf16", "fp32")
 # Where a suite may ask to run; "auto" means cuda when present, else cpu.
@@ -24,6 +29,15 @@ PATTERN_AXES: dict[str, tuple[str, ...]] = {
     "dense": (),
 }
 
+# What an implementation computes: the point's attention exactly, an approximation of it (checked
+# against its own reference), or a limit (the best dense kernel on the work the pattern allows).
+IMPL_KINDS = ("exact", "approximate", "limit")
+
 # Row statuses; `oom` and `unavailable` are facts about the machine, the failing ones fail a run.
 STATUSES = ("ok", "incorrect", "oom", "error", "unavailable")
 FAILING_STATUSES = ("incorrect", "error")
+
+# Said wherever wall-clock (CPU, Triton interpreter) timings are shown: report, plots, summary.
+WALL_CLOCK_WARNING = (
+    "wall-clock times on the CPU through Triton's interpreter: not indicative of GPU speed"
+)

@@ -39,7 +39,13 @@ IMPLS = (
 
 def loss_and_grads(name: str, cfg: ModelConfig, axes: dict, t: int) -> tuple[float, dict]:
     attention = build_attention(
-        name, head_dim=cfg.head_dim, dtype=torch.bfloat16, device="cuda", seed=1, **axes
+        name,
+        heads=cfg.heads,
+        head_dim=cfg.head_dim,
+        dtype=torch.bfloat16,
+        device="cuda",
+        seed=1,
+        **axes,
     )
     torch.manual_seed(0)
     with torch.device("cuda"):

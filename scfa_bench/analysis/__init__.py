@@ -1,1 +1,2 @@
-"""Reading finished runs: statistics, the end-of-run summary, plots, the report, the gate."""
+"""Reading finished runs: statistics, the end-of-run summary, plots, the report, the gate,
+profile stage tables, clock comparison."""

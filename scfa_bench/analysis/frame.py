@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from scfa_bench.constants import MODES
+from scfa_bench.constants import ROW_MODES
+from scfa_bench.results.limits import fill_fraction_of_limit
 from scfa_bench.results.reader import Results
 from scfa_bench.results.row import (
     COLUMNS,
@@ -24,8 +25,8 @@ from scfa_bench.results.row import (
 )
 from scfa_bench.results.speedup import fill_speedups
 
-# Tables and figures show fwd+bwd first, then the other modes in run order.
-REPORT_MODES = tuple(sorted(MODES, key=lambda mode: mode != "fwd+bwd"))
+# Tables and figures show fwd+bwd first, then the other modes in run order (model steps last).
+REPORT_MODES = tuple(sorted(ROW_MODES, key=lambda mode: mode != "fwd+bwd"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,4 +72,5 @@ def rows_frame(rows: Sequence[ResultRow]) -> pd.DataFrame:
 def prepare(results: Results) -> PreparedResults:
     """The rows with speedups from the baseline where the CSV left them empty."""
     rows = fill_speedups(results.rows, results.baseline, keep_existing=True)
+    rows = fill_fraction_of_limit(rows)
     return PreparedResults(results, rows_frame(rows))

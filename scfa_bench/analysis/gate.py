@@ -12,8 +12,12 @@ noise (large AND significant). Status changes and missing rows are judged here:
   `fail_on_missing=True` (CLI `--fail-on-missing`) to make it fail.
 * in NEW only ("new"): reported, passes.
 
-Exit codes: 0 pass, 1 regression or lost correctness (or missing rows when asked), and
-bad input raises `InputError` (exit 2): no rows in common, different cards.
+A NEW run without a single ok row fails, whatever the baseline held.
+
+Exit codes: 0 pass, 1 regression, lost correctness, no ok row in NEW (or missing rows when
+asked), and bad input raises `InputError` (exit 2): no rows in common, different cards,
+wall-clock runs without `allow_wall_clock`, other kernels with `require_same_kernels`
+(`gate_inputs`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from scfa_bench.analysis import stats
+from scfa_bench.analysis.gate_inputs import DEFAULT_MAX_SLOWDOWN, kernels_warning, threshold_for
 from scfa_bench.errors import EXIT_FAILURE, EXIT_OK, InputError
 from scfa_bench.results.reader import Results, read_results
 from scfa_bench.results.row import ResultRow, RowKey
 
-DEFAULT_MAX_SLOWDOWN = 0.10
+__all__ = ["DEFAULT_MAX_SLOWDOWN", "GateResult", "Verdict", "compare"]
 
 
 class Verdict(str, Enum):
@@ -102,6 +107,8 @@ class GateResult:
     base_device: str | None
     new_device: str | None
     fail_on_missing: bool = False
+    new_ok_rows: int = 1  # ok rows in NEW; none at all fails the gate
+    warnings: tuple[str, ...] = ()
 
     def with_verdict(self, verdict: Verdict) -> tuple[RowComparison, ...]:
         return tuple(r for r in self.rows if r.verdict == verdict)
@@ -133,7 +140,7 @@ class GateResult:
 
     @property
     def passed(self) -> bool:
-        return not self.failing
+        return not self.failing and self.new_ok_rows > 0
 
     @property
     def exit_code(self) -> int:
@@ -150,6 +157,8 @@ class GateResult:
             "fail_on_missing": self.fail_on_missing,
             "base_device": self.base_device,
             "new_device": self.new_device,
+            "new_ok_rows": self.new_ok_rows,
+            "warnings": list(self.warnings),
             "counts": self.counts(),
             "rows": [r.to_dict() for r in self.rows],
         }
@@ -158,19 +167,28 @@ class GateResult:
 def compare(
     new: Results | str | Path,
     base: Results | str | Path,
-    max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
+    max_slowdown: float | None = None,
     allow_different_device: bool = False,
     fail_on_missing: bool = False,
+    allow_wall_clock: bool = False,
+    require_same_kernels: bool = False,
 ) -> GateResult:
-    """Compare NEW with BASE row by row; raise InputError on input the gate cannot judge."""
-    if not (isinstance(max_slowdown, int | float) and math.isfinite(max_slowdown)):
+    """Compare NEW with BASE row by row; raise InputError on input the gate cannot judge.
+
+    `max_slowdown` None: 0.10, or 0.5 for wall-clock runs (allowed only with
+    `allow_wall_clock`)."""
+    if max_slowdown is not None and not (
+        isinstance(max_slowdown, int | float) and math.isfinite(max_slowdown)
+    ):
         raise InputError(f"--max-slowdown must be a finite number, got {max_slowdown!r}")
-    if max_slowdown < 0:
+    if max_slowdown is not None and max_slowdown < 0:
         raise InputError(
             f"--max-slowdown must be >= 0 (a fraction, 0.10 = 10%), got {max_slowdown}"
         )
     new_res = new if isinstance(new, Results) else read_results(new)
     base_res = base if isinstance(base, Results) else read_results(base)
+    max_slowdown = threshold_for(new_res, base_res, max_slowdown, allow_wall_clock)
+    warning = kernels_warning(new_res, base_res, require_same_kernels)
     new_device, base_device = new_res.device_name, base_res.device_name
     if (
         not allow_different_device
@@ -206,6 +224,8 @@ def compare(
         base_device=base_device,
         new_device=new_device,
         fail_on_missing=fail_on_missing,
+        new_ok_rows=len(new_res.ok_rows),
+        warnings=(warning,) if warning else (),
     )
 
 

@@ -6,36 +6,51 @@ drawing them, and `plots` draws exactly what is planned here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
 from scfa_bench.analysis.frame import REPORT_MODES, PreparedResults
 from scfa_bench.constants import SWEEP_AXES
 
-KINDS = ("runtime", "speedup", "heatmap_n_buckets", "heatmap_drop_rate", "fraction_of_ideal")
+KINDS = (
+    "runtime",
+    "speedup",
+    "heatmap_n_buckets",
+    "heatmap_drop_rate",
+    "fraction_of_ideal",
+    "fraction_of_limit",
+)
 _KIND_TITLES = {
     "runtime": "Runtime",
     "speedup": "Speedup over {baseline}",
     "heatmap_n_buckets": "Speedup over {baseline} by bucket count",
     "heatmap_drop_rate": "Speedup over {baseline} by drop rate",
     "fraction_of_ideal": "Fraction of ideal speedup (speedup x density)",
+    "fraction_of_limit": "Fraction of the limit (limit time / time)",
 }
 
 
 @dataclass(frozen=True)
 class ShapeGroup:
-    """The fixed part of a suite's shape; one set of figures per group."""
+    """The fixed part of a suite's shape; one set of figures per group. Model-suite rows group
+    by model, dtype and `compile`; their batch may follow seq_len, so it is not part of it."""
 
-    batch: int
+    batch: int | None
     heads: int
     head_dim: int
     dtype: str
+    model: str = ""
+    compile: bool | None = None
 
     def label(self) -> str:
+        if self.model:
+            return f"{self.model} {self.dtype}, {'compiled' if self.compile else 'eager'}"
         return f"{self.dtype}, B={self.batch} H={self.heads} D={self.head_dim}"
 
     def slug(self) -> str:
+        if self.model:
+            return f"{self.model}-{self.dtype}-{'compiled' if self.compile else 'eager'}"
         return f"B{self.batch}-H{self.heads}-D{self.head_dim}-{self.dtype}"
 
 
@@ -81,7 +96,7 @@ def seq_len_label(seq_len: int) -> str:
 def plan_figures(data: PreparedResults) -> list[FigureSpec]:
     """Every figure that has data to show, in report order (fwd+bwd first)."""
     frame = data.frame
-    groups = _shape_groups(frame)
+    groups = shape_groups(frame)
     card = data.device_name or "unknown card"
     baseline = data.baseline or "baseline"
     specs: list[FigureSpec] = []
@@ -102,19 +117,33 @@ def plan_figures(data: PreparedResults) -> list[FigureSpec]:
     return specs
 
 
-def _shape_groups(frame: pd.DataFrame) -> list[ShapeGroup]:
-    keys = frame[["batch", "heads", "head_dim", "dtype"]].drop_duplicates()
-    groups = [ShapeGroup(int(b), int(h), int(d), str(t)) for b, h, d, t in keys.itertuples(False)]
-    return sorted(groups, key=lambda g: (g.dtype, g.batch, g.heads, g.head_dim))
+def shape_groups(frame: pd.DataFrame) -> list[ShapeGroup]:
+    """The groups of a run's rows, attention rows by shape, model rows by model."""
+    groups = set()
+    for row in frame.itertuples(index=False):
+        if row.model:
+            compiled = bool(row.compile) if row.compile is not None else None
+            group = ShapeGroup(None, int(row.heads), int(row.head_dim), str(row.dtype))
+            groups.add(replace(group, model=str(row.model), compile=compiled))
+        else:
+            batch, heads, head_dim = int(row.batch), int(row.heads), int(row.head_dim)
+            groups.add(ShapeGroup(batch, heads, head_dim, str(row.dtype)))
+    return sorted(
+        groups,
+        key=lambda g: (g.model, g.dtype, g.batch or 0, g.heads, g.head_dim, bool(g.compile)),
+    )
 
 
 def group_rows(frame: pd.DataFrame, group: ShapeGroup) -> pd.DataFrame:
-    return frame[
-        (frame["batch"] == group.batch)
-        & (frame["heads"] == group.heads)
+    same = (
+        (frame["heads"] == group.heads)
         & (frame["head_dim"] == group.head_dim)
         & (frame["dtype"] == group.dtype)
-    ]
+        & (frame["model"] == group.model)
+    )
+    if group.model:
+        return frame[same & (frame["compile"] == group.compile)]
+    return frame[same & (frame["batch"] == group.batch)]
 
 
 def figure_rows(kind: str, rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
@@ -126,6 +155,8 @@ def figure_rows(kind: str, rows: pd.DataFrame, baseline: str | None) -> pd.DataF
         return rows[rows["impl"] != baseline]
     if kind == "fraction_of_ideal":
         return rows[sparse]
+    if kind == "fraction_of_limit":
+        return rows[sparse & (rows["impl_kind"] != "limit")]
     axis = kind.removeprefix("heatmap_")
     return rows[rows[axis].notna()]
 
@@ -136,6 +167,8 @@ def drawable_rows(kind: str, rows: pd.DataFrame, baseline: str | None) -> pd.Dat
     picked = picked[picked["status"] == "ok"]
     if kind == "runtime":
         return picked
+    if kind == "fraction_of_limit":
+        return picked[picked["fraction_of_limit"].notna() & (picked["fraction_of_limit"] > 0)]
     picked = picked[picked["speedup"].notna() & (picked["speedup"] > 0)]
     if kind == "fraction_of_ideal":
         picked = picked[picked["density"].notna() & (picked["density"] > 0)]

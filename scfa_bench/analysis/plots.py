@@ -32,6 +32,7 @@ from scfa_bench.analysis.plot_plan import (
     plan_figures,
     seq_len_label,
 )
+from scfa_bench.constants import WALL_CLOCK_WARNING
 
 # A value range wider than this many times gets a log axis.
 _LOG_RANGE = 10.0
@@ -73,8 +74,12 @@ def _render(data: PreparedResults, spec: FigureSpec, png: Path, svg: Path) -> No
         fig = _heatmap_figure(drawable, spec.kind.removeprefix("heatmap_"), data.baseline)
     else:
         fig = _line_figure(spec.kind, drawable, data.baseline)
-    fig.suptitle(spec.title, fontsize=11)
-    fig.text(0.01, 0.005, _footnote(left_out, data.path), fontsize=7, va="bottom", color="0.3")
+    wall_clock = data.results.wall_clock
+    fig.suptitle(spec.title + (f"\n({WALL_CLOCK_WARNING})" if wall_clock else ""), fontsize=11)
+    footnote = _footnote(left_out, data.path)
+    if wall_clock:
+        footnote = f"Warning: {WALL_CLOCK_WARNING}. {footnote}"
+    fig.text(0.01, 0.005, footnote, fontsize=7, va="bottom", color="0.3")
     # Constrained layout places titles, legends and colorbars; keep a strip for the footnote.
     fig.get_layout_engine().set(rect=(0, 0.035, 1, 0.965))
     FigureCanvasAgg(fig)
@@ -109,7 +114,7 @@ def _line_figure(kind: str, rows: pd.DataFrame, baseline: str | None) -> Figure:
     dense = [i for i in impls if impl_axis(rows, i) is None]
     panels = sparse or ["dense implementations"]
     fig, axes = _panel_grid(len(panels))
-    value_col = {"runtime": "ms_median", "speedup": "speedup"}.get(kind, "fraction_of_ideal")
+    value_col = {"runtime": "ms_median", "speedup": "speedup"}.get(kind, kind)
     rows = rows.assign(fraction_of_ideal=stats.fraction_of_ideal(rows["speedup"], rows["density"]))
     for ax, panel in zip(axes, panels, strict=True):
         plotted: list[float] = []
@@ -124,7 +129,7 @@ def _line_figure(kind: str, rows: pd.DataFrame, baseline: str | None) -> Figure:
                 line = impl_rows[impl_rows[axis] == value]
                 plotted += _draw_line(ax, line, value_col, axis_label(axis, value), color, "-")
             ax.set_title(panel, fontsize=10)
-        if kind != "fraction_of_ideal":
+        if kind not in ("fraction_of_ideal", "fraction_of_limit"):
             dense_colors = colormaps["tab10"]
             for n, impl in enumerate(dense):
                 line = rows[rows["impl"] == impl]
@@ -158,6 +163,12 @@ def _style_line_axes(ax: Axes, kind: str, plotted: Sequence[float], baseline: st
         ax.axhline(1.0, color="black", linewidth=1, linestyle=":", label="1x (no speedup)")
         ax.set_ylabel(f"speedup over {baseline or 'baseline'} (x)")
         finite.append(1.0)
+    elif kind == "fraction_of_limit":
+        ax.axhline(
+            1.0, color="black", linewidth=1, linestyle=":", label="limit (dense on the work)"
+        )
+        ax.set_ylabel("limit time / measured time")
+        finite.append(1.0)
     else:
         ax.axhline(1.0, color="black", linewidth=1, linestyle=":", label="ideal (1 / density)")
         ax.set_ylabel("measured / ideal speedup")
@@ -169,7 +180,7 @@ def _style_line_axes(ax: Axes, kind: str, plotted: Sequence[float], baseline: st
             # Ratios read best on powers of two with plain numbers (0.5, 1, 2, 4, ...).
             ax.set_yscale("log", base=2)
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    elif kind == "fraction_of_ideal":
+    elif kind in ("fraction_of_ideal", "fraction_of_limit"):
         ax.set_ylim(bottom=0)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7, loc="best")

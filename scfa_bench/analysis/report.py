@@ -1,4 +1,5 @@
-"""A Markdown report of one run: environment, speedup tables, plots, failed rows.
+"""A Markdown report of one run: environment, speedup tables, fraction of the limit,
+approximations, clocks and throttling, stages, plots, failed rows.
 
 The report is `README.md` in the output folder, next to the plots it embeds with relative
 links, so the folder reads well on any git host.
@@ -13,8 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from scfa_bench.analysis import plot_plan, plots, stats
+from scfa_bench.analysis import plot_plan, plots, report_sections, stats
 from scfa_bench.analysis.frame import REPORT_MODES, PreparedResults
+from scfa_bench.analysis.model_report import model_steps_section
+from scfa_bench.constants import WALL_CLOCK_WARNING
 from scfa_bench.results.reader import Results
 
 REPORT_NAME = "README.md"
@@ -30,11 +33,13 @@ _ENV_KEYS = (
     ("platform", "platform"),
     ("hostname", "host"),
     ("git_rev", "git revision"),
+    ("kernels_hash", "kernels sha256"),
     ("scfa_bench_version", "scfa-bench"),
     ("suite_name", "suite"),
     ("suite_file", "suite file"),
     ("suite_sha256", "suite sha256"),
     ("shape", "shape"),
+    ("model", "model"),
     ("timing", "timing"),
     ("baseline", "baseline"),
     ("started", "started"),
@@ -60,11 +65,16 @@ def render_report(
     parts = [
         _header(results, frame),
         _environment(results),
-        _speedup_section(frame, results.baseline),
+        _speedup_section(frame, results.baseline, results.wall_clock),
+        model_steps_section(frame, results.baseline),
+        report_sections.limits_section(frame),
+        report_sections.approximation_section(frame),
+        report_sections.telemetry_section(results, frame),
+        report_sections.stages_section(frame),
         _plots_section(plot_files, out_dir),
         _failures_section(data.failed),
     ]
-    return "\n\n".join(p.rstrip() for p in parts) + "\n"
+    return "\n\n".join(p.rstrip() for p in parts if p and p.strip()) + "\n"
 
 
 def _header(results: Results, frame: pd.DataFrame) -> str:
@@ -77,7 +87,29 @@ def _header(results: Results, frame: pd.DataFrame) -> str:
         f"`{results.baseline or 'n/a'}` at the same shape and mode. "
         f"{len(frame)} rows: {status_text}.\n\n"
         "Fraction of ideal = speedup x density (ideal speedup is 1 / density)."
+        + _state_banner(results)
+        + (f"\n\n> **Warning: {WALL_CLOCK_WARNING}.**" if results.wall_clock else "")
     )
+
+
+_STATE_TEXT = {
+    "incomplete": "the run stopped without recording its end (killed, or the machine went "
+    "down); rows may be missing. `scfa-bench run SUITE --resume CSV` continues it.",
+    "interrupted": "the run was interrupted (Ctrl-C); rows may be missing. "
+    "`scfa-bench run SUITE --resume CSV` continues it.",
+    "running": "the run was still going when this report was written; rows may be missing.",
+    "failed": "the run stopped on an error; rows may be missing.",
+}
+
+
+def _state_banner(results: Results) -> str:
+    """A warning when the run did not complete (from the meta's `state`)."""
+    text = _STATE_TEXT.get(results.state)
+    if text is None:
+        return ""
+    error = results.meta.get("error")
+    detail = f" ({_cell(str(error))})" if results.state == "failed" and error else ""
+    return f"\n\n> **This run is {results.state}**: {text}{detail}"
 
 
 def _environment(results: Results) -> str:
@@ -85,7 +117,7 @@ def _environment(results: Results) -> str:
     if not results.meta:
         lines.append(f"No meta file found beside `{results.path.name}`.")
         return "\n".join(lines)
-    lines += ["| | |", "|---|---|"]
+    lines += ["| | |", "|---|---|", f"| run state | {results.state} |"]
     for key, label in _ENV_KEYS:
         if key in results.meta:
             lines.append(f"| {label} | {_cell(_format_meta(key, results.meta[key]))} |")
@@ -100,7 +132,7 @@ def _format_meta(key: str, value: Any) -> str:
             f"B={value.get('batch')} H={value.get('heads')} D={value.get('head_dim')} "
             f"{value.get('dtype')}"
         )
-    if key == "timing" and isinstance(value, dict):
+    if key == "timing" and isinstance(value, dict) and "warmup_ms" in value:
         return f"warm-up {value.get('warmup_ms')} ms, repetitions {value.get('rep_ms')} ms"
     if isinstance(value, list | tuple):
         return "`" + " ".join(str(v) for v in value) + "`"
@@ -109,22 +141,18 @@ def _format_meta(key: str, value: Any) -> str:
     return str(value)
 
 
-def _speedup_section(frame: pd.DataFrame, baseline: str | None) -> str:
+def _speedup_section(frame: pd.DataFrame, baseline: str | None, wall_clock: bool) -> str:
     lines = ["## Speedups", ""]
+    if wall_clock:
+        lines += [f"Warning: {WALL_CLOCK_WARNING}; these ratios compare interpreter runs.", ""]
     if baseline is None:
         lines.append("No baseline implementation is named in the results; no speedups.")
         return "\n".join(lines)
     tables = 0
-    shapes = frame[["batch", "heads", "head_dim", "dtype"]].drop_duplicates()
-    multi_shape = len(shapes) > 1
-    for batch, heads, head_dim, dtype in shapes.itertuples(index=False):
-        rows_of_shape = frame[
-            (frame["batch"] == batch)
-            & (frame["heads"] == heads)
-            & (frame["head_dim"] == head_dim)
-            & (frame["dtype"] == dtype)
-        ]
-        shape_label = f", {dtype} B={batch} H={heads} D={head_dim}" if multi_shape else ""
+    groups = plot_plan.shape_groups(frame)
+    for group in groups:
+        rows_of_shape = plot_plan.group_rows(frame, group)
+        shape_label = f", {group.label()}" if len(groups) > 1 else ""
         for mode in REPORT_MODES:
             rows = rows_of_shape[rows_of_shape["mode"] == mode]
             for impl in sorted(rows["impl"].unique()):

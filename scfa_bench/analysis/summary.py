@@ -6,16 +6,20 @@ from collections import Counter
 
 from rich.table import Table
 
-from scfa_bench.constants import MODES
+from scfa_bench.constants import ROW_MODES, WALL_CLOCK_WARNING
 from scfa_bench.results.row import ResultRow
 
 
 def _axis_label(row: ResultRow) -> str:
     if row.n_buckets is not None:
-        return f"nb={row.n_buckets}"
-    if row.drop_rate is not None:
-        return f"p={row.drop_rate:g}"
-    return "dense"
+        label = f"nb={row.n_buckets}"
+    elif row.drop_rate is not None:
+        label = f"p={row.drop_rate:g}"
+    else:
+        label = "dense"
+    if row.compile is not None:  # model suites
+        label += ", compiled" if row.compile else ", eager"
+    return label
 
 
 def summary_table(rows: list[ResultRow], baseline: str) -> Table | None:
@@ -26,11 +30,13 @@ def summary_table(rows: list[ResultRow], baseline: str) -> Table | None:
         return None
     seq_len = max(r.seq_len for r in ok)
     at_len = [r for r in ok if r.seq_len == seq_len]
-    modes = [m for m in MODES if any(r.mode == m for r in at_len)]
+    modes = [m for m in ROW_MODES if any(r.mode == m for r in at_len)]
     title = f"seq_len {seq_len}: " + (
         f"speedup over {baseline} (median ms)" if baseline else "median ms (no baseline)"
     )
     table = Table(title=title)
+    if any(r.timer == "wall_clock" for r in at_len):
+        table.caption = f"warning: {WALL_CLOCK_WARNING}"
     for column in ("impl", "point", "density", "ideal"):
         table.add_column(column, justify="left" if column in ("impl", "point") else "right")
     for mode in modes:

@@ -4,7 +4,7 @@ or `error` rows, or a failed `check`; 2 bad input, printed as one line without a
 130 interrupted by Ctrl-C (the CSV keeps every finished row; `--resume` continues it).
 
 Commands: run, validate, list, env (`cli.run_commands`; run's sharded modes and merge:
-`cli.shard_commands`); plot, report, check
+`cli.shard_commands`); profile (`cli.profile_commands`); plot, report, check
 (`cli.analysis_commands`, which import matplotlib only when a figure is drawn).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import typer
 
-from scfa_bench.cli import analysis_commands, run_commands, shard_commands
+from scfa_bench.cli import analysis_commands, profile_commands, run_commands, shard_commands
 
 app = typer.Typer(
     help="Benchmark Sparse Causal Flash Attention kernels against dense baselines.",
@@ -31,4 +31,5 @@ def main() -> None:
 
 run_commands.register(app)
 shard_commands.register(app)
+profile_commands.register(app)
 analysis_commands.register(app)

@@ -6,13 +6,14 @@ CLI work even where matplotlib cannot be imported.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from scfa_bench.analysis import gate, gate_table
-from scfa_bench.cli.common import reports_input_errors, wide_console
+from scfa_bench.analysis import clocks, gate, gate_table
+from scfa_bench.cli.common import err_console, reports_input_errors, wide_console
 
 _DEFAULT_REPORTS = Path("reports")
 
@@ -58,9 +59,12 @@ def check_command(
     new_csv: Annotated[Path, typer.Argument(help="Results CSV to judge.")],
     baseline: Annotated[Path, typer.Option("--baseline", "-b", help="Baseline results CSV.")],
     max_slowdown: Annotated[
-        float,
-        typer.Option(help="Largest tolerated slowdown as a fraction (0.10 = 10% slower)."),
-    ] = gate.DEFAULT_MAX_SLOWDOWN,
+        float | None,
+        typer.Option(
+            help="Largest tolerated slowdown as a fraction (0.10 = 10% slower) "
+            "[default: 0.10; 0.5 with --allow-wall-clock]."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     allow_different_device: Annotated[
         bool, typer.Option(help="Compare results measured on different cards.")
@@ -68,21 +72,51 @@ def check_command(
     fail_on_missing: Annotated[
         bool, typer.Option(help="Also fail when baseline rows are missing from NEW.")
     ] = False,
+    allow_wall_clock: Annotated[
+        bool, typer.Option(help="Gate wall-clock (CPU interpreter) runs, with a wider threshold.")
+    ] = False,
+    require_same_kernels: Annotated[
+        bool, typer.Option(help="Exit 2 when the baseline measured other kernels.")
+    ] = False,
+    max_clock_diff: Annotated[
+        float,
+        typer.Option(
+            help="Largest tolerated difference of the runs' median SM clocks (0.05 = 5%)."
+        ),
+    ] = clocks.DEFAULT_MAX_CLOCK_DIFF,
+    require_same_clocks: Annotated[
+        bool, typer.Option(help="Refuse (exit 2) when the clocks differ by more than that.")
+    ] = False,
 ) -> None:
     """Regression gate (help text: CHECK_HELP)."""
+    from scfa_bench.errors import InputError
+    from scfa_bench.results.reader import read_results
+
+    new_results, base_results = read_results(new_csv), read_results(baseline)
+    clock = clocks.compare_clocks(base_results.rows, new_results.rows, max_rel_diff=max_clock_diff)
+    if clock.differs and require_same_clocks:
+        raise InputError(f"{clock.message} (--require-same-clocks)")
     result = gate.compare(
-        new_csv,
-        baseline,
+        new_results,
+        base_results,
         max_slowdown=max_slowdown,
         allow_different_device=allow_different_device,
         fail_on_missing=fail_on_missing,
+        allow_wall_clock=allow_wall_clock,
+        require_same_kernels=require_same_kernels,
     )
+    for warning in result.warnings:
+        err_console.print(f"[yellow]{warning}[/]", highlight=False, soft_wrap=True)
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json.dumps({**result.to_dict(), "clocks": asdict(clock)}, indent=2))
     else:
         console = wide_console()
         console.print(gate_table.result_table(result))
+        style = "bold yellow" if clock.differs else "dim"
+        console.print(f"[{style}]{'WARNING: ' if clock.differs else ''}{clock.message}[/]")
         verdict = "PASS" if result.passed else f"FAIL: {len(result.failing)} failing row(s)"
+        if result.new_ok_rows == 0:
+            verdict = f"FAIL: {new_csv} has no ok row at all"
         console.print(f"[bold]{verdict}[/]")
     raise typer.Exit(result.exit_code)
 
@@ -94,9 +128,18 @@ CHECK_HELP = (
     "it is slower than the baseline by more than --max-slowdown AND the two 20-80 percentile "
     "intervals do not overlap; rows faster the same way are improvements. A row ok in the "
     "baseline and not ok in NEW fails the gate. Rows missing from NEW are listed and fail "
-    "only with --fail-on-missing.\n\n"
-    "Exit codes: 0 pass, 1 regression or lost correctness, 2 bad input (missing or malformed "
-    "file, no rows in common, different cards without --allow-different-device)."
+    "only with --fail-on-missing. NEW without any ok row fails.\n\n"
+    "Wall-clock runs (CPU, Triton's interpreter) are refused: their times say nothing about "
+    "GPU speed and vary too much between runs; --allow-wall-clock gates them with a default "
+    "threshold of 0.5 (intervals must still be disjoint). A baseline whose meta names other "
+    "kernels (kernels_hash) gets a warning; --require-same-kernels makes it exit 2.\n\n"
+    "Clocks: each row records the median SM clock NVML saw while it was timed; when the two "
+    "runs' clocks (the median over their ok rows) differ by more than --max-clock-diff a "
+    "warning is printed, and with --require-same-clocks the gate refuses (exit 2).\n\n"
+    "Exit codes: 0 pass, 1 regression, lost correctness or no ok row, 2 bad input (missing or "
+    "malformed file, no rows in common, different cards without --allow-different-device, "
+    "wall-clock runs without --allow-wall-clock, other kernels with --require-same-kernels, "
+    "different clocks with --require-same-clocks)."
 )
 
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from scfa_bench.errors import EXIT_BAD_INPUT, InputError
+from scfa_bench.errors import EXIT_BAD_INPUT, InputError, output_error
 
 # CI logs are not terminals; rich would wrap tables at 80 columns there.
 _LOG_WIDTH = 160
@@ -21,13 +21,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def reports_input_errors(command: F) -> F:
-    """Bad input -> one message on stderr, no traceback, exit 2."""
+    """Bad input, or a file that cannot be written (a report folder that is a file, a full
+    disk) -> one message on stderr, no traceback, exit 2."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except InputError as exc:
+        except (InputError, OSError) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, InputError):
+                exc = output_error(exc.filename or "output", exc)
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
 

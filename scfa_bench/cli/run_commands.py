@@ -16,7 +16,7 @@ from scfa_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED, InputError
 
 def _print_grid(suite: Any, tasks: list[Any], total_tasks: int) -> None:
     table = Table(title=f"suite {suite.name}: expanded grid")
-    for column in ("#", "impl", "seq_len", "n_buckets", "drop_rate", "modes"):
+    for column in ("#", "impl", "seq_len", "n_buckets", "drop_rate", "compile", "modes"):
         table.add_column(column, justify="right" if column == "#" else "left")
     for i, task in enumerate(tasks, 1):
         p = task.point
@@ -26,6 +26,7 @@ def _print_grid(suite: Any, tasks: list[Any], total_tasks: int) -> None:
             str(p.seq_len),
             "" if p.n_buckets is None else str(p.n_buckets),
             "" if p.drop_rate is None else f"{p.drop_rate:g}",
+            "" if p.compile is None else str(p.compile).lower(),
             ", ".join(task.modes),
         )
     console.print(table)
@@ -97,6 +98,16 @@ def run(
         int | None,
         typer.Option("--array-parallelism", help="Slurm array tasks running at once."),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="With --resume: resume even if the suite file changed."),
+    ] = False,
+    profile_stages: Annotated[
+        bool,
+        typer.Option(
+            "--profile-stages", help="Also profile every row (CUDA): stage_ms, gpu_idle_ms."
+        ),
+    ] = False,
 ) -> None:
     """Run a suite: check, time and measure every point; write results/<suite>-<time>.csv.
 
@@ -113,6 +124,8 @@ def run(
     if gpus is not None and executor == "slurm":
         raise InputError("--gpus is for local runs; on Slurm use --gpus-per-task")
     sharded = gpus is not None or executor != "local" or shards is not None
+    if profile_stages and (sharded or shard is not None):
+        raise InputError("--profile-stages runs here only; not with --shard/--gpus/--executor")
     if sharded or (resume is not None and resume.is_dir()):
         run_sharded(
             suite_file,
@@ -150,7 +163,8 @@ def run(
         _print_grid(suite, pending_tasks(tasks, suite, done), len(tasks))
         return
 
-    reporter = RichReporter(console, suite.name) if progress else SilentReporter()
+    echo = lambda message: err_console.print(message, highlight=False, soft_wrap=True)
+    reporter = RichReporter(console, suite.name) if progress else SilentReporter(echo)
     if shard is not None:
         from scfa_bench.run.many import run_one_shard
 
@@ -164,7 +178,14 @@ def run(
             reporter=reporter,
         )
     else:
-        options = RunOptions(out_dir=out, resume=resume, device=device, argv=tuple(sys.argv))
+        options = RunOptions(
+            out_dir=out,
+            resume=resume,
+            device=device,
+            argv=tuple(sys.argv),
+            force=force,
+            profile_stages=profile_stages,
+        )
         outcome = run_suite(suite, options, reporter)
 
     table = summary_table(outcome.rows, suite.baseline or "")
@@ -172,13 +193,14 @@ def run(
         console.print(table)
     counts = status_counts(outcome.rows)
     console.print("statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    # One line per (status, implementation, reason): 162 identical `unavailable` lines help no one.
+    failed: dict[tuple[str, str, str], list[Any]] = {}
     for row in outcome.rows:
         if row.status != "ok":
-            console.print(
-                f"  {row.status}: {row.impl} T={row.seq_len} {row.mode}: {row.error}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            failed.setdefault((row.status, row.impl, row.error), []).append(row)
+    for (status, impl, error), rows in failed.items():
+        where = f"T={rows[0].seq_len} {rows[0].mode}" if len(rows) == 1 else f"{len(rows)} rows"
+        console.print(f"  {status}: {impl} {where}: {error}", highlight=False, soft_wrap=True)
     console.print(f"results: {outcome.csv_path}\nmeta:    {outcome.meta_path}", highlight=False)
     if outcome.interrupted:
         err_console.print(f"interrupted; continue with --resume {outcome.csv_path}")
@@ -211,15 +233,18 @@ def list_impls(
     ] = "auto",
 ) -> None:
     """List registered implementations, the sweep axes each uses, and availability here."""
+    from scfa_bench.impls.plugins import register_entry_points
     from scfa_bench.impls.registry import all_specs
     from scfa_bench.measure.envinfo import resolve_device
 
+    register_entry_points()
     dev = resolve_device(device)
     table = Table(title=f"implementations (availability on {dev})")
     table.add_column("name", no_wrap=True)  # names and axes must stay copy-pasteable
     table.add_column("pattern")
+    table.add_column("kind", no_wrap=True)
     table.add_column("axes", no_wrap=True)
-    for column in ("backward", "devices", "available", "description"):
+    for column in ("backward", "supports", "available", "description"):
         table.add_column(column, overflow="fold")
     for spec in all_specs().values():
         if dev in spec.devices:
@@ -229,12 +254,26 @@ def list_impls(
         table.add_row(
             spec.name,
             spec.pattern,
+            spec.kind,
             ", ".join(spec.axes) or "-",
             "yes" if spec.has_backward else "no",
-            ", ".join(spec.devices),
+            spec.supports_text(),
             "yes" if ok else f"no: {reason}",
             spec.description,
         )
+    console.print(table)
+    _print_model_attentions()
+
+
+def _print_model_attentions() -> None:
+    """The attentions a model suite (`model:` section) can name."""
+    from scfa_bench.e2e.attention import PLUGS
+
+    table = Table(title="attentions of model suites")
+    for column in ("name", "pattern", "axes", "description"):
+        table.add_column(column, no_wrap=column != "description", overflow="fold")
+    for info in PLUGS.values():
+        table.add_row(info.name, info.pattern, ", ".join(info.axes) or "-", info.description)
     console.print(table)
 
 

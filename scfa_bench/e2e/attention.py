@@ -3,7 +3,8 @@
 
 * dense (`sdpa_*`): torch SDPA pinned to one backend, causal.
 * hash (`scfa_hash`, `naive_hash`): angular-LSH bucket ids of q and of k, same planes for both
-  within a layer (a generator reseeded alike), different planes per layer, fixed across steps.
+  within a layer (drawn once from a seeded generator), different planes per layer, fixed
+  across steps; `scfa_hash` tells the kernel the bucket count, so no call reads the device.
 * `hashformer`: the paper's variant where keys are the L2-normalised queries (the model then
   projects only q and v); LSH is invariant to positive scaling, so q is hashed once and its
   ids serve the keys too.
@@ -176,6 +177,7 @@ def _probe(attend: AttentionFn, name: str, head_dim: int, dtype: torch.dtype, de
 def build_attention(
     name: str,
     *,
+    heads: int,
     head_dim: int,
     dtype: torch.dtype,
     device: str,
@@ -183,7 +185,7 @@ def build_attention(
     drop_rate: float | None = None,
     seed: int = 0,
 ) -> Attention:
-    """The plug `name` for a model of this head dim whose attention sees `dtype` on `device`.
+    """The plug `name` for a model with these heads whose attention sees `dtype` on `device`.
 
     Raises AttentionConfigError for settings the plug cannot take, AttentionUnavailable when
     it cannot run here.
@@ -217,7 +219,9 @@ def build_attention(
 
     def for_layer(layer: int) -> AttentionFn:
         # One plane set per layer; the seed keeps layers apart and runs reproducible.
-        lsh = fns.LayerLsh(n_buckets, seed * 65536 + layer, device)
+        lsh = fns.LayerLsh(
+            n_buckets, seed * 65536 + layer, heads=heads, head_dim=head_dim, device=device
+        )
         return fns.hash_attention(hash_kernel, lsh, shared_buckets=info.shared_qk)
 
     return Attention(info, for_layer)

@@ -12,12 +12,12 @@ A kernel counts as attention by its name (case-insensitive), the rule being:
    kernel (`lsh`), FlashAttention (`flash`, also in cuDNN's names), the memory-efficient
    backend (`fmha`), cuDNN SDPA (`sdpa`).
 
-What the rule cannot see: work done through generic PyTorch ops (an unfused `lsh_buckets`
-is an einsum, a cat and an argmax; the math SDPA backend is bmm and softmax; the
-`naive_*` references). Those kernels count as the rest of the model, so the share is a
-lower bound for such implementations. Every GPU activity the profiler records (kernels,
-memcpy, memset; not the GPU-side ranges of `record_function` annotations, which span
-kernels) is in the denominator.
+What the rule cannot see: work done through generic PyTorch ops (the `torch.rand` of the
+keep masks; LSH on its unfused torch path, an einsum and an argmax; the math SDPA backend,
+bmm and softmax; the `naive_*` references). Those kernels count as the rest of the model, so
+the share is a lower bound for such implementations. Every GPU activity the profiler records
+(kernels, memcpy, memset; not the GPU-side ranges of `record_function` annotations, which
+span kernels) is in the denominator.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from dataclasses import dataclass
 ATTENTION_NAME_PARTS = (
     "sparse_attention_",  # our forward, dK/dV and dQ kernels
     "attention_bwd_delta",  # our backward's delta pass
-    "bucket_sort",  # our counting sort of queries and keys
+    "bucket_sort",  # our counting sort of queries and keys (one-launch form)
+    "bucket_histogram",  # ... and its chunk-parallel form: histogram, then scatter
+    "bucket_scatter",
     "tile_ranges",  # our per-tile key / query ranges
     "lsh",
     "flash",

@@ -17,27 +17,38 @@ KeepKernel = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 class LayerLsh:
-    """Bucket ids of one layer: the same planes at every call (for q, for k, at every step)."""
+    """Bucket ids of one layer: planes drawn once from `seed`, the same for q, for k and at
+    every step. `lsh_buckets(x, n_buckets, generator=<seeded alike>)` gives the same ids; the
+    planes are kept so that no generator is touched inside the step (torch.compile would break
+    its graph there), and the fused `scfa::lsh_buckets_pair` op hashes q and k in one launch."""
 
-    def __init__(self, n_buckets: int, seed: int, device: torch.device | str) -> None:
+    def __init__(
+        self, n_buckets: int, seed: int, *, heads: int, head_dim: int, device: torch.device | str
+    ) -> None:
+        from scfa_kernels import lsh_rotations
+
+        generator = torch.Generator(device=device).manual_seed(seed)
         self.n_buckets = n_buckets
-        self.seed = seed
-        self.generator = torch.Generator(device=device)
+        self.rotations = lsh_rotations(
+            heads, head_dim, n_buckets, generator=generator, device=device
+        )
 
     def __call__(self, x: Tensor) -> Tensor:
-        from scfa_kernels import lsh_buckets
-
-        # lsh_buckets draws its planes from the generator: reseeding gives the same planes.
-        self.generator.manual_seed(self.seed)
         # Projections in float32 as lsh_buckets defines them, not in the step's autocast dtype.
         with torch.autocast(x.device.type, enabled=False):
-            return lsh_buckets(x.detach(), self.n_buckets, generator=self.generator)
+            return torch.ops.scfa.lsh_buckets(x.detach(), self.rotations)
+
+    def pair(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.autocast(q.device.type, enabled=False):
+            return torch.ops.scfa.lsh_buckets_pair(q.detach(), k.detach(), self.rotations)
 
 
 def hash_attention(kernel: HashKernel, lsh: LayerLsh, *, shared_buckets: bool) -> AttentionFn:
     def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        q_hash = lsh(q)
-        k_hash = q_hash if shared_buckets else lsh(k)
+        if shared_buckets:
+            q_hash = k_hash = lsh(q)
+        else:
+            q_hash, k_hash = lsh.pair(q, k)
         return kernel(q, k, v, q_hash, k_hash)
 
     return attend

@@ -24,14 +24,17 @@ LayerAttention = Callable[[int], AttentionFn]
 
 
 class ModelConfigError(ValueError):
-    """A model setting that cannot build a model; the message names the setting."""
+    """A model setting that cannot build a model: 'model.<setting>: <detail>'."""
+
+    def __init__(self, setting: str, detail: str) -> None:
+        super().__init__(f"model.{setting}: {detail}")
+        self.setting = setting
+        self.detail = detail
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ModelConfigError(f"model.{name}: expected an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ModelConfigError(f"model.{name}: expected an integer >= {minimum}, got {value}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ModelConfigError(name, f"expected an integer >= {minimum}, got {value!r}")
     return value
 
 
@@ -51,17 +54,18 @@ class ModelConfig:
             _check_int(name, getattr(self, name), 1)
         if self.d_model % self.heads:
             raise ModelConfigError(
-                f"model.heads: {self.heads} heads do not divide d_model {self.d_model}; "
-                "pick heads so that d_model / heads (the head dim) is an integer"
+                "heads",
+                f"{self.heads} heads do not divide d_model {self.d_model}; pick heads so that "
+                "d_model / heads (the head dim) is an integer",
             )
         ratio = self.mlp_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
-            raise ModelConfigError(f"model.mlp_ratio: expected a number > 0, got {ratio!r}")
+            raise ModelConfigError("mlp_ratio", f"expected a number > 0, got {ratio!r}")
         hidden = ratio * self.d_model
         if not math.isfinite(hidden) or abs(hidden - round(hidden)) > 1e-9:
             raise ModelConfigError(
-                f"model.mlp_ratio: {ratio} x d_model {self.d_model} = {hidden} is not a whole "
-                "number of MLP units"
+                "mlp_ratio",
+                f"{ratio} x d_model {self.d_model} = {hidden} is not a whole number of MLP units",
             )
 
     @property
@@ -71,6 +75,10 @@ class ModelConfig:
     @property
     def mlp_hidden(self) -> int:
         return round(self.mlp_ratio * self.d_model)
+
+    def label(self) -> str:
+        """'L12-D768-H12-M4-V50304': layers, d_model, heads, MLP ratio, vocabulary."""
+        return f"L{self.layers}-D{self.d_model}-H{self.heads}-M{self.mlp_ratio:g}-V{self.vocab}"
 
 
 # GPT-2 small (vocabulary padded to a multiple of 64, as is usual for speed).
@@ -139,7 +147,7 @@ class DecoderLM(nn.Module):
         _, t = idx.shape
         if t > self.cfg.max_seq_len:
             raise ModelConfigError(
-                f"sequence of {t} tokens is longer than model.max_seq_len {self.cfg.max_seq_len}"
+                "max_seq_len", f"{self.cfg.max_seq_len} is shorter than the {t} tokens given"
             )
         positions = torch.arange(t, device=idx.device)
         x = self.wte(idx) + self.wpe(positions)

@@ -100,6 +100,7 @@ def build_step(config: StepConfig) -> TrainStep:
     model_cfg = replace(config.model, max_seq_len=config.seq_len)
     attention = build_attention(
         config.attention,
+        heads=model_cfg.heads,
         head_dim=model_cfg.head_dim,
         dtype=compute_dtype,
         device=device,

@@ -10,7 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
 from torch import Tensor
+
+# What torch's CPU allocator says when malloc fails (it raises RuntimeError, not MemoryError).
+_CPU_OOM_MESSAGES = ("can't allocate memory", "not enough memory", "out of memory")
 
 
 @dataclass
@@ -24,6 +28,9 @@ class AttentionInputs:
     k_hash: Tensor | None = None
     q_keep: Tensor | None = None
     k_keep: Tensor | None = None
+    # rows -> (B, H, R, T) bool: the mask of what an implementation computes when it is not
+    # the point's pattern (approximate ones); the check's reference then uses it.
+    reference_mask: Callable[[Tensor], Tensor] | None = None
 
     @property
     def leaves(self) -> list[Tensor]:
@@ -35,6 +42,15 @@ class ImplUnavailable(Exception):
 
 
 class Implementation(Protocol):
+    """Optional, read with getattr by the harness:
+
+    * `kind`: "exact" (default), "approximate" or "limit" (`constants.IMPL_KINDS`);
+    * `effective_inputs(inputs) -> AttentionInputs`: the tensors and pattern the implementation
+      really computes attention over, when they are not the point's (limits: segment ids or
+      compacted rows; approximate ones: the same tensors with `reference_mask`). `prepare`,
+      the check and the timing then use them; the density stays the point's.
+    """
+
     def available(self, device: str) -> tuple[bool, str]:
         """(True, "") when it can run on `device` ("cuda" or "cpu"), else (False, reason)."""
         ...
@@ -43,3 +59,11 @@ class Implementation(Protocol):
         """Per-shape set-up outside the timed region; returns the forward call, whose output is
         (B, T, H, D) (a view is fine). May raise `ImplUnavailable`."""
         ...
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(m in text for m in _CPU_OOM_MESSAGES)

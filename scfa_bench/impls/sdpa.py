@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from scfa_bench.impls.base import AttentionInputs, ImplUnavailable
+from scfa_bench.impls.base import AttentionInputs, ImplUnavailable, is_out_of_memory
 from scfa_bench.impls.registry import register
 
 
@@ -49,9 +49,9 @@ class PinnedSdpa:
         try:
             with torch.no_grad():
                 forward()
-        except torch.OutOfMemoryError:
-            raise
         except RuntimeError as exc:
+            if is_out_of_memory(exc):
+                raise  # the caller records `oom`
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise ImplUnavailable(f"SDPA {self.backend_name}: {first_line}") from exc
         return forward
@@ -61,6 +61,9 @@ class PinnedSdpa:
     name="sdpa_flash",
     pattern="dense",
     devices=("cuda",),
+    dtypes=("fp16", "bf16"),
+    max_head_dim=256,  # FlashAttention-2's limit in torch's SDPA
+    head_dim_multiple=8,
     description="torch SDPA, FlashAttention-2 backend, dense causal",
 )
 class SdpaFlash(PinnedSdpa):
@@ -71,6 +74,9 @@ class SdpaFlash(PinnedSdpa):
     name="sdpa_cudnn",
     pattern="dense",
     devices=("cuda",),
+    dtypes=("fp16", "bf16"),
+    max_head_dim=128,  # cuDNN takes more on some cards and versions; 128 holds on every one
+    head_dim_multiple=8,
     description="torch SDPA, cuDNN backend, dense causal",
 )
 class SdpaCudnn(PinnedSdpa):
@@ -81,6 +87,7 @@ class SdpaCudnn(PinnedSdpa):
     name="sdpa_efficient",
     pattern="dense",
     devices=("cuda",),
+    head_dim_multiple=8,  # aligned loads; other head dims may be padded or refused by torch
     description="torch SDPA, memory-efficient backend, dense causal",
 )
 class SdpaEfficient(PinnedSdpa):

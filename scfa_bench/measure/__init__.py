@@ -1,1 +1,2 @@
-"""Measuring one point: inputs, the check, timings, memory, FLOP rates, the machine."""
+"""Measuring one point: inputs, the check, timings, memory, FLOP rates, the machine, NVML
+telemetry, profiler runs."""

@@ -53,9 +53,12 @@ def sample_rows(seq_len: int, check_rows: int, *, seed: int) -> Tensor:
 
 
 def mask_fn_for(inputs: AttentionInputs) -> MaskFn:
-    """The reference mask for the inputs' pattern: hash, QK, or dense causal (one bucket)."""
+    """The reference mask: the inputs' own mask if set, else their pattern: hash, QK, or dense
+    causal (one bucket)."""
     from scfa_kernels import reference
 
+    if inputs.reference_mask is not None:
+        return inputs.reference_mask
     if inputs.q_hash is not None and inputs.k_hash is not None:
         q_hash, k_hash = inputs.q_hash, inputs.k_hash
         return lambda rows: reference.hash_mask(q_hash, k_hash, rows)

@@ -6,6 +6,8 @@ is best-effort: a missing tool gives "n/a", never an exception.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 import platform
 import socket
@@ -88,6 +90,29 @@ def git_revision() -> str:
         return NOT_AVAILABLE
 
 
+def kernels_hash(folder: Path | None = None) -> str:
+    """SHA-256 over the `*.py` sources of the installed `scfa_kernels` package (or `folder`),
+    sorted by name, name and bytes of each; found without importing it; "n/a" when absent.
+
+    Recorded in the meta so `check` can tell a baseline measured on other kernels.
+    """
+    if folder is None:
+        try:
+            spec = importlib.util.find_spec("scfa_kernels")
+        except (ImportError, ValueError):
+            return NOT_AVAILABLE
+        if spec is None or not spec.submodule_search_locations:
+            return NOT_AVAILABLE
+        folder = Path(next(iter(spec.submodule_search_locations)))
+    sources = sorted(folder.glob("*.py"))
+    if not sources:
+        return NOT_AVAILABLE
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _nvml_facts() -> dict[str, Any]:
     """Driver and clocks from NVML, when it works."""
     facts: dict[str, Any] = {"driver": NOT_AVAILABLE, "clocks": NOT_AVAILABLE}
@@ -126,6 +151,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git_rev": git_revision(),
+        "kernels_hash": kernels_hash(),
         "hostname": socket.gethostname(),
         "nvml": "available" if nvml_ok else f"unavailable ({nvml_reason})",
         "clocks": nvml["clocks"],

@@ -62,6 +62,13 @@ def make_inputs(
             with torch.no_grad():
                 inputs.q_hash = lsh_buckets(q, nb, generator=_generator(device, pattern_seed))
                 inputs.k_hash = lsh_buckets(k, nb, generator=_generator(device, pattern_seed))
+        elif buckets == "lsh_shared":
+            from scfa_kernels import lsh_buckets
+
+            # Shared buckets (keys hashed as their queries): one tensor for both sides.
+            with torch.no_grad():
+                inputs.q_hash = lsh_buckets(q, nb, generator=_generator(device, pattern_seed))
+            inputs.k_hash = inputs.q_hash
         else:
             gen = _generator(device, pattern_seed)
             inputs.q_hash, inputs.k_hash = (

@@ -1,9 +1,11 @@
 """Measure one task (an implementation at one point): inputs, check, then every mode.
 
 `measure_task` yields one `ModeMeasurement` per mode as soon as it is final, so the caller can
-write it before the next mode starts. Failure handling: out of memory -> `oom` (cache freed, the
-sweep goes on); any other exception -> `error` with its message; a backend the machine lacks ->
-`unavailable`; a failed check -> `incorrect` (not timed). Ctrl-C is not caught here.
+write it before the next mode starts. Failure handling: a device, dtype or head dim the registry
+says the implementation does not support, or a backend the machine lacks -> `unavailable`
+before any input is built; out of memory on any device -> `oom` (cache freed, the sweep goes
+on); any other exception -> `error` with its message; a failed check -> `incorrect` (not
+timed). Ctrl-C is not caught here.
 """
 
 from __future__ import annotations
@@ -11,17 +13,21 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from scfa_bench.impls.base import AttentionInputs, ImplUnavailable
+from scfa_bench.impls.base import AttentionInputs, ImplUnavailable, is_out_of_memory
 from scfa_bench.impls.registry import get_spec
 from scfa_bench.measure.correctness import check_against_reference, sample_rows
 from scfa_bench.measure.inputs import make_inputs, output_grad
 from scfa_bench.measure.memory import nvml_used_mib, peak_allocated_mib
 from scfa_bench.measure.metrics import dense_causal_flops, tflops
 from scfa_bench.measure.metrics import density as pattern_density
+from scfa_bench.measure.profile_call import profile_call
+from scfa_bench.measure.stages import StageProfile, profile_stages
+from scfa_bench.measure.telemetry import TelemetrySampler, TelemetrySummary
 from scfa_bench.measure.timing import TimingSummary, time_call
 from scfa_bench.suite.grid import Task
 from scfa_bench.suite.schema import Suite
@@ -43,6 +49,15 @@ class ModeMeasurement:
     tflops_effective: float | None = None
     peak_mem_mib: float | None = None
     nvml_mem_mib: float | None = None
+    # Model suites (measure.model_point): throughput and the attention share of the step.
+    tokens_per_s: float | None = None
+    attention_ms: float | None = None
+    attention_share: float | None = None
+    impl_kind: str = ""
+    approx_rel_err: float | None = None
+    telemetry: TelemetrySummary | None = None
+    stages: StageProfile | None = None  # with_stages on a GPU
+    profiler: Any = None  # ... and the torch.profiler result (for its trace)
 
 
 def short_error(exc: BaseException) -> str:
@@ -63,17 +78,22 @@ def _should_check(suite: Suite, task: Task) -> bool:
     return suite.check and (limit is None or task.point.seq_len <= limit)
 
 
-def measure_task(suite: Suite, task: Task, device: str) -> Iterator[ModeMeasurement]:
-    """Check `task` once, then time and measure each of its modes on `device`."""
+def measure_task(
+    suite: Suite, task: Task, device: str, *, with_stages: bool = False
+) -> Iterator[ModeMeasurement]:
+    """Check `task` once, then time and measure each of its modes on `device`; with
+    `with_stages` (CUDA), also profile each mode and split its GPU time into stages."""
     spec = get_spec(task.impl)
     modes = task.modes
 
     def all_modes(status: str, error: str, **extra: object) -> Iterator[ModeMeasurement]:
         for mode in modes:
+            extra = {"impl_kind": spec.kind, **extra}
             yield ModeMeasurement(mode, status, error, **extra)  # type: ignore[arg-type]
 
-    if device not in spec.devices:
-        yield from all_modes("unavailable", f"{spec.name} is not registered for device {device}")
+    reason = spec.unsupported(device, suite.shape.dtype, suite.shape.head_dim)
+    if reason:
+        yield from all_modes("unavailable", reason)
         return
     impl = spec.create()
     ok, reason = impl.available(device)
@@ -95,48 +115,61 @@ def measure_task(suite: Suite, task: Task, device: str) -> Iterator[ModeMeasurem
         allowed = pattern_density(
             q_hash=inputs.q_hash, k_hash=inputs.k_hash, q_keep=inputs.q_keep, k_keep=inputs.k_keep
         )
-        forward = impl.prepare(inputs)
-        check_err = None
+        # Limits and approximations compute attention over other inputs or another mask.
+        effective = getattr(impl, "effective_inputs", lambda x: x)(inputs)
+        forward = impl.prepare(effective)
+        check_err = approx_err = None
         if _should_check(suite, task):
-            result = check_against_reference(
+            check = lambda on, grads, rows: check_against_reference(
                 forward,
-                inputs,
+                on,
                 dtype=suite.shape.dtype,
-                rows=sample_rows(task.point.seq_len, suite.check_rows, seed=suite.seed),
-                with_grads=needs_grad,
+                rows=sample_rows(rows, suite.check_rows, seed=suite.seed),
+                with_grads=grads,
                 seed=suite.seed,
             )
+            result = check(effective, needs_grad, effective.q.shape[1])
             check_err = result.rel_err
             if not result.passed:
                 extra = {"density": allowed, "check_rel_err": check_err}
                 failure = ("incorrect", result.detail, extra)
+            elif spec.kind == "approximate":  # how far from the exact sparse attention
+                approx_err = check(inputs, False, task.point.seq_len).rel_err
     except ImplUnavailable as exc:
         failure = ("unavailable", str(exc), {})
-    except torch.OutOfMemoryError as exc:
-        inputs = None  # type: ignore[assignment]
-        free_memory()
-        failure = ("oom", short_error(exc), {})
     except Exception as exc:
-        failure = ("error", short_error(exc), {})
+        if is_out_of_memory(exc):
+            inputs = None  # type: ignore[assignment]
+            free_memory()
+            failure = ("oom", short_error(exc), {})
+        else:
+            failure = ("error", short_error(exc), {})
     if failure is not None:
         status, error, extra = failure
         yield from all_modes(status, error, **extra)
         return
 
     for mode in modes:
-        common = {"density": allowed, "check_rel_err": check_err}
+        common = {
+            "density": allowed,
+            "check_rel_err": check_err,
+            "impl_kind": spec.kind,
+            "approx_rel_err": approx_err,
+        }
         if mode != "fwd" and not spec.has_backward:
             yield ModeMeasurement(mode, "unavailable", f"{spec.name} has no backward", **common)
             continue
         try:
-            measured = _measure_mode(suite, device, mode, forward, inputs, **common)
-        except torch.OutOfMemoryError as exc:
-            free_memory()
-            measured = ModeMeasurement(mode, "oom", short_error(exc), **common)
+            measured = _measure_mode(
+                suite, device, mode, forward, effective, task.point.seq_len, with_stages, **common
+            )
         except Exception as exc:
-            measured = ModeMeasurement(mode, "error", short_error(exc), **common)
+            oom = is_out_of_memory(exc)
+            if oom:
+                free_memory()
+            measured = ModeMeasurement(mode, "oom" if oom else "error", short_error(exc), **common)
         finally:
-            for x in inputs.leaves:
+            for x in effective.leaves:
                 x.grad = None
         yield measured
 
@@ -147,9 +180,9 @@ def _measure_mode(
     mode: str,
     forward: Callable[[], Tensor],
     inputs: AttentionInputs,
-    *,
-    density: float,
-    check_rel_err: float | None,
+    seq_len: int,
+    with_stages: bool,
+    **common: object,
 ) -> ModeMeasurement:
     grad_to_none: list[Tensor] | None = None
     if mode == "fwd":
@@ -169,28 +202,39 @@ def _measure_mode(
             del out
             step = lambda: forward().backward(do)
 
-    timing = time_call(
-        step,
-        device=device,
-        warmup_ms=suite.timing.warmup_ms,
-        rep_ms=suite.timing.rep_ms,
-        grad_to_none=grad_to_none,
-    )
+    # NVML is sampled from a background thread while the row is timed, never in the call.
+    with TelemetrySampler.for_current_device(device) as sampler:
+        timing = time_call(
+            step,
+            device=device,
+            warmup_ms=suite.timing.warmup_ms,
+            rep_ms=suite.timing.rep_ms,
+            grad_to_none=grad_to_none,
+        )
     for x in grad_to_none or ():
         x.grad = None
     peak = peak_allocated_mib(step, device)
     nvml = nvml_used_mib() if device == "cuda" else None
+    stages = profiled = None
+    if with_stages and device == "cuda":
+        profiled = profile_call(forward, inputs, mode, seed=suite.seed)
+        stages = profile_stages(profiled.events)
     s = suite.shape
-    flops = dense_causal_flops(s.batch, s.heads, inputs.q.shape[1], s.head_dim, mode)
-    dense_tflops = tflops(flops, timing.ms_median)
+    # Dense-equivalent FLOPs of the point (a limit's compacted rows count as the full T).
+    dense_tflops = tflops(
+        dense_causal_flops(s.batch, s.heads, seq_len, s.head_dim, mode), timing.ms_median
+    )
+    density = float(common["density"])  # type: ignore[arg-type]
     return ModeMeasurement(
         mode,
         "ok",
-        density=density,
-        check_rel_err=check_rel_err,
         timing=timing,
         tflops_dense_equiv=dense_tflops,
         tflops_effective=None if dense_tflops is None else dense_tflops * density,
         peak_mem_mib=peak,
         nvml_mem_mib=nvml,
+        telemetry=sampler.summary(),
+        stages=stages,
+        profiler=None if profiled is None else profiled.profiler,
+        **common,  # type: ignore[arg-type]
     )

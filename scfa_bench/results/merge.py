@@ -17,6 +17,7 @@ from typing import Any
 
 from scfa_bench.constants import MODES
 from scfa_bench.errors import InputError
+from scfa_bench.results.limits import fill_fraction_of_limit
 from scfa_bench.results.meta import meta_path_for, write_meta
 from scfa_bench.results.reader import Results, read_results
 from scfa_bench.results.row import ResultRow, RowKey, row_cells
@@ -180,9 +181,11 @@ def merge(
     rows = [row for row, _ in kept.values()]
     baselines = {r.baseline for r in rows if r.baseline}
     baseline = baselines.pop() if len(baselines) == 1 else ""
-    if baseline:  # speedups only against a baseline measured on the same card
-        groups = [[r for r in rows if r.device == d] for d in devices] if by_device else [rows]
-        rows = [r for group in groups for r in fill_speedups(group, baseline)]
+    # Speedups and fractions of the limit only against rows measured on the same card.
+    groups = [[r for r in rows if r.device == d] for d in devices] if by_device else [rows]
+    if baseline:
+        groups = [fill_speedups(group, baseline) for group in groups]
+    rows = [r for group in groups for r in fill_fraction_of_limit(group)]
 
     if expected is not None:
         position = {key: i for i, key in enumerate(expected)}

@@ -9,28 +9,38 @@ absent; the run loop adds its own stricter header check before appending to a fi
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scfa_bench.constants import DTYPES, MODES, STATUSES
+from scfa_bench.constants import DTYPES, ROW_MODES, STATUSES
 from scfa_bench.errors import InputError
-from scfa_bench.results.meta import meta_path_for, read_meta
+from scfa_bench.results.meta import meta_path_for, read_meta, run_state
 from scfa_bench.results.row import (
+    BOOL_COLUMNS,
     COLUMNS,
     FLOAT_COLUMNS,
     INT_COLUMNS,
     OPTIONAL_INT_COLUMNS,
+    OPTIONAL_KEY_COLUMNS,
     ResultRow,
     RowKey,
 )
 
 # The analysis cannot work without these; the others are read as blanks when absent.
-REQUIRED_COLUMNS = (*RowKey.__dataclass_fields__, "ms_median", "ms_q20", "ms_q80", "status")
+REQUIRED_COLUMNS = (
+    *(c for c in RowKey.__dataclass_fields__ if c not in OPTIONAL_KEY_COLUMNS),
+    "ms_median",
+    "ms_q20",
+    "ms_q80",
+    "status",
+)
 # Cells that mean "no value" besides the empty string (what pandas or a person may write).
 _BLANKS = frozenset({"", "nan", "NaN", "n/a", "N/A", "None", "none", "null"})
-_CHOICES = {"mode": MODES, "dtype": DTYPES, "status": STATUSES}
+_CHOICES = {"mode": ROW_MODES, "dtype": DTYPES, "status": STATUSES}
+_BOOLS = {"true": True, "True": True, "false": False, "False": False}
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +53,18 @@ class Results:
     columns: tuple[str, ...]  # the header as written in the file
     meta: dict[str, Any] = field(default_factory=dict)
     meta_path: Path | None = None
+    # A last line without its newline (a write cut short), when asked to leave it out.
+    partial_tail: bytes = b""
+
+    @property
+    def state(self) -> str:
+        """How the run ended (`results.meta.run_state`); "unknown" without a meta file."""
+        return run_state(self.meta) if self.meta else "unknown"
+
+    @property
+    def wall_clock(self) -> bool:
+        """Timed by the wall clock (CPU, Triton's interpreter): says nothing about GPU speed."""
+        return any(r.timer == "wall_clock" for r in self.ok_rows)
 
     @property
     def name(self) -> str:
@@ -82,12 +104,24 @@ class Results:
         return self._meta_text("suite_name") or (", ".join(values) if values else self.name)
 
 
-def read_results(path: str | Path, *, with_meta: bool = True) -> Results:
+def split_partial_tail(data: bytes) -> tuple[bytes, bytes]:
+    """(whole lines, the last line when it lacks its newline: a write cut short)."""
+    if not data or data.endswith(b"\n"):
+        return data, b""
+    cut = data.rfind(b"\n") + 1
+    return data[:cut], data[cut:]
+
+
+def read_results(
+    path: str | Path, *, with_meta: bool = True, drop_partial_tail: bool = False
+) -> Results:
     """Read and validate a results CSV and its sidecar meta file (optional: {} when absent).
 
     Raises InputError for a missing or unreadable file, missing columns, a line with more or
     fewer cells than the header, unknown status, mode or dtype values, non-numeric numbers, or
-    an ok row without timings. Without `with_meta` the meta file is not read.
+    an ok row without timings. Without `with_meta` the meta file is not read. With
+    `drop_partial_tail` a last line without its newline is left out and kept in
+    `Results.partial_tail` (resume cuts it off the file).
     """
     csv_path = Path(path)
     if not csv_path.is_file():
@@ -95,7 +129,11 @@ def read_results(path: str | Path, *, with_meta: bool = True) -> Results:
     rows: list[ResultRow] = []
     lines: list[int] = []
     try:
-        with csv_path.open(newline="", encoding="utf-8") as file:
+        data = csv_path.read_bytes()
+        tail = b""
+        if drop_partial_tail:
+            data, tail = split_partial_tail(data)
+        with io.StringIO(data.decode("utf-8"), newline="") as file:
             reader = csv.reader(file, skipinitialspace=True)
             header = next(reader, None)
             if header is None:
@@ -130,6 +168,7 @@ def read_results(path: str | Path, *, with_meta: bool = True) -> Results:
         columns=columns,
         meta=meta,
         meta_path=meta_path if meta else None,
+        partial_tail=tail,
     )
 
 
@@ -160,6 +199,8 @@ def parse_row(cells: dict[str, str], where: Any) -> ResultRow:
             )
         elif column in FLOAT_COLUMNS:
             values[column] = _number(text, where(column), integer=False, optional=True)
+        elif column in BOOL_COLUMNS:
+            values[column] = _boolean(text, where(column))
         else:
             values[column] = text
     row = ResultRow(**values)
@@ -183,6 +224,14 @@ def _number(text: str, where: str, *, integer: bool, optional: bool) -> Any:
             raise InputError(f"{where}: {text!r} is not an integer")
         return int(number)
     return number
+
+
+def _boolean(text: str, where: str) -> bool | None:
+    if text in _BLANKS:
+        return None
+    if text not in _BOOLS:
+        raise InputError(f"{where}: {text!r} is not true or false")
+    return _BOOLS[text]
 
 
 def _check_ok_timings(row: ResultRow, where: Any) -> None:

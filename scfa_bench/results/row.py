@@ -28,6 +28,8 @@ class ResultRow:
     n_buckets: int | None
     drop_rate: float | None
     dtype: str
+    model: str = ""  # model suites: ModelConfig.label(), e.g. L12-D768-H12-M4-V50304
+    compile: bool | None = None  # model suites: the step ran through torch.compile
     ms_median: float | None = None
     ms_q20: float | None = None
     ms_q80: float | None = None
@@ -35,8 +37,11 @@ class ResultRow:
     tflops_effective: float | None = None
     density: float | None = None
     speedup: float | None = None
+    tokens_per_s: float | None = None
     peak_mem_mib: float | None = None
     nvml_mem_mib: float | None = None
+    attention_ms: float | None = None
+    attention_share: float | None = None
     check_rel_err: float | None = None
     status: str = "ok"
     error: str = ""
@@ -45,6 +50,23 @@ class ResultRow:
     warmup_ms: float | None = None
     rep_ms: float | None = None
     device: str = ""
+    # exact | approximate | limit (constants.IMPL_KINDS)
+    impl_kind: str = ""
+    # approximate implementations: relative error against the point's exact sparse reference
+    approx_rel_err: float | None = None
+    # the limit's ms / this ms, same point and mode (results.limits)
+    fraction_of_limit: float | None = None
+    # NVML telemetry while the row was timed (measure.telemetry)
+    sm_mhz_min: float | None = None
+    sm_mhz_median: float | None = None
+    mem_mhz_median: float | None = None
+    temp_c_max: float | None = None
+    power_w_max: float | None = None
+    throttle_reasons: str = ""
+    throttled: str = ""  # yes | no | "" (unknown)
+    # `run --profile-stages`: per-call GPU time by stage, "stage=ms;stage=ms", and idle time
+    stage_ms: str = ""
+    gpu_idle_ms: float | None = None
 
     @property
     def key(self) -> RowKey:
@@ -58,16 +80,38 @@ class ResultRow:
             drop_rate=self.drop_rate,
             dtype=self.dtype,
             mode=self.mode,
+            model=self.model,
+            compile=self.compile,
         )
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
 INT_COLUMNS = ("batch", "heads", "head_dim", "seq_len")
 OPTIONAL_INT_COLUMNS = ("n_buckets",)
-TEXT_COLUMNS = ("suite", "impl", "mode", "dtype", "status", "error", "timer", "baseline", "device")
-FLOAT_COLUMNS = tuple(
-    c for c in COLUMNS if c not in (*INT_COLUMNS, *OPTIONAL_INT_COLUMNS, *TEXT_COLUMNS)
+BOOL_COLUMNS = ("compile",)
+TEXT_COLUMNS = (
+    "suite",
+    "impl",
+    "mode",
+    "dtype",
+    "model",
+    "status",
+    "error",
+    "timer",
+    "baseline",
+    "device",
+    "impl_kind",
+    "throttle_reasons",
+    "throttled",
+    "stage_ms",
 )
+FLOAT_COLUMNS = tuple(
+    c
+    for c in COLUMNS
+    if c not in (*INT_COLUMNS, *OPTIONAL_INT_COLUMNS, *BOOL_COLUMNS, *TEXT_COLUMNS)
+)
+# Key columns that files written before model suites existed lack (read as blank).
+OPTIONAL_KEY_COLUMNS = ("model", "compile")
 
 
 @dataclass(frozen=True)
@@ -84,6 +128,8 @@ class RowKey:
     drop_rate: float | None
     dtype: str
     mode: str
+    model: str = ""
+    compile: bool | None = None
 
     @classmethod
     def of(cls, *, drop_rate: float | None, **parts: Any) -> RowKey:
@@ -94,54 +140,69 @@ class RowKey:
 
     @classmethod
     def for_task(cls, suite: Suite, task: Task, mode: str) -> RowKey:
-        s = suite.shape
         p = task.point
         return cls.of(
             impl=task.impl,
-            batch=s.batch,
-            heads=s.heads,
-            head_dim=s.head_dim,
             seq_len=p.seq_len,
             n_buckets=p.n_buckets,
             drop_rate=p.drop_rate,
-            dtype=s.dtype,
             mode=mode,
+            **task_shape(suite, task),
         )
 
     def point_label(self) -> str:
-        """The swept part: 'nb=8 T=4096'."""
+        """The swept part: 'nb=8 T=4096' (model rows: 'nb=8 T=4096 compiled')."""
         parts = []
         if self.n_buckets is not None:
             parts.append(f"nb={self.n_buckets}")
         if self.drop_rate is not None:
             parts.append(f"p={self.drop_rate:g}")
-        return " ".join([*parts, f"T={self.seq_len}"])
+        parts.append(f"T={self.seq_len}")
+        if self.compile is not None:
+            parts.append("compiled" if self.compile else "eager")
+        return " ".join(parts)
 
     def shape_label(self) -> str:
-        return f"B={self.batch} H={self.heads} D={self.head_dim} {self.dtype}"
+        model = f"{self.model} " if self.model else ""
+        return f"{model}B={self.batch} H={self.heads} D={self.head_dim} {self.dtype}"
 
     def label(self) -> str:
         return f"{self.impl} {self.point_label()} {self.mode} {self.shape_label()}"
 
 
+def task_shape(suite: Suite, task: Task) -> dict[str, Any]:
+    """batch, heads, head_dim, dtype, model and compile of a task's rows: the suite's shape, or
+    in a model suite the model's (its batch may depend on seq_len)."""
+    if suite.model is None:
+        assert suite.shape is not None
+        s = suite.shape
+        return {"batch": s.batch, "heads": s.heads, "head_dim": s.head_dim, "dtype": s.dtype}
+    m = suite.model
+    return {
+        "batch": m.batch_for(task.point.seq_len),
+        "heads": m.config.heads,
+        "head_dim": m.config.head_dim,
+        "dtype": m.dtype,
+        "model": m.config.label(),
+        "compile": task.point.compile,
+    }
+
+
 def base_row(suite: Suite, task: Task, mode: str, device_name: str) -> ResultRow:
     """The identity and settings columns of a row, nothing measured yet."""
-    s = suite.shape
+    timing = suite.timing if suite.model is None else None  # model suites count steps
     return ResultRow(
         suite=suite.name,
         impl=task.impl,
         mode=mode,
-        batch=s.batch,
-        heads=s.heads,
-        head_dim=s.head_dim,
         seq_len=task.point.seq_len,
         n_buckets=task.point.n_buckets,
         drop_rate=task.point.drop_rate,
-        dtype=s.dtype,
         baseline=suite.baseline or "",
-        warmup_ms=suite.timing.warmup_ms,
-        rep_ms=suite.timing.rep_ms,
+        warmup_ms=None if timing is None else timing.warmup_ms,
+        rep_ms=None if timing is None else timing.rep_ms,
         device=device_name,
+        **task_shape(suite, task),
     )
 
 
@@ -149,6 +210,8 @@ def format_cell(value: Any) -> str:
     """CSV text of a value: '' for None, 6 significant digits for floats."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return format(value, ".6g")
     return str(value)

@@ -2,7 +2,8 @@
 
 speedup = baseline ms_median / this ms_median at the same batch, heads, head_dim, seq_len, dtype
 and mode (and the same n_buckets / drop_rate when the baseline itself uses that axis); a dense
-baseline row is joined to every sparse row of its seq_len.
+baseline row is joined to every sparse row of its seq_len. Model-suite rows also need the same
+model and the same `compile`: a compiled step is compared with the compiled baseline.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from scfa_bench.results.row import ResultRow
 
 
 def _shape_key(row: ResultRow) -> tuple:
-    return (row.batch, row.heads, row.head_dim, row.seq_len, row.dtype, row.mode)
+    shape = (row.batch, row.heads, row.head_dim, row.seq_len, row.dtype, row.mode)
+    return (*shape, row.model, row.compile)
 
 
 def baseline_match(row: ResultRow, baseline_rows: Iterable[ResultRow]) -> ResultRow | None:

@@ -3,29 +3,46 @@
 The rows go to a new `<suite>-<time>.csv` (or, with `resume`, the CSV of an interrupted run),
 with speedups over the baseline filled in as soon as the baseline row exists and recomputed over
 the whole file at the end. Ctrl-C stops the sweep; the CSV keeps every finished row and the
-outcome says `interrupted`.
+outcome says `interrupted`. The meta says `state: running` while the run goes and how it ended
+afterwards (`complete`, `interrupted`, `failed`); a file that cannot be written stops the run
+with an `OutputError` (exit 2).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from scfa_bench.errors import InputError
+from scfa_bench.errors import InputError, output_error
 from scfa_bench.measure.envinfo import environment, resolve_device
+from scfa_bench.measure.model_point import measure_model_task
 from scfa_bench.measure.point import ModeMeasurement, measure_task
-from scfa_bench.results.meta import meta_path_for, new_meta, read_meta, write_meta
+from scfa_bench.measure.telemetry import run_telemetry
+from scfa_bench.results.limits import fill_fraction_of_limit
+from scfa_bench.results.meta import meta_path_for, new_meta, read_meta, suite_content, write_meta
 from scfa_bench.results.reader import read_results
-from scfa_bench.results.resume import done_keys, pending_tasks, read_for_resume
+from scfa_bench.results.resume import (
+    check_suite_unchanged,
+    done_keys,
+    drop_partial_row,
+    partial_row_message,
+    pending_tasks,
+    read_for_resume,
+)
 from scfa_bench.results.row import ResultRow, RowKey, base_row
 from scfa_bench.results.speedup import fill_speedups, speedup_for
 from scfa_bench.results.writer import ResultWriter, rewrite_rows
 from scfa_bench.run.progress import Reporter, SilentReporter
+from scfa_bench.run.rows import measured_row
 from scfa_bench.suite.grid import Task, expand, row_count
 from scfa_bench.suite.schema import Suite
 
@@ -38,6 +55,8 @@ class RunOptions:
     argv: tuple[str, ...] = ()
     # Restricts the expanded grid (one shard of it, `run.shard`); None runs every task.
     select: Callable[[list[Task]], list[Task]] | None = None
+    force: bool = False  # resume even though the suite file changed since the run
+    profile_stages: bool = False  # also profile every row: stage times in `stage_ms`
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,7 @@ class RunOutcome:
     rows: list[ResultRow]  # every row of the CSV, speedups filled in
     new_rows: int
     interrupted: bool
+    notes: tuple[str, ...] = ()  # what resume dropped or accepted, also sent to the reporter
 
 
 def _now() -> str:
@@ -64,26 +84,6 @@ def new_csv_path(out_dir: Path, suite_name: str) -> Path:
     return path
 
 
-def measured_row(base: ResultRow, measured: ModeMeasurement) -> ResultRow:
-    """The CSV row of one measured mode."""
-    timing = measured.timing
-    return replace(
-        base,
-        status=measured.status,
-        error=measured.error,
-        density=measured.density,
-        check_rel_err=measured.check_rel_err,
-        ms_median=None if timing is None else timing.ms_median,
-        ms_q20=None if timing is None else timing.ms_q20,
-        ms_q80=None if timing is None else timing.ms_q80,
-        timer="" if timing is None else timing.timer,
-        tflops_dense_equiv=measured.tflops_dense_equiv,
-        tflops_effective=measured.tflops_effective,
-        peak_mem_mib=measured.peak_mem_mib,
-        nvml_mem_mib=measured.nvml_mem_mib,
-    )
-
-
 def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = None) -> RunOutcome:
     """Run every pending row of the suite; returns where the results went and what they hold."""
     reporter = reporter or SilentReporter()
@@ -95,15 +95,30 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
     argv = list(options.argv) if options.argv else list(sys.argv)
 
     done: set[RowKey] = set()
+    notes: list[str] = []
     if options.resume is not None:
         csv_path = options.resume
-        done = done_keys(read_for_resume(csv_path, suite))
+        existing = read_for_resume(csv_path, suite)
         meta_path = meta_path_for(csv_path)
         try:
             meta = read_meta(meta_path)
         except InputError:  # no meta, or an unreadable one: start a fresh one
             meta = new_meta(suite, env, argv, _now())
-        meta.setdefault("resumed", []).append(_now())
+        notes.append(check_suite_unchanged(meta, suite, csv_path, options.force))
+        notes.append(partial_row_message(existing) or "")
+        drop_partial_row(existing)  # after the checks: a refused resume changes nothing
+        done = done_keys(existing)
+        meta.setdefault("resumed", []).append(
+            {"at": _now(), "argv": argv, "suite_sha256": suite.sha256}
+        )
+        meta.update(
+            state="running",
+            pid=os.getpid(),
+            hostname=env["hostname"],
+            finished=None,
+            suite_sha256=suite.sha256,
+            suite=suite_content(suite),
+        )
     else:
         try:
             options.out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,27 +127,65 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
         csv_path = new_csv_path(options.out_dir, suite.name)
         meta_path = meta_path_for(csv_path)
         meta = new_meta(suite, env, argv, _now())
+    notes = [n for n in notes if n]
+    for note in notes:
+        reporter.note(note)
 
     todo = pending_tasks(tasks, suite, done)
-    total_rows = row_count(tasks)
+    write_meta(meta_path, meta)
+    try:
+        new_rows, interrupted = _measure_all(
+            suite, todo, row_count(tasks), device, env, csv_path, reporter, options.profile_stages
+        )
+        # Rows measured before their baseline, and resumed rows, get their speedup here.
+        rows = fill_fraction_of_limit(fill_speedups(read_results(csv_path).rows, suite.baseline))
+        rewrite_rows(csv_path, rows)
+        meta["telemetry"] = run_telemetry(rows, device)
+    except KeyboardInterrupt:
+        _finish(meta_path, meta, "interrupted")
+        raise
+    except BaseException as exc:
+        _finish(meta_path, meta, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    _finish(meta_path, meta, "interrupted" if interrupted else "complete")
+    return RunOutcome(csv_path, meta_path, rows, new_rows, interrupted, tuple(notes))
+
+
+def _measure_all(
+    suite: Suite,
+    todo: list[Task],
+    total_rows: int,
+    device: str,
+    env: dict[str, Any],
+    csv_path: Path,
+    reporter: Reporter,
+    profile_stages: bool = False,
+) -> tuple[int, bool]:
+    """Measure the pending tasks, appending each row; (rows written, interrupted by Ctrl-C)."""
+    measure: Callable[[Suite, Task, str], Iterator[ModeMeasurement]] = (
+        partial(measure_task, with_stages=profile_stages)
+        if suite.model is None
+        else measure_model_task
+    )
     baseline_rows: list[ResultRow] = []
     new_rows = 0
     interrupted = False
-    write_meta(meta_path, meta)
-
     with ResultWriter(csv_path) as writer:
         reporter.start(total_rows, total_rows - row_count(todo))
         try:
             for task in todo:
                 reporter.task(f"{task.impl} {task.point.label()}")
-                for measured in measure_task(suite, task, device):
+                for measured in measure(suite, task, device):
                     base = base_row(suite, task, measured.mode, env["device_name"])
                     row = measured_row(base, measured)
                     if suite.baseline:
                         row = replace(row, speedup=speedup_for(row, baseline_rows))
                         if row.impl == suite.baseline:
                             baseline_rows.append(row)
-                    writer.write(row)
+                    try:
+                        writer.write(row)
+                    except OSError as exc:
+                        raise output_error(csv_path, exc) from None
                     new_rows += 1
                     reporter.advance(1)
                 if torch.cuda.is_available():
@@ -141,11 +194,16 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
             interrupted = True
         finally:
             reporter.stop()
+    return new_rows, interrupted
 
-    # Rows measured before their baseline, and resumed rows, get their speedup here.
-    rows = fill_speedups(read_results(csv_path).rows, suite.baseline)
-    rewrite_rows(csv_path, rows)
-    meta["finished"] = _now()
-    meta["interrupted"] = interrupted
-    write_meta(meta_path, meta)
-    return RunOutcome(csv_path, meta_path, rows, new_rows, interrupted)
+
+def _finish(meta_path: Path, meta: dict[str, Any], state: str, error: str = "") -> None:
+    """Record how the run ended; best effort when the run already failed."""
+    meta.update(state=state, finished=_now(), interrupted=state == "interrupted")
+    if error:
+        meta["error"] = error[:500]
+    if state == "failed":
+        with contextlib.suppress(InputError):
+            write_meta(meta_path, meta)
+    else:
+        write_meta(meta_path, meta)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from rich.console import Console
@@ -24,9 +25,21 @@ class Reporter(Protocol):
     def task(self, label: str) -> None: ...
     def advance(self, rows: int) -> None: ...
     def stop(self) -> None: ...
+    def note(self, message: str) -> None: ...
 
 
 class SilentReporter:
+    """No progress bar; notes go to `echo` when given (the CLI's --no-progress) and are kept."""
+
+    def __init__(self, echo: Callable[[str], None] | None = None) -> None:
+        self.echo = echo
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+        if self.echo is not None:
+            self.echo(message)
+
     def start(self, total_rows: int, done_rows: int) -> None:
         pass
 
@@ -71,6 +84,9 @@ class RichReporter:
     def advance(self, rows: int) -> None:
         if self._task is not None:
             self._progress.advance(self._task, rows)
+
+    def note(self, message: str) -> None:
+        self._progress.console.print(message, highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._task is not None:

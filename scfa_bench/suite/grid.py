@@ -1,7 +1,8 @@
 """Expand a suite into the ordered list of (implementation, point) tasks to measure.
 
 Axis relevance: an implementation is measured once per value of the axes it uses (hash: n_buckets,
-QK: drop_rate, dense: neither), so a dense baseline runs once per seq_len. Within each seq_len the
+QK: drop_rate, dense: neither), so a dense baseline runs once per seq_len (and, in a model suite,
+once per `compile` value). Within each seq_len the
 baseline runs first, so rows written afterwards can already carry their speedup.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from scfa_bench.e2e.attention import PLUGS
 from scfa_bench.impls.registry import get_spec
 from scfa_bench.suite.schema import Suite
 
@@ -21,6 +23,7 @@ class Point:
     seq_len: int
     n_buckets: int | None = None
     drop_rate: float | None = None
+    compile: bool | None = None  # model suites only
 
     def label(self) -> str:
         parts = [f"T={self.seq_len}"]
@@ -28,6 +31,8 @@ class Point:
             parts.append(f"nb={self.n_buckets}")
         if self.drop_rate is not None:
             parts.append(f"p={self.drop_rate:g}")
+        if self.compile is not None:
+            parts.append("compiled" if self.compile else "eager")
         return " ".join(parts)
 
 
@@ -46,9 +51,14 @@ def impl_order(suite: Suite) -> tuple[str, ...]:
     return ((suite.baseline,) if suite.baseline else ()) + rest
 
 
-def points_for(suite: Suite, impl: str, seq_len: int) -> list[Point]:
+def impl_axes(suite: Suite, impl: str) -> tuple[str, ...]:
+    """The sweep axes `impl` uses: its model plug's in a model suite, else its registry entry's."""
+    return PLUGS[impl].axes if suite.model is not None else get_spec(impl).axes
+
+
+def points_for(suite: Suite, impl: str, seq_len: int, compile: bool | None = None) -> list[Point]:
     """The points `impl` is measured at for one seq_len: the product of the axes it uses."""
-    axes = get_spec(impl).axes
+    axes = impl_axes(suite, impl)
     value_lists = []
     for axis in axes:
         values = suite.sweep.values(axis)
@@ -56,18 +66,21 @@ def points_for(suite: Suite, impl: str, seq_len: int) -> list[Point]:
             raise ValueError(f"implementation {impl!r} needs sweep.{axis}")
         value_lists.append(values)
     return [
-        Point(seq_len=seq_len, **dict(zip(axes, combo, strict=True)))
+        Point(seq_len=seq_len, compile=compile, **dict(zip(axes, combo, strict=True)))
         for combo in itertools.product(*value_lists)
     ]
 
 
 def expand(suite: Suite) -> list[Task]:
-    """All tasks of a suite in run order: seq_len, then implementation, then axis values."""
+    """All tasks of a suite in run order: seq_len, then implementation, then axis values; model
+    suites run all of that once per `compile` value (compiled steps together)."""
+    compiles: tuple[bool | None, ...] = (None,) if suite.model is None else suite.model.compile
     return [
         Task(impl=impl, point=point, modes=suite.modes)
+        for compile in compiles
         for seq_len in suite.sweep.seq_len
         for impl in impl_order(suite)
-        for point in points_for(suite, impl, seq_len)
+        for point in points_for(suite, impl, seq_len, compile)
     ]
 
 

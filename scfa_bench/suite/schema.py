@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scfa_bench.constants import MODES
+from scfa_bench.constants import MODES, STEP_MODES
+from scfa_bench.e2e.model import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,44 @@ class TimingSettings:
 
 
 @dataclass(frozen=True)
+class StepCounts:
+    """Model suites: steps run before timing (compilation happens in the first), timed, and
+    profiled for the attention share (0: no profile)."""
+
+    warmup: int = 3
+    timed: int = 10
+    profile: int = 3
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The `model:` section: a suite that times a training step of this model instead of one
+    attention call. `compile` is a sweep axis."""
+
+    config: ModelConfig
+    dtype: str  # canonical, as Shape.dtype; autocast dtype on CUDA
+    batch: int | None = None  # exactly one of batch and tokens_per_step is set
+    tokens_per_step: int | None = None
+    compile: tuple[bool, ...] = (False,)
+    optimizer: bool = False
+    steps: StepCounts = field(default_factory=StepCounts)
+
+    def batch_for(self, seq_len: int) -> int:
+        """The batch at this seq_len: fixed, or tokens_per_step // seq_len (at least 1)."""
+        if self.batch is not None:
+            return self.batch
+        assert self.tokens_per_step is not None
+        return max(1, self.tokens_per_step // seq_len)
+
+    @property
+    def mode(self) -> str:
+        return STEP_MODES[1] if self.optimizer else STEP_MODES[0]
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
-    shape: Shape
+    shape: Shape | None  # None for model suites (the model section gives the shape)
     sweep: Sweep
     implementations: tuple[str, ...]
     description: str = ""
@@ -50,5 +86,6 @@ class Suite:
     check_rows: int = 256
     max_check_seq_len: int | None = None
     device: str = "auto"
+    model: ModelSettings | None = None
     source: str = ""  # the file it came from ("" when built in code)
     sha256: str = ""  # of the file's bytes

@@ -33,6 +33,8 @@ def make_row(**fields: Any) -> dict[str, Any]:
         "n_buckets": 8,
         "drop_rate": "",
         "dtype": "bf16",
+        "model": "",
+        "compile": "",
         "ms_median": 10.0,
         "ms_q20": 9.9,
         "ms_q80": 10.1,
@@ -40,8 +42,11 @@ def make_row(**fields: Any) -> dict[str, Any]:
         "tflops_effective": 12.5,
         "density": 0.125,
         "speedup": "",
+        "tokens_per_s": "",
         "peak_mem_mib": 512.0,
         "nvml_mem_mib": 1024.0,
+        "attention_ms": "",
+        "attention_share": "",
         "check_rel_err": 1e-3,
         "status": "ok",
         "error": "",
@@ -51,7 +56,7 @@ def make_row(**fields: Any) -> dict[str, Any]:
         "rep_ms": 100,
         "device": H100,
     }
-    unknown = set(fields) - set(row)
+    unknown = set(fields) - set(RESULT_COLUMNS)
     if unknown:
         raise KeyError(f"unknown result columns {sorted(unknown)}")
     row.update(fields)
@@ -69,8 +74,10 @@ def suite_rows(
     modes: Iterable[str] = ("fwd", "bwd", "fwd+bwd"),
     spread: float = 0.01,
     device: str = H100,
+    with_limits: bool = False,
 ) -> list[dict[str, Any]]:
-    """A consistent grid: two dense baselines, a hash-sparse and a QK-sparse kernel."""
+    """A consistent grid: two dense baselines, a hash-sparse and a QK-sparse kernel; with
+    `with_limits`, also the limits `limit_hash` / `limit_qk` (faster than the kernels)."""
     rows: list[dict[str, Any]] = []
     common = {"device": device}
     for mode in modes:
@@ -94,6 +101,21 @@ def suite_rows(
             for nb in n_buckets:
                 density = 1.0 / nb
                 ms = dense_ms * (density + 0.05)
+                if with_limits:
+                    limit_ms = dense_ms * density * 0.9
+                    rows.append(
+                        make_row(
+                            impl="limit_hash",
+                            impl_kind="limit",
+                            mode=mode,
+                            seq_len=seq_len,
+                            n_buckets=nb,
+                            density=density,
+                            speedup=dense_ms / limit_ms,
+                            **_timed(limit_ms, spread),
+                            **common,
+                        )
+                    )
                 rows.append(
                     make_row(
                         impl="scfa_hash",
@@ -109,6 +131,22 @@ def suite_rows(
             for p in drop_rates:
                 density = (1 - p) ** 2
                 ms = dense_ms * (density + 0.03)
+                if with_limits:
+                    limit_ms = dense_ms * density * 0.9
+                    rows.append(
+                        make_row(
+                            impl="limit_qk",
+                            impl_kind="limit",
+                            mode=mode,
+                            seq_len=seq_len,
+                            n_buckets="",
+                            drop_rate=p,
+                            density=density,
+                            speedup=dense_ms / limit_ms,
+                            **_timed(limit_ms, spread),
+                            **common,
+                        )
+                    )
                 rows.append(
                     make_row(
                         impl="scfa_qk",
@@ -120,6 +158,47 @@ def suite_rows(
                         speedup=dense_ms / ms,
                         **_timed(ms, spread),
                         **common,
+                    )
+                )
+    return rows
+
+
+GPT2_SMALL_LABEL = "L12-D768-H12-M4-V50304"
+
+
+def model_rows(
+    seq_lens: Iterable[int] = (4096, 16384), spread: float = 0.01, tokens: int = 16384
+) -> list[dict[str, Any]]:
+    """A model suite's rows: GPT-2 small steps, eager and compiled, dense and hash-sparse."""
+    rows: list[dict[str, Any]] = []
+    for compiled in (False, True):
+        for seq_len in seq_lens:
+            batch = max(1, tokens // seq_len)
+            attention_ms = 3e-7 * seq_len * batch * seq_len
+            rest_ms = 30.0 if compiled else 50.0
+            for impl, n_buckets, attn in ((BASELINE, "", 1.0), ("scfa_hash", 8, 0.3)):
+                ms = rest_ms + attention_ms * attn
+                rows.append(
+                    make_row(
+                        impl=impl,
+                        mode="step",
+                        batch=batch,
+                        heads=12,
+                        head_dim=64,
+                        seq_len=seq_len,
+                        n_buckets=n_buckets,
+                        model=GPT2_SMALL_LABEL,
+                        compile="true" if compiled else "false",
+                        tflops_dense_equiv="",
+                        tflops_effective="",
+                        density="",
+                        tokens_per_s=batch * seq_len / ms * 1e3,
+                        attention_ms=attention_ms * attn,
+                        attention_share=attention_ms * attn / ms,
+                        check_rel_err="",
+                        warmup_ms="",
+                        rep_ms="",
+                        **_timed(ms, spread),
                     )
                 )
     return rows
@@ -152,6 +231,7 @@ def default_meta(**overrides: Any) -> dict[str, Any]:
         "python": "3.11.9",
         "platform": "Linux-x86_64",
         "git_rev": "abc1234",
+        "kernels_hash": "f" * 64,
         "hostname": "gpu-node-1",
         "timing": {"warmup_ms": 25, "rep_ms": 100},
         "shape": {"batch": 4, "heads": 48, "head_dim": 64, "dtype": "bf16"},
@@ -160,6 +240,7 @@ def default_meta(**overrides: Any) -> dict[str, Any]:
         "finished": "2026-11-26T10:05:00",
         "argv": ["scfa-bench", "run", "suites/test.yaml"],
         "scfa_bench_version": "0.1.0",
+        "state": "complete",
     }
     meta.update(overrides)
     return meta

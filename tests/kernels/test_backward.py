@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from scfa_kernels.testing import (
-    GRAD_ABS_TOL,
-    GRAD_REL_TOL,
+    TOLERANCES,
     Pattern,
     assert_matches,
     check_backward,
@@ -79,7 +78,7 @@ def test_backward_one_bucket_equals_dense_causal(device, dtype):
     out.backward(do.float())
     for name, g, leaf in zip(("dq", "dk", "dv"), grads, leaves, strict=True):
         want = leaf.grad.transpose(1, 2)
-        assert_matches(g.float().cpu(), want.cpu(), GRAD_REL_TOL[dtype], GRAD_ABS_TOL[dtype], name)
+        assert_matches(g.float().cpu(), want.cpu(), TOLERANCES[dtype].grad, name)
 
 
 def test_backward_all_kept_matches_reference(device):

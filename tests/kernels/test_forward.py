@@ -13,8 +13,7 @@ import torch.nn.functional as F
 import scfa_kernels
 from scfa_kernels import validation
 from scfa_kernels.testing import (
-    ABS_TOL,
-    REL_TOL,
+    TOLERANCES,
     Pattern,
     assert_matches,
     check_forward,
@@ -82,9 +81,7 @@ def test_one_bucket_equals_dense_causal(device, dtype):
     q, k, v = make_qkv(b, t, h, d, dtype, device, seed=11)
     zeros = torch.zeros(b, t, h, dtype=torch.int64, device=device)
     out = check_forward(Pattern("hash", zeros, zeros), q, k, v)
-    assert_matches(
-        out.float().cpu(), _sdpa_causal(q, k, v).cpu(), REL_TOL[dtype], ABS_TOL[dtype], "vs sdpa"
-    )
+    assert_matches(out.float().cpu(), _sdpa_causal(q, k, v).cpu(), TOLERANCES[dtype].out, "sdpa")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "fp32"])
@@ -93,9 +90,7 @@ def test_all_kept_equals_dense_causal(device, dtype):
     q, k, v = make_qkv(b, t, h, d, dtype, device, seed=12)
     keep = torch.ones(b, t, h, dtype=torch.bool, device=device)
     out = check_forward(Pattern("qk", keep, keep), q, k, v)
-    assert_matches(
-        out.float().cpu(), _sdpa_causal(q, k, v).cpu(), REL_TOL[dtype], ABS_TOL[dtype], "vs sdpa"
-    )
+    assert_matches(out.float().cpu(), _sdpa_causal(q, k, v).cpu(), TOLERANCES[dtype].out, "sdpa")
 
 
 # ---------------------------------------------------------------- empty edges

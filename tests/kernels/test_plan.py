@@ -33,8 +33,8 @@ def test_counting_sort_matches_stable_torch_sort(
     seed = T * 100 + n_buckets
     q_ids = _random_ids(2, T, 3, 0, n_buckets, seed).to(device)
     k_ids = _random_ids(2, T, 3, 0, n_buckets, seed + 1).to(device)
-    counted = P._sort_pair_counting(q_ids, k_ids, n_buckets, False, rank_by_sort)
-    _assert_same_plan(counted, P._sort_pair_torch(q_ids, k_ids, n_buckets))
+    counted = P.counting_sort_pair(q_ids, k_ids, n_buckets, False, rank_by_sort)
+    _assert_same_plan(counted, P.torch_sort_pair(q_ids, k_ids, n_buckets))
 
 
 UNMATCHED_CASES = [(1, 1, False), (70, 3, False), (130, 8, False), (33, 9, True), (130, 2, True)]
@@ -48,8 +48,8 @@ def test_out_of_range_ids_sort_last_as_unmatched_sentinels(
     q_ids = _random_ids(2, T, 3, -3, n_buckets + 3, seed).to(device)
     k_ids = _random_ids(2, T, 3, -3, n_buckets + 3, seed + 1).to(device)
     q_ids[0, 0, 0] = 2**40  # out of range in int64 and after any narrowing cast
-    counted = P._sort_pair_counting(q_ids, k_ids, n_buckets, False, rank_by_sort)
-    _assert_same_plan(counted, P._sort_pair_torch(q_ids, k_ids, n_buckets))
+    counted = P.counting_sort_pair(q_ids, k_ids, n_buckets, False, rank_by_sort)
+    _assert_same_plan(counted, P.torch_sort_pair(q_ids, k_ids, n_buckets))
     q_unmatched, k_unmatched = P.unmatched_buckets(n_buckets)
     assert q_unmatched != k_unmatched and min(q_unmatched, k_unmatched) >= n_buckets
     for side, ids, sentinel in ((0, q_ids, q_unmatched), (1, k_ids, k_unmatched)):
@@ -71,8 +71,8 @@ def test_counting_sort_reads_strided_input(device: str) -> None:
     base = _random_ids(2, 50, 4, 0, 5, seed=1).permute(0, 2, 1).contiguous().to(device)
     strided = base.permute(0, 2, 1)
     dense = _random_ids(2, 50, 4, 0, 5, seed=2).to(device)
-    counted = P._sort_pair_counting(strided, dense, 5, from_keep=False)
-    _assert_same_plan(counted, P._sort_pair_torch(strided.contiguous(), dense, 5))
+    counted = P.counting_sort_pair(strided, dense, 5, from_keep=False)
+    _assert_same_plan(counted, P.torch_sort_pair(strided.contiguous(), dense, 5))
 
 
 def test_keep_masks_compact_kept_rows_first_in_time_order(device: str) -> None:

@@ -54,7 +54,9 @@ def svg_text(path: Path) -> str:
 def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[plots.PlotFile]]:
     """One realistic run (all modes, both kernels, some failures), plotted once."""
     tmp = tmp_path_factory.mktemp("plots")
-    rows = suite_rows(seq_lens=(1024, 2048, 4096), n_buckets=(2, 8, 32), drop_rates=(0.2, 0.8))
+    rows = suite_rows(
+        seq_lens=(1024, 2048, 4096), n_buckets=(2, 8, 32), drop_rates=(0.2, 0.8), with_limits=True
+    )
     set_status(rows, "oom", "CUDA out of memory", impl="scfa_hash", n_buckets=32, seq_len=4096)
     set_status(rows, "incorrect", "rel err 0.5", impl="scfa_qk", drop_rate=0.8, seq_len=1024)
     csv = write_results(tmp / "run.csv", rows)

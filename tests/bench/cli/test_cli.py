@@ -46,8 +46,8 @@ def test_dry_run_prints_grid_size(tmp_path: Path) -> None:
         app, ["run", str(ROOT / "suites/hash.yaml"), "--dry-run", "--out", str(tmp_path)]
     )
     assert result.exit_code == 0, result.output
-    # 6 seq_len x (6 bucket counts + 3 dense baselines), 3 modes
-    assert "54 of 54 tasks" in result.output and "162 result rows" in result.output
+    # 6 seq_len x (6 bucket counts x 2 hash-sparse (scfa_hash, limit_hash) + 5 dense), 3 modes
+    assert "102 of 102 tasks" in result.output and "306 result rows" in result.output
     assert not list(tmp_path.iterdir())  # nothing written
 
 

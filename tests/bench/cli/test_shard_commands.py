@@ -3,6 +3,7 @@ combinations refused with exit 2."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -128,11 +129,14 @@ def test_merge_bad_input_exits_2(tiny: Path, tmp_path: Path) -> None:
 
 def test_merge_refuses_mixed_cards_unless_allowed(tiny: Path, tmp_path: Path) -> None:
     reference = single(tiny, tmp_path / "one")
-    other = tmp_path / "other.csv"
-    other.write_text(
-        next((tmp_path / "one").glob("tiny-*.csv")).read_text().replace(",cpu\n", ",Other GPU\n")
-    )
     first = next((tmp_path / "one").glob("tiny-*.csv"))
+    with first.open(newline="") as f:  # the same rows, measured on another card
+        rows = [{**row, "device": "Other GPU"} for row in csv.DictReader(f)]
+    other = tmp_path / "other.csv"
+    with other.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     code, output = run("merge", first, other, "--out", tmp_path / "m.csv")
     assert code == 2 and "different cards" in " ".join(output.split())
     code, output = run("merge", first, other, "--out", tmp_path / "m.csv", "--allow-mixed-devices")

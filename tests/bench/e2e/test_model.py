@@ -30,7 +30,7 @@ def tokens(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def tiny_model(name: str, **axes: object) -> DecoderLM:
     attention = build_attention(
-        name, head_dim=TINY.head_dim, dtype=torch.float32, device="cpu", seed=3, **axes
+        name, heads=2, head_dim=TINY.head_dim, dtype=torch.float32, device="cpu", seed=3, **axes
     )
     torch.manual_seed(0)
     return DecoderLM(TINY, attention.for_layer, shared_qk=attention.shared_qk)
@@ -87,13 +87,13 @@ def test_head_is_tied_to_the_token_embedding() -> None:
 
 def test_identity_attention_passes_v_through() -> None:
     q, k, v = torch.randn(3, 1, 8, 2, 16).unbind(0)
-    attend = build_attention("identity", head_dim=16, dtype=torch.float32, device="cpu")
+    attend = build_attention("identity", heads=2, head_dim=16, dtype=torch.float32, device="cpu")
     assert attend.for_layer(0)(q, k, v) is v
 
 
 def test_sdpa_math_is_causal_attention() -> None:
     q, k, v = torch.randn(3, 2, 16, 2, 16, dtype=torch.float64).unbind(0)
-    attend = build_attention("sdpa_math", head_dim=16, dtype=torch.float64, device="cpu")
+    attend = build_attention("sdpa_math", heads=2, head_dim=16, dtype=torch.float64, device="cpu")
     every_key = torch.zeros(2, 16, 2, dtype=torch.int32)
     expected = scfa_kernels.reference.hash_sparse_attention(q, k, v, every_key, every_key)
     torch.testing.assert_close(attend.for_layer(0)(q, k, v), expected)
@@ -102,7 +102,7 @@ def test_sdpa_math_is_causal_attention() -> None:
 def test_sequence_longer_than_the_position_table_is_refused() -> None:
     model = tiny_model("identity")
     idx = torch.zeros(1, TINY.max_seq_len + 1, dtype=torch.long)
-    with pytest.raises(ModelConfigError, match="max_seq_len 64"):
+    with pytest.raises(ModelConfigError, match=r"model\.max_seq_len: 64 is shorter than the 65"):
         model(idx, idx)
 
 
@@ -144,12 +144,12 @@ def test_bad_attention_settings_raise_clear_errors(
     name: str, axes: dict, head_dim: int, message: str
 ) -> None:
     with pytest.raises(AttentionConfigError, match=message):
-        build_attention(name, head_dim=head_dim, dtype=torch.float32, device="cpu", **axes)
+        build_attention(name, heads=2, head_dim=head_dim, dtype=torch.float32, device="cpu", **axes)
 
 
 def test_cuda_only_backend_is_unavailable_on_the_cpu() -> None:
     with pytest.raises(AttentionUnavailable, match="sdpa_cudnn: runs on cuda, not cpu"):
-        build_attention("sdpa_cudnn", head_dim=16, dtype=torch.float32, device="cpu")
+        build_attention("sdpa_cudnn", heads=2, head_dim=16, dtype=torch.float32, device="cpu")
 
 
 # ---------------------------------------------------------------- patterns
@@ -157,12 +157,12 @@ def test_cuda_only_backend_is_unavailable_on_the_cpu() -> None:
 
 def test_layer_lsh_uses_the_same_planes_for_q_k_and_every_step() -> None:
     x = torch.randn(2, 32, 2, 16)
-    lsh = LayerLsh(8, seed=11, device="cpu")
+    lsh = LayerLsh(8, seed=11, heads=2, head_dim=16, device="cpu")
     first = lsh(x)
     assert torch.equal(first, lsh(x))  # same planes at the next call (next step, or for k)
     expected = lsh_buckets(x, 8, generator=torch.Generator().manual_seed(11))
     assert torch.equal(first, expected)
-    other_layer = LayerLsh(8, seed=12, device="cpu")(x)
+    other_layer = LayerLsh(8, seed=12, heads=2, head_dim=16, device="cpu")(x)
     assert not torch.equal(first, other_layer)
 
 
@@ -179,7 +179,9 @@ def recorder() -> tuple[list[tuple[torch.Tensor, ...]], object]:
 def test_hash_attention_hashes_q_and_k_with_the_same_planes() -> None:
     calls, kernel = recorder()
     q, k, v = torch.randn(3, 1, 32, 2, 16).unbind(0)
-    hash_attention(kernel, LayerLsh(4, seed=5, device="cpu"), shared_buckets=False)(q, k, v)
+    hash_attention(
+        kernel, LayerLsh(4, seed=5, heads=2, head_dim=16, device="cpu"), shared_buckets=False
+    )(q, k, v)
     ((_, _, _, q_hash, k_hash),) = calls
     planes = lambda: torch.Generator().manual_seed(5)
     assert torch.equal(q_hash, lsh_buckets(q, 4, generator=planes()))
@@ -198,7 +200,7 @@ def test_hashformer_hashes_q_once_and_its_keys_share_the_buckets(monkeypatch) ->
         assert q_hash is k_hash
         torch.testing.assert_close(k, torch.nn.functional.normalize(q, dim=-1))
         # The layer's planes (suite seed 3) give the normalised keys the ids q got.
-        lsh = LayerLsh(4, seed=3 * 65536 + layer, device="cpu")
+        lsh = LayerLsh(4, seed=3 * 65536 + layer, heads=2, head_dim=16, device="cpu")
         assert torch.equal(q_hash, lsh(q))
         assert torch.equal(lsh(k), q_hash)
 
@@ -247,3 +249,25 @@ def test_scfa_hash_model_matches_the_reference_with_the_same_buckets(name: str) 
 def test_scfa_qk_model_matches_the_reference_with_the_same_masks() -> None:
     expected = loss_and_grads(tiny_model("naive_qk", drop_rate=0.5), rng_seed=7)
     assert_same(loss_and_grads(tiny_model("scfa_qk", drop_rate=0.5), rng_seed=7), expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "axes"),
+    [
+        ("sdpa_math", {}),
+        ("scfa_hash", {"n_buckets": 4}),
+        ("hashformer", {"n_buckets": 4}),
+        ("scfa_qk", {"drop_rate": 0.5}),
+    ],
+)
+def test_torch_compile_sees_the_model_as_one_graph(name: str, axes: dict) -> None:
+    """No graph break anywhere in the step's forward: LSH planes are drawn outside the step,
+    the kernels and the LSH are custom ops, keep masks come from torch.rand."""
+    idx, targets = tokens()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(tiny_model(name, **axes))(idx, targets)
+    torch._dynamo.reset()
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), [
+        str(reason.reason).splitlines()[0] for reason in explained.break_reasons
+    ]

@@ -29,3 +29,23 @@ def test_git_revision_reads_the_checkout(monkeypatch: pytest.MonkeyPatch) -> Non
     rev = envinfo.git_revision()
     # A checkout has a HEAD: 40 hex digits, maybe marked dirty; never "n/a".
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", rev), rev
+
+
+def test_kernels_hash_covers_the_installed_kernel_sources(tmp_path: Path) -> None:
+    """Issue 9: the meta names the kernels a run measured, so a stale baseline shows."""
+    import scfa_kernels
+
+    installed = envinfo.kernels_hash()
+    assert re.fullmatch(r"[0-9a-f]{64}", installed)
+    assert envinfo.kernels_hash(Path(scfa_kernels.__file__).parent) == installed
+    assert envinfo.environment("cpu")["kernels_hash"] == installed
+
+    copy = tmp_path / "kernels"
+    shutil.copytree(Path(scfa_kernels.__file__).parent, copy)
+    assert envinfo.kernels_hash(copy) == installed
+    (copy / "PERF.md").write_text("notes are not sources\n")
+    assert envinfo.kernels_hash(copy) == installed
+    source = copy / "attention.py"
+    source.write_text(source.read_text() + "\n# changed\n")
+    assert envinfo.kernels_hash(copy) != installed
+    assert envinfo.kernels_hash(tmp_path / "empty") == "n/a"

@@ -75,9 +75,12 @@ def test_reader_accepts_failed_rows_without_timings_and_extra_columns(
 def test_loader_expects_the_shared_column_order() -> None:
     spec = (
         "suite, impl, mode, batch, heads, head_dim, seq_len, n_buckets, drop_rate, dtype, "
-        "ms_median, ms_q20, ms_q80, tflops_dense_equiv, tflops_effective, density, speedup, "
-        "peak_mem_mib, nvml_mem_mib, check_rel_err, status, error, timer, baseline, warmup_ms, "
-        "rep_ms, device"
+        "model, compile, ms_median, ms_q20, ms_q80, tflops_dense_equiv, tflops_effective, "
+        "density, speedup, tokens_per_s, peak_mem_mib, nvml_mem_mib, attention_ms, "
+        "attention_share, check_rel_err, status, error, timer, baseline, warmup_ms, rep_ms, "
+        "device, impl_kind, approx_rel_err, fraction_of_limit, sm_mhz_min, sm_mhz_median, "
+        "mem_mhz_median, temp_c_max, power_w_max, throttle_reasons, throttled, stage_ms, "
+        "gpu_idle_ms"
     )
     assert tuple(RESULT_COLUMNS) == tuple(spec.split(", "))
 
@@ -86,7 +89,9 @@ def test_a_partly_written_line_is_named(tmp_path: Path) -> None:
     path = write_results(tmp_path / "run.csv", [make_row(), make_row(seq_len=8192)])
     text = path.read_text(encoding="utf-8")
     path.write_text(text[: text.rindex(",bf16,")], encoding="utf-8")  # cut the last row
-    with pytest.raises(InputError, match=r"line 3 has \d+ cells, the header 27"):
+    with pytest.raises(
+        InputError, match=rf"line 3 has \d+ cells, the header {len(RESULT_COLUMNS)}"
+    ):
         read_results(path)
 
 

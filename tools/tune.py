@@ -1,12 +1,13 @@
 """Kernel tuning on a GPU: a developer tool, not the benchmark suite.
 
-    python -m scfa_kernels.tune --out DIR --sections base,current,plan [--tag NAME]
+    python tools/tune.py --out DIR --sections base,current,plan [--tag NAME]
 
 Sections: `base` (cuDNN at T=16384), `current` (our kernels, every pattern, fwd / bwd /
 fwd+bwd), `plan` (the sort and tile ranges alone), `sparse_sweep`, `small_t_sweep`, `d128`
 (launch configurations per kernel), `profile` and `host` (kernel against host time per call
 at short T). Appends JSON lines to DIR/tune.jsonl. The numbers users see come from
-`scfa-bench run`; this script exists to choose configurations and find costs (PERF.md).
+`scfa-bench run`; this script exists to choose configurations and find costs
+(kernels/PERF.md). Times are `triton.testing.do_bench` medians, as the harness takes them.
 Correctness on a GPU: `python -m scfa_kernels.verify`.
 """
 
@@ -22,9 +23,15 @@ import torch
 import triton
 from triton.testing import do_bench
 
-from . import config as kcfg
-from .attention import hash_sparse_attention, qk_sparse_attention
-from .plan import hash_plan, key_tile_ranges, qk_plan, query_tile_ranges
+from scfa_kernels import config as kcfg
+from scfa_kernels import hash_sparse_attention, ops, qk_sparse_attention, validation
+from scfa_kernels.plan import (
+    counting_sort_pair,
+    hash_plan,
+    key_tile_ranges,
+    qk_plan,
+    query_tile_ranges,
+)
 
 B, H, D = 4, 48, 64
 
@@ -59,8 +66,11 @@ def _pattern(kind: str, param: float, T: int, h: int = H):
     )
 
 
-def _fn(kind):
-    return hash_sparse_attention if kind == "hash" else qk_sparse_attention
+def _fn(kind, param):
+    """The kernel of a pattern; hash ids lie in [0, nb), passed as n_buckets (no host sync)."""
+    if kind == "hash":
+        return lambda q, k, v, a, b: hash_sparse_attention(q, k, v, a, b, n_buckets=int(param))
+    return qk_sparse_attention
 
 
 def time_modes(fn_fwd, q, k, v):
@@ -91,7 +101,8 @@ def sdpa_cudnn(q, k, v):
 def _time_patterns(log, q, k, v, T, patterns, tag, d=D, h=H):
     for kind, param in patterns:
         a, b = _pattern(kind, param, T, h=h)
-        fwd, bwd, tot = time_modes(lambda a=a, b=b, kind=kind: _fn(kind)(q, k, v, a, b), q, k, v)
+        fn = _fn(kind, param)
+        fwd, bwd, tot = time_modes(lambda a=a, b=b, fn=fn: fn(q, k, v, a, b), q, k, v)
         log(
             {
                 "what": "ours",
@@ -119,10 +130,11 @@ def _sweep(log, q, k, v, T, part, space, base, patterns, d=D, h=H):
             a, b = _pattern(kind, param, T, h=h)
             try:
                 with kcfg.override(cfg):
+                    fn = _fn(kind, param)
                     if part == "fwd":
-                        ms = _bench(lambda a=a, b=b, kind=kind: _fn(kind)(q, k, v, a, b))
+                        ms = _bench(lambda a=a, b=b, fn=fn: fn(q, k, v, a, b))
                     else:
-                        out = _fn(kind)(q, k, v, a, b)
+                        out = fn(q, k, v, a, b)
                         do = torch.randn_like(out)
                         ms = _bench(
                             lambda out=out, do=do: out.backward(do, retain_graph=True),
@@ -214,7 +226,7 @@ def profile_small(log) -> None:
     for T, kind, param in [(1024, "hash", 8), (4096, "hash", 2), (4096, "qk", 0.2)]:
         q, k, v = _inputs(T)
         a, b = _pattern(kind, param, T)
-        fn = _fn(kind)
+        fn = _fn(kind, param)
         do = torch.randn_like(q)
 
         def step(fn=fn, q=q, k=k, v=v, a=a, b=b, do=do):
@@ -254,13 +266,10 @@ def profile_small(log) -> None:
 
 def host_costs(log) -> None:
     """Host (CPU) time of each step of a forward call, GPU queue kept busy or idle."""
-    from . import validation
-    from .attention import _forward
-
     T = 4096
     q, k, v = _inputs(T)
     a, b = _pattern("hash", 2, T)
-    B, _, Hh, Dd = q.shape
+    Dd = q.shape[-1]
     n = 50
 
     def per_call(fn) -> float:
@@ -273,14 +282,14 @@ def host_costs(log) -> None:
         torch.cuda.synchronize()
         return round(host, 4)
 
-    plan = hash_plan(a, b, 1)
-    cfg = kcfg.select(q.device, q.dtype, Dd, plan.mean_bucket_rows)
+    plan = hash_plan(a, b, 2)
+    cfg = kcfg.select(q.device, q.dtype, Dd, T / 2)
     log(
         {
             "what": "host_ms",
             "T": T,
-            "step": "validation (sync)",
-            "ms": per_call(lambda: validation.check_hashes(a, b, B, T, Hh, q.device)),
+            "step": "bucket count read (sync, only without n_buckets)",
+            "ms": per_call(lambda: validation.bucket_count_from_ids(a, b)),
         }
     )
     log(
@@ -296,7 +305,7 @@ def host_costs(log) -> None:
             "what": "host_ms",
             "T": T,
             "step": "hash_plan (sort launch)",
-            "ms": per_call(lambda: hash_plan(a, b, 1)),
+            "ms": per_call(lambda: hash_plan(a, b, 2)),
         }
     )
     log(
@@ -311,8 +320,8 @@ def host_costs(log) -> None:
         {
             "what": "host_ms",
             "T": T,
-            "step": "_forward (ranges + fwd launch)",
-            "ms": per_call(lambda: _forward(q, k, v, plan, 0.125, cfg)),
+            "step": "scfa::hash_sparse_attention op (sort, ranges, fwd launch)",
+            "ms": per_call(lambda: ops.hash_sparse_attention_op(q, k, v, a, b, 0.125, 2)),
         }
     )
     with torch.no_grad():
@@ -321,7 +330,7 @@ def host_costs(log) -> None:
                 "what": "host_ms",
                 "T": T,
                 "step": "hash_sparse_attention no_grad",
-                "ms": per_call(lambda: hash_sparse_attention(q, k, v, a, b)),
+                "ms": per_call(lambda: hash_sparse_attention(q, k, v, a, b, n_buckets=2)),
             }
         )
     log(
@@ -329,17 +338,21 @@ def host_costs(log) -> None:
             "what": "host_ms",
             "T": T,
             "step": "hash_sparse_attention",
-            "ms": per_call(lambda: hash_sparse_attention(q, k, v, a, b)),
+            "ms": per_call(lambda: hash_sparse_attention(q, k, v, a, b, n_buckets=2)),
         }
     )
     log(
-        {"what": "fwd_do_bench", "T": T, "ms": _bench(lambda: hash_sparse_attention(q, k, v, a, b))}
+        {
+            "what": "fwd_do_bench",
+            "T": T,
+            "ms": _bench(lambda: hash_sparse_attention(q, k, v, a, b, n_buckets=2)),
+        }
     )
     log(
         {
-            "what": "fwd_kernel_only_do_bench",
+            "what": "fwd_op_only_do_bench",
             "T": T,
-            "ms": _bench(lambda: _forward(q, k, v, plan, 0.125, cfg)),
+            "ms": _bench(lambda: ops.hash_sparse_attention_op(q, k, v, a, b, 0.125, 2)),
         }
     )
 
@@ -385,22 +398,20 @@ def main(argv=None) -> int:
         a, b = _pattern("hash", 8, T)
 
         def plan_all():
-            p = hash_plan(a, b, 7)
+            p = hash_plan(a, b, 8)
             query_tile_ranges(p, base.fwd.block_m, base.fwd.block_n)
-            key_tile_ranges(p, base.dkdv.block_n, base.dkdv.block_m)
+            key_tile_ranges(p, base.dkdv.block_m, base.dkdv.block_n)
             query_tile_ranges(p, base.dq.block_m, base.dq.block_n)
 
         log({"what": "plan_hash8_all", "T": T, "ms": _bench(plan_all)})
-        log({"what": "plan_hash8_sort", "T": T, "ms": _bench(lambda: hash_plan(a, b, 7))})
+        log({"what": "plan_hash8_sort", "T": T, "ms": _bench(lambda: hash_plan(a, b, 8))})
         a, b = _pattern("qk", 0.5, T)
         log({"what": "plan_qk_sort", "T": T, "ms": _bench(lambda: qk_plan(a, b))})
-        from .plan import _sort_rows_pair_counting
-
         for nb in (8, 16, 32, 64):
             a, b = _pattern("hash", nb, T)
             for by_sort in (False, True):
                 ms = _bench(
-                    lambda a=a, b=b, nb=nb, s=by_sort: _sort_rows_pair_counting(a, b, nb, False, s)
+                    lambda a=a, b=b, nb=nb, s=by_sort: counting_sort_pair(a, b, nb, False, s)
                 )
                 log({"what": "sort_rank", "T": T, "nb": nb, "rank_by_sort": by_sort, "ms": ms})
     if "small_t_sweep" in sections:
