@@ -109,6 +109,11 @@ def _check_one_suite(parts: Sequence[Results]) -> None:
         )
 
 
+def _resume_time(entry: Any) -> str:
+    """Resume records are dicts with an ISO time (older metas held the bare time string)."""
+    return str(entry.get("at", "")) if isinstance(entry, dict) else str(entry)
+
+
 def _merge_meta(parts: Sequence[Results], devices: list[str]) -> dict[str, Any]:
     metas = [part.meta for part in parts]
     base = dict(next((m for m in metas if m), {}))
@@ -121,7 +126,9 @@ def _merge_meta(parts: Sequence[Results], devices: list[str]) -> dict[str, Any]:
         interrupted=any(m.get("interrupted") for m in metas),
         device_name=devices[0] if len(devices) == 1 else "mixed: " + ", ".join(devices),
         hostname=hosts[0] if len(hosts) == 1 else hosts,
-        resumed=sorted(r for m in metas for r in m.get("resumed", [])),
+        resumed=sorted(
+            (r for m in metas for r in m.get("resumed", [])), key=_resume_time
+        ),
         merged_from=[
             {
                 "csv": str(part.path),
