@@ -126,9 +126,7 @@ def _merge_meta(parts: Sequence[Results], devices: list[str]) -> dict[str, Any]:
         interrupted=any(m.get("interrupted") for m in metas),
         device_name=devices[0] if len(devices) == 1 else "mixed: " + ", ".join(devices),
         hostname=hosts[0] if len(hosts) == 1 else hosts,
-        resumed=sorted(
-            (r for m in metas for r in m.get("resumed", [])), key=_resume_time
-        ),
+        resumed=sorted((r for m in metas for r in m.get("resumed", [])), key=_resume_time),
         merged_from=[
             {
                 "csv": str(part.path),
