@@ -28,6 +28,9 @@ class AttentionInputs:
     k_hash: Tensor | None = None
     q_keep: Tensor | None = None
     k_keep: Tensor | None = None
+    # The point's bucket count, known on the host: implementations that can use it avoid
+    # reading the ids back (a host sync per call, as a training step would not pay).
+    n_buckets: int | None = None
     # rows -> (B, H, R, T) bool: the mask of what an implementation computes when it is not
     # the point's pattern (approximate ones); the check's reference then uses it.
     reference_mask: Callable[[Tensor], Tensor] | None = None

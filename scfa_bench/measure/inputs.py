@@ -54,6 +54,7 @@ def make_inputs(
 
     if point.n_buckets is not None:
         nb = point.n_buckets
+        inputs.n_buckets = nb
         pattern_seed = stable_seed(seed, "buckets", buckets, b, h, t, nb)
         if buckets == "lsh":
             from scfa_kernels import lsh_buckets

@@ -61,3 +61,29 @@ def test_requires_grad_only_when_asked() -> None:
     assert not make_inputs(SHAPE, Point(16), seed=0, device="cpu").q.requires_grad
     inputs = make_inputs(SHAPE, Point(16), seed=0, device="cpu", requires_grad=True)
     assert all(x.requires_grad and x.is_leaf for x in inputs.leaves)
+
+
+def test_hash_point_carries_its_bucket_count_to_our_kernel(monkeypatch) -> None:
+    """scfa_hash is timed as a training step calls it: with n_buckets, so the call never
+    reads the ids back to the host (that read would be timed as part of the kernel)."""
+    import scfa_kernels.validation as validation
+    from scfa_bench.impls.registry import get_spec
+    from scfa_kernels import reference
+
+    inputs = make_inputs(
+        Shape(batch=1, heads=2, head_dim=16, dtype="fp32"),
+        Point(64, n_buckets=4),
+        seed=0,
+        device="cpu",
+    )
+    assert inputs.n_buckets == 4
+
+    def no_host_read(*_args, **_kwargs):
+        raise AssertionError("scfa_hash read the bucket ids back to count them")
+
+    monkeypatch.setattr(validation, "bucket_count_from_ids", no_host_read)
+    out = get_spec("scfa_hash").create().prepare(inputs)()
+    want = reference.hash_sparse_attention(
+        *(x.double() for x in inputs.leaves), inputs.q_hash, inputs.k_hash
+    )
+    torch.testing.assert_close(out.double(), want, atol=1e-4, rtol=1e-4)
