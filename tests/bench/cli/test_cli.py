@@ -53,7 +53,7 @@ def test_dry_run_prints_grid_size(tmp_path: Path) -> None:
 
 def test_invalid_suite_exits_2_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text((ROOT / "suites/smoke.yaml").read_text().replace("[64, 128]", "[64, -128]"))
+    bad.write_text((ROOT / "suites/smoke.yaml").read_text().replace("[32, 48]", "[32, -48]"))
     for command in (["run", str(bad)], ["validate", str(bad)]):
         result = runner.invoke(app, command)
         assert result.exit_code == 2

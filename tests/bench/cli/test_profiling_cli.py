@@ -87,7 +87,7 @@ def test_point_filters_and_task_selection():
 
 def test_profile_needs_cuda():
     result = runner.invoke(
-        app, ["profile", str(ROOT / "suites/smoke.yaml"), "--point", "seq_len=64"]
+        app, ["profile", str(ROOT / "suites/smoke.yaml"), "--point", "seq_len=32"]
     )
     assert result.exit_code == 2 and "profile needs a CUDA device" in result.output
 
