@@ -7,6 +7,10 @@
 #
 #   tools/gpu_multi_check.sh [SUITE]        # SUITE defaults to suites/hash.yaml
 #
+# PHASES (default "multi one compare") runs part of it, so that the two runs can go in
+# separate sessions of a machine with a time limit per command: each run leaves its wall time
+# in $out/<name>.seconds, and `compare` reads both. Keep OUT the same across the calls.
+#
 # Exit 0: same rows and at least 1.8x faster; 1: the rows differ or a run failed; 3: same rows
 # but below 1.8x.
 set -euo pipefail
@@ -45,10 +49,27 @@ timed_run() {  # name, then the command; prints the wall seconds
     fi
 }
 
+phases="${PHASES:-multi one compare}"
+has_phase() { [[ " $phases " == *" $1 "* ]]; }
+
 first_gpu=$(nvidia-smi --query-gpu=index --format=csv,noheader | sed -n '1s/ //gp')
-multi_s=$(timed_run multi scfa-bench run "$suite" --gpus all --out "$out/multi" --no-progress)
-one_s=$(timed_run one env CUDA_VISIBLE_DEVICES="$first_gpu" \
-    scfa-bench run "$suite" --out "$out/one" --no-progress)
+if has_phase multi; then
+    timed_run multi scfa-bench run "$suite" --gpus all --out "$out/multi" --no-progress \
+        >"$out/multi.seconds"
+fi
+if has_phase one; then
+    timed_run one env CUDA_VISIBLE_DEVICES="$first_gpu" \
+        scfa-bench run "$suite" --out "$out/one" --no-progress >"$out/one.seconds"
+fi
+has_phase compare || exit 0
+for name in multi one; do
+    if [ ! -s "$out/$name.seconds" ]; then
+        echo "FAIL: no wall time of the $name run in $out (run PHASES=$name first)"
+        exit 1
+    fi
+done
+multi_s=$(cat "$out/multi.seconds")
+one_s=$(cat "$out/one.seconds")
 
 python - "$out" "$multi_s" "$one_s" "$gpus" <<'PY'
 import csv
