@@ -1,0 +1,46 @@
+"""Committed baselines against the kernels in this tree: the CI gate's baseline must have been
+measured on exactly these kernels (a kernel change re-records it), and every other committed
+run either was too or is listed here as history (the README says which)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scfa_bench.measure.envinfo import kernels_hash
+
+ROOT = Path(__file__).resolve().parents[3]
+BASELINES = ROOT / "results" / "baselines"
+# Runs of older kernels kept as history (README, "Which runs are of the final kernels").
+# Re-recording one on the current kernels means taking it off this list.
+HISTORY = {"hash", "hash_d128", "qk_d128", "dense_parity"}
+
+
+def _metas() -> dict[Path, dict]:
+    return {p: json.loads(p.read_text()) for p in sorted(BASELINES.rglob("*.meta.json"))}
+
+
+def test_gate_baseline_was_measured_on_these_kernels() -> None:
+    current = kernels_hash(ROOT / "kernels")
+    meta = json.loads((BASELINES / "ci" / "h100-ci.meta.json").read_text())
+    assert meta.get("kernels_hash") == current, (
+        "results/baselines/ci/h100-ci.csv was measured on other kernels: re-record it on a GPU "
+        "(scfa-bench run suites/ci.yaml) after any kernel change"
+    )
+
+
+def test_other_baselines_are_current_or_listed_as_history() -> None:
+    current = kernels_hash(ROOT / "kernels")
+    metas = _metas()
+    assert metas, f"no committed baselines under {BASELINES}"
+    for path, meta in metas.items():
+        name = meta.get("suite_name")
+        if name in HISTORY:
+            assert meta.get("kernels_hash") != current, (
+                f"{path.name} is current: take it off HISTORY"
+            )
+        else:
+            assert meta.get("kernels_hash") == current, (
+                f"{path.name} ({name}) was measured on other kernels: re-record it, or list it "
+                "as history here and in the README"
+            )
