@@ -27,6 +27,7 @@ from typing import Any
 from scfa_bench.constants import DTYPES
 from scfa_bench.e2e.attention import PLUGS
 from scfa_bench.e2e.model import ModelConfig, ModelConfigError
+from scfa_bench.impls.registry import get_spec
 from scfa_bench.suite.schema import ModelSettings, StepCounts, Sweep
 from scfa_bench.suite.validator import Validator
 
@@ -108,14 +109,26 @@ def parse_model(v: Validator, data: dict[str, Any], dtype_aliases: dict[str, str
     )
 
 
-def check_model_implementations(v: Validator, impls: tuple[str, ...], sweep: Sweep) -> None:
-    """Every implementation has a model plug, and the sweep has the axes the plugs use."""
+def check_model_implementations(
+    v: Validator, impls: tuple[str, ...], sweep: Sweep, model: ModelSettings
+) -> None:
+    """Every implementation has a model plug that takes the model's head dim, and the sweep has
+    the axes the plugs use."""
+    head_dim = model.config.head_dim
     for i, impl in enumerate(impls):
         if impl not in PLUGS:
             raise v.fail(
                 f"implementations[{i}]",
                 f"{impl!r} cannot be the attention of a model suite; expected one of: "
                 f"{', '.join(sorted(PLUGS))}",
+            )
+        registered = PLUGS[impl].registered
+        problem = get_spec(registered).head_dim_problem(head_dim) if registered else None
+        if problem:
+            raise v.fail(
+                "model.heads",
+                f"head dim {head_dim} (d_model {model.config.d_model} / heads "
+                f"{model.config.heads}): {problem} (implementations[{i}] {impl!r})",
             )
         for axis in PLUGS[impl].axes:
             if sweep.values(axis) is None:

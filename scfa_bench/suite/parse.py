@@ -231,7 +231,7 @@ def _model_suite(
     """A suite with a `model` section (`suite.model_section`)."""
     model = parse_model(v, data, DTYPE_ALIASES)
     impls = v.seq(data["implementations"], "implementations", v.string)
-    check_model_implementations(v, impls, sweep)
+    check_model_implementations(v, impls, sweep, model)
     return Suite(
         name=name,
         description=description,

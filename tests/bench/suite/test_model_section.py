@@ -100,6 +100,13 @@ def test_tiny_model_suite_gets_defaults(tmp_path: Path) -> None:
         (("heads: 2", "heads: 5"), r"model.heads \(line 5\): 5 heads do not divide d_model 32"),
         (("heads: 2", "heads: 0"), r"model.heads \(line 5\): expected an integer >= 1, got 0"),
         (
+            ("d_model: 32", "d_model: 40"),
+            re.escape(
+                "model.heads (line 5): head dim 20 (d_model 40 / heads 2): scfa_hash supports "
+                "head dims 16, 32, 64, 128 (implementations[1] 'scfa_hash')"
+            ),
+        ),
+        (
             ("  batch: 1\n", "  batch: 1\n  tokens_per_step: 64\n"),
             r"model \(line 2\): expected exactly one of `batch` and `tokens_per_step`",
         ),
