@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 import yaml
 
 from scfa_bench.e2e import measurement
+from scfa_bench.errors import InputError
 from scfa_bench.results.meta import meta_path_for
 from scfa_bench.results.reader import read_results
 from scfa_bench.results.resume import done_keys, pending_tasks
@@ -75,11 +77,20 @@ def test_a_model_suite_writes_one_step_row_per_task(tmp_path: Path) -> None:
     assert meta["timing"] == {"warmup_steps": 1, "timed_steps": 2, "profile_steps": 1}
 
 
+def test_a_head_dim_an_attention_declares_it_cannot_take_is_refused_before_any_work() -> None:
+    # d_model 48 over 2 heads: head dim 24, which the SCFA kernels do not take.
+    with pytest.raises(InputError, match=r"model\.heads.*head dim 24 .*scfa_hash supports head"):
+        suite_of(model_d_model=48, implementations=["sdpa_math", "scfa_hash"])
+
+
 def test_settings_an_attention_cannot_take_give_error_rows_and_the_sweep_goes_on(
     tmp_path: Path,
 ) -> None:
-    # d_model 48 over 2 heads: head dim 24, which the SCFA kernels do not take.
-    suite = suite_of(model_d_model=48, implementations=["sdpa_math", "scfa_hash"])
+    # A suite built in code skips the parser's check; the step's own check then gives error
+    # rows for that attention and the other rows are measured.
+    suite = suite_of(implementations=["sdpa_math", "scfa_hash"])
+    config = dataclasses.replace(suite.model.config, d_model=48)
+    suite = dataclasses.replace(suite, model=dataclasses.replace(suite.model, config=config))
     rows = run(tmp_path, suite).rows
     statuses = {(r.impl, r.seq_len): r.status for r in rows}
     assert statuses == {
