@@ -3,7 +3,9 @@
     python tools/gpu_small_batch_probe.py --out DIR
 
 A developer tool (kernels/PERF.md, v6): for each shape it prints
-* do_bench medians of forward and fwd+bwd (ours with n_buckets, cuDNN);
+* do_bench medians of forward and fwd+bwd (ours with n_buckets, cuDNN), ours both through
+  the public function (eager calls: a plain autograd function) and through the `scfa` custom
+  operator that `torch.compile` traces, so the two host paths compare in one run;
 * a torch.profiler pass over several fwd+bwd calls: CUDA time per kernel and per call,
   against the wall time per call, so launch gaps (host-bound calls) show as the difference;
 * the host time to *issue* one fwd+bwd (no synchronisation), which bounds the call from
@@ -26,7 +28,7 @@ import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from scfa_kernels import config as kcfg
-from scfa_kernels import hash_sparse_attention
+from scfa_kernels import hash_sparse_attention, ops
 
 T, D, NB = 16384, 64, 8
 
@@ -49,6 +51,9 @@ def _setup(B: int, H: int):
     def ours() -> None:
         hash_sparse_attention(q, k, v, q_hash, k_hash, n_buckets=NB).backward(do)
 
+    def ours_op() -> None:
+        ops.hash_sparse_attention_op(q, k, v, q_hash, k_hash, D**-0.5, NB)[0].backward(do)
+
     def cudnn() -> None:
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             out = torch.nn.functional.scaled_dot_product_attention(
@@ -60,7 +65,7 @@ def _setup(B: int, H: int):
         with torch.no_grad():
             hash_sparse_attention(q, k, v, q_hash, k_hash, n_buckets=NB)
 
-    return [q, k, v], ours, cudnn, ours_fwd
+    return [q, k, v], ours, ours_op, cudnn, ours_fwd
 
 
 def _profile(fn: Callable[[], None], grads: list[torch.Tensor], calls: int = 20) -> dict:
@@ -152,14 +157,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"device": torch.cuda.get_device_name(), "T": T, "D": D, "n_buckets": NB}
     for B, H in ((1, 12), (4, 48)):
-        grads, ours, cudnn, ours_fwd = _setup(B, H)
+        grads, ours, ours_op, cudnn, ours_fwd = _setup(B, H)
         row = {
             "ours_fwd_ms": _ms(ours_fwd, grads),
             "ours_fwd_bwd_ms": _ms(ours, grads),
+            "ours_op_fwd_bwd_ms": _ms(ours_op, grads),
             "cudnn_fwd_bwd_ms": _ms(cudnn, grads),
             "ours_issue_ms": _issue_ms(ours, grads),
+            "ours_op_issue_ms": _issue_ms(ours_op, grads),
             "cudnn_issue_ms": _issue_ms(cudnn, grads),
             "ours_profile": _profile(ours, grads),
+            "ours_op_profile": _profile(ours_op, grads),
             "cudnn_profile": _profile(cudnn, grads),
         }
         row["speedup"] = row["cudnn_fwd_bwd_ms"] / row["ours_fwd_bwd_ms"]
@@ -167,9 +175,10 @@ def main() -> None:
             f"B={B} H={H}: ours fwd {row['ours_fwd_ms']:.3f}, fwd+bwd "
             f"{row['ours_fwd_bwd_ms']:.3f} ms, cuDNN {row['cudnn_fwd_bwd_ms']:.3f} ms "
             f"({row['speedup']:.2f}x); issue ours {row['ours_issue_ms']:.3f} / cuDNN "
-            f"{row['cudnn_issue_ms']:.3f} ms"
+            f"{row['cudnn_issue_ms']:.3f} ms; custom-operator path: fwd+bwd "
+            f"{row['ours_op_fwd_bwd_ms']:.3f} ms, issue {row['ours_op_issue_ms']:.3f} ms"
         )
-        for name in ("ours_profile", "cudnn_profile"):
+        for name in ("ours_profile", "ours_op_profile", "cudnn_profile"):
             prof = row[name]
             print(
                 f"  {name}: wall {prof['wall_ms_per_call_profiled']:.3f} ms/call, kernels "
@@ -180,7 +189,7 @@ def main() -> None:
         if (B, H) == (1, 12):
             row["config_sweep"] = _config_sweep(ours, grads)
         report[f"{B}x{H}"] = row
-        del grads, ours, cudnn, ours_fwd
+        del grads, ours, ours_op, cudnn, ours_fwd
         torch.cuda.empty_cache()
     path = args.out / "small_batch_probe.json"
     path.write_text(json.dumps(report, indent=1))
