@@ -52,7 +52,11 @@ timed_run() {  # name, then the command; prints the wall seconds
 phases="${PHASES:-multi one compare}"
 has_phase() { [[ " $phases " == *" $1 "* ]]; }
 
-first_gpu=$(nvidia-smi --query-gpu=index --format=csv,noheader | sed -n '1s/ //gp')
+first_gpu=$(nvidia-smi --query-gpu=index --format=csv,noheader | awk 'NR == 1 { gsub(/ /, ""); print }')
+if [ -z "$first_gpu" ]; then
+    echo "FAIL: nvidia-smi lists no GPU index"
+    exit 1
+fi
 if has_phase multi; then
     timed_run multi scfa-bench run "$suite" --gpus all --out "$out/multi" --no-progress \
         >"$out/multi.seconds"

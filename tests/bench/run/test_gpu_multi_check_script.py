@@ -27,6 +27,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 mkdir -p "$out"
+echo "${CUDA_VISIBLE_DEVICES-unset}" > "$out/cuda_visible_devices.txt"
 {
   echo "impl,mode,batch,heads,head_dim,seq_len,n_buckets,drop_rate,dtype,status,ms_median"
   echo "scfa_hash,fwd,4,48,64,1024,8,,bf16,${FAKE_STATUS:-ok},0.5"
@@ -71,6 +72,9 @@ def test_runs_in_separate_calls_then_compares(fake_path: dict[str, str], tmp_pat
     # The stand-ins take about as long on "two GPUs" as on one: same rows, below 1.8x.
     assert second.returncode == 3, second.stdout + second.stderr
     assert "rows: same 1 keys and statuses" in second.stdout
+    # The one-GPU run sees the first GPU alone; the --gpus all run leaves the choice to workers.
+    assert (out / "one" / "cuda_visible_devices.txt").read_text().strip() == "0"
+    assert (out / "multi" / "cuda_visible_devices.txt").read_text().strip() == "unset"
     assert "BELOW TARGET" in second.stdout
 
 
