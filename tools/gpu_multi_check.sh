@@ -7,9 +7,11 @@
 #
 #   tools/gpu_multi_check.sh [SUITE]        # SUITE defaults to suites/hash.yaml
 #
-# PHASES (default "multi one compare") runs part of it, so that the two runs can go in
-# separate sessions of a machine with a time limit per command: each run leaves its wall time
-# in $out/<name>.seconds, and `compare` reads both. Keep OUT the same across the calls.
+# PHASES (default "multi one compare") runs part of it, in the order given, so that the two
+# runs can go in separate sessions of a machine with a time limit per command: each run leaves
+# its wall time in $out/<name>.seconds, and `compare` reads both. Keep OUT the same across the
+# calls. MULTI_ARGS adds options to the --gpus run (PHASES="one multi compare"
+# MULTI_ARGS="--cost-from <the one-GPU CSV>" balances its shards by measured times).
 #
 # Exit 0: same rows and at least 1.8x faster; 1: the rows differ or a run failed; 3: same rows
 # but below 1.8x.
@@ -57,14 +59,29 @@ if [ -z "$first_gpu" ]; then
     echo "FAIL: nvidia-smi lists no GPU index"
     exit 1
 fi
-if has_phase multi; then
+run_multi() {
+    # MULTI_ARGS: more options for the --gpus run, e.g. "--cost-from <an earlier CSV>"
+    # shellcheck disable=SC2086
     timed_run multi scfa-bench run "$suite" --gpus all --out "$out/multi" --no-progress \
-        >"$out/multi.seconds"
-fi
-if has_phase one; then
+        ${MULTI_ARGS:-} >"$out/multi.seconds"
+}
+run_one() {
     timed_run one env CUDA_VISIBLE_DEVICES="$first_gpu" \
         scfa-bench run "$suite" --out "$out/one" --no-progress >"$out/one.seconds"
-fi
+}
+# The runs go in the order PHASES names them ("one multi" lets the --gpus run balance its
+# shards by the one-GPU run's times: MULTI_ARGS="--cost-from ...").
+for phase in $phases; do
+    case "$phase" in
+        multi) run_multi ;;
+        one) run_one ;;
+        compare) ;;
+        *)
+            echo "FAIL: unknown phase $phase (multi, one, compare)"
+            exit 1
+            ;;
+    esac
+done
 has_phase compare || exit 0
 for name in multi one; do
     if [ ! -s "$out/$name.seconds" ]; then

@@ -4,8 +4,9 @@
 
 A developer tool (kernels/PERF.md, v6): for each shape it prints
 * do_bench medians of forward and fwd+bwd (ours with n_buckets, cuDNN), ours both through
-  the public function (eager calls: a plain autograd function) and through the `scfa` custom
-  operator that `torch.compile` traces, so the two host paths compare in one run;
+  the public function and through the `scfa` custom operator called directly (the same path
+  on main; on a branch whose public function skips the operator's dispatch for eager calls,
+  the two host paths compare in one run);
 * a torch.profiler pass over several fwd+bwd calls: CUDA time per kernel and per call,
   against the wall time per call, so launch gaps (host-bound calls) show as the difference;
 * the host time to *issue* one fwd+bwd (no synchronisation), which bounds the call from

@@ -36,6 +36,7 @@ TIMING_COLUMNS = (
     "speedup",
     "peak_mem_mib",
     "nvml_mem_mib",
+    "wall_s",
 )
 
 

@@ -67,6 +67,10 @@ class ResultRow:
     # `run --profile-stages`: per-call GPU time by stage, "stage=ms;stage=ms", and idle time
     stage_ms: str = ""
     gpu_idle_ms: float | None = None
+    # Wall seconds spent producing this row since the previous one (a task's first row carries
+    # its set-up: inputs, compilation, checks); a task's rows sum to its wall time. What
+    # `--cost-from` balances shards by.
+    wall_s: float | None = None
 
     @property
     def key(self) -> RowKey:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -175,9 +176,12 @@ def _measure_all(
         try:
             for task in todo:
                 reporter.task(f"{task.impl} {task.point.label()}")
+                since = time.perf_counter()
                 for measured in measure(suite, task, device):
                     base = base_row(suite, task, measured.mode, env["device_name"])
-                    row = measured_row(base, measured)
+                    now = time.perf_counter()
+                    row = replace(measured_row(base, measured), wall_s=round(now - since, 3))
+                    since = now
                     if suite.baseline:
                         row = replace(row, speedup=speedup_for(row, baseline_rows))
                         if row.impl == suite.baseline:

@@ -68,7 +68,10 @@ def predicted_cost(task: Task) -> float:
 
 
 def _row_seconds(row: ResultRow) -> float:
-    """Estimated wall seconds that measuring `row` took, from its own timing columns."""
+    """Wall seconds that producing `row` took: its `wall_s` where the run recorded it, else an
+    estimate from its timing columns (which cannot see compilation or checks)."""
+    if row.wall_s is not None:
+        return row.wall_s
     if row.status != "ok" or row.ms_median is None:
         return _ROW_FIXED_S
     warmup = row.warmup_ms or 0.0

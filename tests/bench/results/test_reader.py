@@ -80,7 +80,7 @@ def test_loader_expects_the_shared_column_order() -> None:
         "attention_share, check_rel_err, status, error, timer, baseline, warmup_ms, rep_ms, "
         "device, impl_kind, approx_rel_err, fraction_of_limit, sm_mhz_min, sm_mhz_median, "
         "mem_mhz_median, temp_c_max, power_w_max, throttle_reasons, throttled, stage_ms, "
-        "gpu_idle_ms"
+        "gpu_idle_ms, wall_s"
     )
     assert tuple(RESULT_COLUMNS) == tuple(spec.split(", "))
 

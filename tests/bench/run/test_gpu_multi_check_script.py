@@ -22,12 +22,14 @@ esac
 
 # Writes one results CSV into --out; the row's status comes from $FAKE_STATUS.
 FAKE_SCFA_BENCH = """#!/usr/bin/env bash
+ARGS="$*"
 while [ $# -gt 0 ]; do
   if [ "$1" = "--out" ]; then out=$2; fi
   shift
 done
 mkdir -p "$out"
 echo "${CUDA_VISIBLE_DEVICES-unset}" > "$out/cuda_visible_devices.txt"
+echo "$ARGS" > "$out/args.txt"
 {
   echo "impl,mode,batch,heads,head_dim,seq_len,n_buckets,drop_rate,dtype,status,ms_median"
   echo "scfa_hash,fwd,4,48,64,1024,8,,bf16,${FAKE_STATUS:-ok},0.5"
@@ -83,3 +85,18 @@ def test_different_statuses_fail_the_comparison(fake_path: dict[str, str], tmp_p
     assert _run(fake_path, out, "multi").returncode == 0
     result = _run(fake_path, out, "one compare", FAKE_STATUS="oom")
     assert result.returncode == 1 and "statuses differ" in result.stdout
+
+
+def test_runs_in_the_order_given_with_extra_options(
+    fake_path: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = _run(fake_path, out, "one multi compare", MULTI_ARGS="--cost-from earlier.csv")
+    assert result.returncode == 3, result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    assert log.index("one: exit 0") < log.index("multi: exit 0")
+    assert "--cost-from earlier.csv" in (out / "multi" / "args.txt").read_text()
+    assert "--cost-from" not in (out / "one" / "args.txt").read_text()
+
+    unknown = _run(fake_path, tmp_path / "other", "once")
+    assert unknown.returncode == 1 and "unknown phase once" in unknown.stdout

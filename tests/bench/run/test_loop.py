@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -145,7 +146,9 @@ def statuses(rows: list[ResultRow], impl: str) -> set[str]:
 
 def test_csv_columns_rows_and_meta(tmp_path: Path) -> None:
     suite = make_suite(["fake_ok", "fake_dense"], baseline="fake_dense")
+    started = time.perf_counter()
     outcome = run(suite, tmp_path)
+    elapsed = time.perf_counter() - started
     assert outcome.csv_path.parent == tmp_path
     assert outcome.csv_path.name.startswith("fake-") and outcome.csv_path.suffix == ".csv"
     with outcome.csv_path.open() as file:
@@ -162,6 +165,9 @@ def test_csv_columns_rows_and_meta(tmp_path: Path) -> None:
         assert r.check_rel_err is not None and r.check_rel_err < 1e-5
         assert r.baseline == "fake_dense" and r.device == "cpu"
         assert r.peak_mem_mib is None and r.nvml_mem_mib is None  # CPU: not available
+        # each row took at least its timed calls' worth of wall time to produce
+        assert r.wall_s is not None and r.wall_s * 1000 >= r.ms_median
+    assert sum(r.wall_s for r in rows) <= elapsed
     dense = [r for r in rows if r.impl == "fake_dense"]
     assert all(r.n_buckets is None and r.drop_rate is None and r.density == 1.0 for r in dense)
     sparse = [r for r in rows if r.impl == "fake_ok"]

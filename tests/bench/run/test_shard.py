@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -199,6 +200,14 @@ def test_measured_cost_from_rows() -> None:
     # a task it has not seen: predicted cost scaled to seconds, positive and finite
     unseen = cost(Task("scfa_hash", Point(4096, n_buckets=8), MODES))
     assert 0 < unseen < large
+
+    # Rows that recorded their wall time (compilation, checks) are costed by it, not estimated.
+    timed = [
+        replace(r, wall_s=w) for r, w in zip(rows, (9.0, 0.5, 0.5, 1.0, 1.0, 1.0), strict=True)
+    ]
+    cost = measured_cost(timed)
+    assert cost(Task("sdpa_cudnn", Point(1024), MODES)) == pytest.approx(10.0)
+    assert cost(Task("sdpa_cudnn", Point(32768), MODES)) == pytest.approx(3.0)
 
 
 @pytest.mark.parametrize(("text", "expected"), [("0/1", (0, 1)), ("1/2", (1, 2)), ("7/8", (7, 8))])
