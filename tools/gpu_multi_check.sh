@@ -25,7 +25,7 @@ log="$out/gpu_multi_check.log"
 exec > >(tee -a "$log") 2>&1
 
 gpus=$(nvidia-smi -L | tee "$out/nvidia-smi-L.txt" | wc -l)
-echo "suite $suite, $gpus GPU(s), revision $(git rev-parse --short HEAD 2>/dev/null || echo n/a)"
+echo "suite $suite, $gpus GPU(s), revision ${SCFA_BENCH_GIT_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo n/a)}"
 cat "$out/nvidia-smi-L.txt"
 if [ "$gpus" -lt 2 ]; then
     echo "FAIL: needs at least two GPUs"
