@@ -201,13 +201,27 @@ def test_measured_cost_from_rows() -> None:
     unseen = cost(Task("scfa_hash", Point(4096, n_buckets=8), MODES))
     assert 0 < unseen < large
 
-    # Rows that recorded their wall time (compilation, checks) are costed by it, not estimated.
-    timed = [
-        replace(r, wall_s=w) for r, w in zip(rows, (9.0, 0.5, 0.5, 1.0, 1.0, 1.0), strict=True)
+    # Rows that recorded their wall time (compilation, checks) are costed by it, not estimated;
+    # an implementation's first task (here T=1024, which paid 8 s of set-up) is costed from
+    # its other tasks instead, since every shard pays the set-up again.
+    walls = (9.0, 0.5, 0.5, 5.0, 5.0, 5.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0)
+    more = [row("sdpa_cudnn", 8192, m, 10.0) for m in MODES] + [
+        row("sdpa_cudnn", 16384, m, 40.0) for m in MODES
     ]
+    timed = [replace(r, wall_s=w) for r, w in zip(rows + more, walls, strict=True)]
     cost = measured_cost(timed)
-    assert cost(Task("sdpa_cudnn", Point(1024), MODES)) == pytest.approx(10.0)
-    assert cost(Task("sdpa_cudnn", Point(32768), MODES)) == pytest.approx(3.0)
+    assert cost(Task("sdpa_cudnn", Point(32768), MODES)) == pytest.approx(15.0)
+    assert cost(Task("sdpa_cudnn", Point(16384), MODES)) == pytest.approx(6.0)
+    ratios = sorted(
+        cost(task) / predicted_cost(task)
+        for task in (Task("sdpa_cudnn", Point(t), MODES) for t in (8192, 16384, 32768))
+    )
+    first = Task("sdpa_cudnn", Point(1024), MODES)
+    assert cost(first) == pytest.approx(predicted_cost(first) * ratios[1])
+    assert cost(first) < 5.0  # not the 10 s its rows took
+    # another implementation, unseen: scaled by the ratio over every measured task
+    unseen = Task("scfa_hash", Point(4096, n_buckets=8), MODES)
+    assert cost(unseen) == pytest.approx(predicted_cost(unseen) * ratios[1])
 
 
 @pytest.mark.parametrize(("text", "expected"), [("0/1", (0, 1)), ("1/2", (1, 2)), ("7/8", (7, 8))])
