@@ -37,6 +37,22 @@ def _submitit() -> Any:
     return submitit
 
 
+def _check_cluster(options: SlurmOptions) -> None:
+    """Refuse a Slurm run where submitit finds no Slurm: its local fallback would start every
+    array task at once on this machine, each given GPU 0 (it assigns the first
+    `gpus_per_node` cards to every job), so the shards would time each other. `--gpus` is the
+    way to use this machine's cards; `cluster="local"` (tests) is asked for explicitly."""
+    if options.cluster is not None:
+        return
+    found = _submitit().AutoExecutor.which()
+    if found != "slurm":
+        raise InputError(
+            f"--executor slurm: submitit finds no Slurm here (no sbatch; it would use its "
+            f"{found!r} executor and run every shard at once on GPU 0); on this machine use "
+            "--gpus all"
+        )
+
+
 class ShardJob:
     """The callable each array task runs (picklable; checkpoint() lets submitit requeue it
     on preemption or timeout with the same arguments: the part file makes that a resume)."""
@@ -121,6 +137,7 @@ def run_slurm(
 
     if shards < 1:
         raise InputError(f"--shards must be >= 1, got {shards}")
+    _check_cluster(options)
     suite = load_suite(suite_file)
     merged_csv, parts_dir = new_run_paths(out_dir, suite.name)
     parts_dir.mkdir(parents=True)
@@ -151,6 +168,7 @@ def resume_slurm(
     from scfa_bench.run.parts import read_state
     from scfa_bench.suite.parse import load_suite
 
+    _check_cluster(options)
     state = read_state(parts_dir)
     suite = load_suite(Path(state["suite_file"]))
     if suite.sha256 != state.get("suite_sha256"):

@@ -154,3 +154,22 @@ def test_preempted_task_is_requeued_and_resumes_its_part(tmp_path: Path, single_
         for p in (outcome.parts_dir / "submitit").rglob("*_log.*")
     )
     assert "preempted" in logs and "Requeued" in logs
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_refused_where_submitit_finds_no_slurm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resume: bool
+) -> None:
+    """Without Slurm, submitit's fallback would run every shard at once on GPU 0: refused,
+    pointing at --gpus, before any folder is made (resume: before anything is submitted)."""
+    import submitit
+
+    from scfa_bench.errors import InputError
+
+    monkeypatch.setattr(submitit.AutoExecutor, "which", staticmethod(lambda: "local"))
+    with pytest.raises(InputError, match=r"no Slurm here .*'local' executor.*--gpus all"):
+        if resume:
+            resume_slurm(tmp_path / "missing.parts", SlurmOptions())
+        else:
+            run_slurm(SUITE, shards=2, options=SlurmOptions(), out_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
