@@ -1,0 +1,94 @@
+"""QK-sparse at a high drop rate: GPU time of each kernel under other dK/dV tiles (kernels/PERF.md).
+
+    python tools/gpu_qk_tiles_probe.py --out DIR
+
+At T=16384, D=64, bf16, drop rate 0.8 (random keep masks), B x H = 1 x 12 and 4 x 48: the
+profiler's CUDA time per fwd+bwd call of every kernel, under the configuration `config.select`
+picks for QK-sparse (tiles for T rows) and under dK/dV launch configurations sized for the
+kept rows. Kernel times, not do_bench: at 1 x 12 the calls are host-bound (PERF.md, v6).
+Writes DIR/qk_tiles_probe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from scfa_kernels import config as kcfg
+from scfa_kernels import qk_sparse_attention
+
+T, D, DROP = 16384, 64, 0.8
+DKDV = ((32, 128, 4, 3), (32, 64, 4, 1), (64, 64, 4, 2), (32, 32, 4, 2), (16, 64, 4, 2))
+
+
+def kernel_ms(call, grads: list[torch.Tensor], calls: int = 10) -> dict[str, float]:
+    for _ in range(3):
+        call()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            for g in grads:
+                g.grad = None
+            call()
+        torch.cuda.synchronize()
+    per: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA and event.device_time > 0:
+            per[event.name[:40]] += event.device_time / 1e3 / calls
+    return dict(sorted(per.items(), key=lambda kv: -kv[1]))
+
+
+def probe_shape(B: int, H: int) -> dict:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, do = (
+        torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4)
+    )
+    q, k, v = (x.requires_grad_() for x in (q, k, v))
+    q_keep, k_keep = (torch.rand(B, T, H, device="cuda", generator=g) >= DROP for _ in range(2))
+
+    def call() -> None:
+        qk_sparse_attention(q, k, v, q_keep, k_keep).backward(do)
+
+    base = kcfg.select(q.device, q.dtype, D, T)
+    rows: dict = {"selected": kernel_ms(call, [q, k, v])}
+    for launch in DKDV:
+        cfg = kcfg.KernelConfig(
+            fwd=base.fwd,
+            dkdv=kcfg.LaunchConfig(*launch),
+            dq=base.dq,
+            delta_block_m=base.delta_block_m,
+        )
+        try:
+            with kcfg.override(cfg):
+                rows[f"dkdv {launch}"] = kernel_ms(call, [q, k, v])
+        except Exception as exc:  # out of shared memory etc.: record and go on
+            rows[f"dkdv {launch}"] = {"error": f"{type(exc).__name__}: {str(exc)[:100]}"}
+    print(f"B={B} H={H} (selected: {base})")
+    for name, kernels in rows.items():
+        total = sum(t for t in kernels.values() if isinstance(t, float))
+        shown = ", ".join(f"{n.split('_kernel')[0]} {t:.3f}" for n, t in list(kernels.items())[:3])
+        print(f"  {name}: kernels {total:.3f} ms/call ({shown})")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("."))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"device": torch.cuda.get_device_name(), "T": T, "drop_rate": DROP}
+    for B, H in ((1, 12), (4, 48)):
+        report[f"{B}x{H}"] = probe_shape(B, H)
+        torch.cuda.empty_cache()
+    path = args.out / "qk_tiles_probe.json"
+    path.write_text(json.dumps(report, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
