@@ -12,12 +12,12 @@ Writes DIR/qk_tiles_probe.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from gpu_small_batch_probe import profile_call  # this folder is on sys.path when run
 
 from scfa_kernels import config as kcfg
 from scfa_kernels import qk_sparse_attention
@@ -26,21 +26,10 @@ T, D, DROP = 16384, 64, 0.8
 DKDV = ((32, 128, 4, 3), (32, 64, 4, 1), (64, 64, 4, 2), (32, 32, 4, 2), (16, 64, 4, 2))
 
 
-def kernel_ms(call, grads: list[torch.Tensor], calls: int = 10) -> dict[str, float]:
-    for _ in range(3):
-        call()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            for g in grads:
-                g.grad = None
-            call()
-        torch.cuda.synchronize()
-    per: dict[str, float] = defaultdict(float)
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA and event.device_time > 0:
-            per[event.name[:40]] += event.device_time / 1e3 / calls
-    return dict(sorted(per.items(), key=lambda kv: -kv[1]))
+def kernel_ms(call, grads: list[torch.Tensor]) -> dict[str, float]:
+    """CUDA ms per call of each kernel, heaviest first."""
+    kernels = profile_call(call, grads, calls=10)["kernels"]
+    return {name: info["ms_per_call"] for name, info in kernels.items()}
 
 
 def probe_shape(B: int, H: int) -> dict:
@@ -57,12 +46,7 @@ def probe_shape(B: int, H: int) -> dict:
     base = kcfg.select(q.device, q.dtype, D, T)
     rows: dict = {"selected": kernel_ms(call, [q, k, v])}
     for launch in DKDV:
-        cfg = kcfg.KernelConfig(
-            fwd=base.fwd,
-            dkdv=kcfg.LaunchConfig(*launch),
-            dq=base.dq,
-            delta_block_m=base.delta_block_m,
-        )
+        cfg = dataclasses.replace(base, dkdv=kcfg.LaunchConfig(*launch))
         try:
             with kcfg.override(cfg):
                 rows[f"dkdv {launch}"] = kernel_ms(call, [q, k, v])

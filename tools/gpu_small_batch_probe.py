@@ -18,6 +18,7 @@ Writes DIR/small_batch_probe.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -69,7 +70,7 @@ def _setup(B: int, H: int):
     return [q, k, v], ours, ours_op, cudnn, ours_fwd
 
 
-def _profile(fn: Callable[[], None], grads: list[torch.Tensor], calls: int = 20) -> dict:
+def profile_call(fn: Callable[[], None], grads: list[torch.Tensor], calls: int = 20) -> dict:
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
@@ -142,12 +143,7 @@ def _config_sweep(ours, grads) -> list[dict]:
     rows = []
     for which, launches in candidates.items():
         for launch in launches:
-            cfg = kcfg.KernelConfig(
-                fwd=launch if which == "fwd" else base.fwd,
-                dkdv=launch if which == "dkdv" else base.dkdv,
-                dq=launch if which == "dq" else base.dq,
-                delta_block_m=base.delta_block_m,
-            )
+            cfg = dataclasses.replace(base, **{which: launch})
             try:
                 with kcfg.override(cfg):
                     ms = _ms(ours, grads)
@@ -176,9 +172,9 @@ def main() -> None:
             "ours_issue_ms": _issue_ms(ours, grads),
             "ours_op_issue_ms": _issue_ms(ours_op, grads),
             "cudnn_issue_ms": _issue_ms(cudnn, grads),
-            "ours_profile": _profile(ours, grads),
-            "ours_op_profile": _profile(ours_op, grads),
-            "cudnn_profile": _profile(cudnn, grads),
+            "ours_profile": profile_call(ours, grads),
+            "ours_op_profile": profile_call(ours_op, grads),
+            "cudnn_profile": profile_call(cudnn, grads),
         }
         row["speedup"] = row["cudnn_fwd_bwd_ms"] / row["ours_fwd_bwd_ms"]
         print(
