@@ -14,8 +14,13 @@ from ._triton_bwd import (
     attention_bwd_delta_kernel,
     sparse_attention_bwd_dkdv_kernel,
     sparse_attention_bwd_dq_kernel,
+    sparse_attention_bwd_store_rows_kernel,
 )
-from ._triton_fwd import LOG2E, sparse_attention_fwd_kernel
+from ._triton_fwd import (
+    LOG2E,
+    sparse_attention_fwd_combine_kernel,
+    sparse_attention_fwd_kernel,
+)
 from .plan import SparsityPlan, key_tile_ranges, query_tile_ranges
 
 
@@ -39,26 +44,46 @@ def forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, T, H, D), lse (BH, T) float32 base-2 log-sum-exp in sorted order)."""
     B, T, H, D = q.shape
+    BH = B * H
     launch = cfg.fwd
     ranges = query_tile_ranges(plan, launch.block_m, launch.block_n)
     n_tiles = ranges.start.shape[1]
     out = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device)
-    lse = torch.empty((B * H, T), dtype=torch.float32, device=q.device)
+    lse = torch.empty((BH, T), dtype=torch.float32, device=q.device)
+    pieces = cfg.fwd_split.pieces(BH * n_tiles)
+    split = {"MAX_PIECES": pieces, "MIN_TILES": cfg.fwd_split.min_tiles}
+    # Partial outputs of split tiles, written and read only where a range was split.
+    if pieces > 1:
+        out_part = torch.empty((pieces, BH, T, D), dtype=torch.float32, device=q.device)
+        lse_part = torch.empty((pieces, BH, T), dtype=torch.float32, device=q.device)
+    else:
+        out_part = lse_part = lse  # never read or written: MAX_PIECES = 1 compiles them out
     rows = (plan.queries.perm, plan.queries.bucket, plan.keys.perm, plan.keys.bucket)
     strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride())
-    sparse_attention_fwd_kernel[(B * H * n_tiles,)](
-        *(q, k, v, out, lse),
+    sparse_attention_fwd_kernel[(pieces * BH * n_tiles,)](
+        *(q, k, v, out, lse, out_part, lse_part),
         *rows,
         *(ranges.start, ranges.n_full, ranges.end),
         *strides,
-        *(H, T, n_tiles, sm_scale * LOG2E),
+        *(H, T, n_tiles, BH * T, sm_scale * LOG2E),
         BLOCK_M=launch.block_m,
         BLOCK_N=launch.block_n,
         HEAD_DIM=D,
         DOT_PRECISION=dot_input_precision(q.dtype),
         num_warps=launch.num_warps,
         num_stages=launch.num_stages,
+        **split,
     )
+    if pieces > 1:
+        sparse_attention_fwd_combine_kernel[(BH * n_tiles,)](
+            *(out, lse, out_part, lse_part, plan.queries.perm, ranges.start, ranges.end),
+            *out.stride(),
+            *(H, T, n_tiles, BH * T),
+            BLOCK_M=launch.block_m,
+            BLOCK_N=launch.block_n,
+            HEAD_DIM=D,
+            **split,
+        )
     return out, lse
 
 
@@ -94,12 +119,23 @@ def backward(
     dk = torch.empty((B, T, H, D), dtype=k.dtype, device=q.device)
     dv = torch.empty((B, T, H, D), dtype=v.dtype, device=q.device)
 
-    launch = cfg.dkdv
-    kr = key_tile_ranges(plan, launch.block_m, launch.block_n)
+    kr = key_tile_ranges(plan, cfg.dkdv.block_m, cfg.dkdv.block_n)
+    qr = query_tile_ranges(plan, cfg.dq.block_m, cfg.dq.block_n)
     n_key_tiles = kr.start.shape[1]
+    n_query_tiles = qr.start.shape[1]
+    dkdv_pieces = cfg.bwd_split.pieces(BH * n_key_tiles)
+    dq_pieces = cfg.bwd_split.pieces(BH * n_query_tiles)
+    # Split tiles add their float32 gradients here (in sorted order): dK, dV, dQ.
+    n_acc = 2 * (dkdv_pieces > 1) + (dq_pieces > 1)
+    acc = torch.zeros((n_acc, BH * T, D), dtype=torch.float32, device=q.device) if n_acc else delta
+    dk_acc, dv_acc = (acc[0], acc[1]) if dkdv_pieces > 1 else (delta, delta)
+    dq_acc = acc[n_acc - 1] if dq_pieces > 1 else delta
+
+    launch = cfg.dkdv
+    split = {"MAX_PIECES": dkdv_pieces, "MIN_TILES": cfg.bwd_split.min_tiles}
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride())
-    sparse_attention_bwd_dkdv_kernel[(BH * n_key_tiles,)](
-        *(q, k, v, do, dk, dv, lse, delta),
+    sparse_attention_bwd_dkdv_kernel[(dkdv_pieces * BH * n_key_tiles,)](
+        *(q, k, v, do, dk, dv, lse, delta, dk_acc, dv_acc),
         *rows,
         *(kr.start, kr.n_diag, kr.n_full, kr.end),
         *strides,
@@ -110,14 +146,25 @@ def backward(
         DOT_PRECISION=precision,
         num_warps=launch.num_warps,
         num_stages=launch.num_stages,
+        **split,
     )
+    if dkdv_pieces > 1:
+        sparse_attention_bwd_store_rows_kernel[(BH * n_key_tiles,)](
+            *(dk_acc, dk, dv_acc, dv, plan.keys.perm, kr.start, kr.end),
+            *dk.stride(),
+            *(H, T, n_key_tiles),
+            ROWS=launch.block_n,
+            RANGE_BLOCK=launch.block_m,
+            HEAD_DIM=D,
+            PAIRS=2,
+            **split,
+        )
 
     launch = cfg.dq
-    qr = query_tile_ranges(plan, launch.block_m, launch.block_n)
-    n_query_tiles = qr.start.shape[1]
+    split = {"MAX_PIECES": dq_pieces, "MIN_TILES": cfg.bwd_split.min_tiles}
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride())
-    sparse_attention_bwd_dq_kernel[(BH * n_query_tiles,)](
-        *(q, k, v, do, dq, lse, delta),
+    sparse_attention_bwd_dq_kernel[(dq_pieces * BH * n_query_tiles,)](
+        *(q, k, v, do, dq, lse, delta, dq_acc),
         *rows,
         *(qr.start, qr.n_full, qr.end),
         *strides,
@@ -128,5 +175,17 @@ def backward(
         DOT_PRECISION=precision,
         num_warps=launch.num_warps,
         num_stages=launch.num_stages,
+        **split,
     )
+    if dq_pieces > 1:
+        sparse_attention_bwd_store_rows_kernel[(BH * n_query_tiles,)](
+            *(dq_acc, dq, dq_acc, dq, plan.queries.perm, qr.start, qr.end),
+            *dq.stride(),
+            *(H, T, n_query_tiles),
+            ROWS=launch.block_m,
+            RANGE_BLOCK=launch.block_n,
+            HEAD_DIM=D,
+            PAIRS=1,
+            **split,
+        )
     return dq, dk, dv

@@ -6,6 +6,11 @@
   in registers; writes them to the keys' original positions. No atomics.
 * ``dq``: one program per (query tile, batch*head), same key ranges as the forward.
 
+Small grids may cut a long range into pieces (`range_piece`), one program each, as the
+forward does. The pieces of a split tile add their float32 partial gradients atomically to a
+zeroed buffer in sorted order, and `sparse_attention_bwd_store_rows_kernel` writes those rows to
+their original positions in the gradient's dtype. Unsplit tiles store directly (no atomics).
+
 P is recomputed from the saved base-2 LSE; rows that saw no key have LSE = +inf, so their
 P, and every gradient through them, is exactly 0.
 """
@@ -18,9 +23,12 @@ import triton.language as tl
 from ._triton_common import (
     KEY_PAD_BUCKET,
     QUERY_PAD_BUCKET,
+    add_rows,
     load_key_tile,
-    load_query_tile,
+    load_query_rows,
     program_tile,
+    query_tile_range,
+    range_piece,
     tile_loads,
 )
 
@@ -45,7 +53,7 @@ def attention_bwd_delta_kernel(
     BLOCK_M: tl.constexpr,
     HEAD_DIM: tl.constexpr,
 ):
-    _bh, tile, b, h, row_base = program_tile(n_tiles, H, T, REVERSED=False)
+    _bh, tile, b, h, row_base, _ = program_tile(n_tiles, H, T, REVERSED=False)
     slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = slots < T
     pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
@@ -128,6 +136,8 @@ def sparse_attention_bwd_dkdv_kernel(
     dV,
     LSE,
     Delta,
+    dKAcc,
+    dVAcc,
     q_perm,
     q_bucket_sorted,
     k_perm,
@@ -169,15 +179,25 @@ def sparse_attention_bwd_dkdv_kernel(
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    MAX_PIECES: tl.constexpr,
+    MIN_TILES: tl.constexpr,
 ):
     # The first key tiles of a bucket are seen by the most queries: they start first.
-    bh, tile, b, h, row_base = program_tile(n_tiles, H, T, REVERSED=False)
+    bh, tile, b, h, row_base, piece = program_tile(
+        n_tiles, H, T, REVERSED=False, MAX_PIECES=MAX_PIECES
+    )
 
     tile_idx = bh * n_tiles + tile
     start = tl.load(tile_start + tile_idx)
     n_diag = tl.load(tile_n_diag + tile_idx)
     n_full = tl.load(tile_n_full + tile_idx)
     end = tl.load(tile_end + tile_idx)
+    first, stop, n_live = range_piece(
+        start, end, piece, BLOCK=BLOCK_M, MAX_PIECES=MAX_PIECES, MIN_TILES=MIN_TILES
+    )
+    if MAX_PIECES > 1:
+        if piece >= tl.maximum(n_live, 1):
+            return  # an empty piece of a short range
 
     slots = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     key_ok, load_ok = tile_loads(slots, T, start, end)
@@ -196,9 +216,10 @@ def sparse_attention_bwd_dkdv_kernel(
 
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    # Masked diagonal query tiles, then unmasked full ones, then the masked tail.
-    full_start = start + n_diag * BLOCK_M
-    for i in range(0, n_diag):
+    # Query tiles [first, stop) of the range: masked diagonal tiles (the first n_diag), then
+    # unmasked full ones (the next n_full), then the masked tail.
+    n_head = n_diag + n_full
+    for i in range(first, tl.minimum(stop, n_diag)):
         dk, dv = _dkdv_tile(
             dk,
             dv,
@@ -227,7 +248,7 @@ def sparse_attention_bwd_dkdv_kernel(
             HEAD_DIM=HEAD_DIM,
             DOT_PRECISION=DOT_PRECISION,
         )
-    for i in range(0, n_full):
+    for i in range(tl.maximum(first, n_diag), tl.minimum(stop, n_head)):
         dk, dv = _dkdv_tile(
             dk,
             dv,
@@ -248,7 +269,7 @@ def sparse_attention_bwd_dkdv_kernel(
             stride_qd,
             stride_dot,
             stride_dod,
-            full_start + i * BLOCK_M,
+            start + i * BLOCK_M,
             T,
             qk_scale,
             MASKED=False,
@@ -256,7 +277,7 @@ def sparse_attention_bwd_dkdv_kernel(
             HEAD_DIM=HEAD_DIM,
             DOT_PRECISION=DOT_PRECISION,
         )
-    for slot0 in range(full_start + n_full * BLOCK_M, end, BLOCK_M):
+    for i in range(tl.maximum(first, n_head), stop):
         dk, dv = _dkdv_tile(
             dk,
             dv,
@@ -277,7 +298,7 @@ def sparse_attention_bwd_dkdv_kernel(
             stride_qd,
             stride_dot,
             stride_dod,
-            slot0,
+            start + i * BLOCK_M,
             T,
             qk_scale,
             MASKED=True,
@@ -286,6 +307,11 @@ def sparse_attention_bwd_dkdv_kernel(
             DOT_PRECISION=DOT_PRECISION,
         )
 
+    if MAX_PIECES > 1:
+        if n_live > 1:
+            add_rows(dKAcc, row_base + slots, key_ok, dk * sm_scale, HEAD_DIM=HEAD_DIM)
+            add_rows(dVAcc, row_base + slots, key_ok, dv, HEAD_DIM=HEAD_DIM)
+            return
     dk_ptrs = dK + b * stride_dkb + h * stride_dkh + k_pos[:, None] * stride_dkt
     dv_ptrs = dV + b * stride_dvb + h * stride_dvh + k_pos[:, None] * stride_dvt
     dk_ptrs += offs_d[None, :] * stride_dkd
@@ -358,6 +384,7 @@ def sparse_attention_bwd_dq_kernel(
     dQ,
     LSE,
     Delta,
+    dQAcc,
     q_perm,
     q_bucket_sorted,
     k_perm,
@@ -394,25 +421,35 @@ def sparse_attention_bwd_dq_kernel(
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    MAX_PIECES: tl.constexpr,
+    MIN_TILES: tl.constexpr,
 ):
-    b, h, row_base, slots, row_ok, load_ok, start, n_full, end, q_pos, q_bucket, q = (
-        load_query_tile(
-            Q,
-            q_perm,
-            q_bucket_sorted,
-            tile_start,
-            tile_n_full,
-            tile_end,
-            stride_qb,
-            stride_qt,
-            stride_qh,
-            stride_qd,
-            H,
-            T,
-            n_tiles,
-            BLOCK_M=BLOCK_M,
-            HEAD_DIM=HEAD_DIM,
-        )
+    _bh, tile, b, h, row_base, piece, start, n_full, end = query_tile_range(
+        tile_start, tile_n_full, tile_end, H, T, n_tiles, MAX_PIECES=MAX_PIECES
+    )
+    first, stop, n_live = range_piece(
+        start, end, piece, BLOCK=BLOCK_N, MAX_PIECES=MAX_PIECES, MIN_TILES=MIN_TILES
+    )
+    if MAX_PIECES > 1:
+        if piece >= tl.maximum(n_live, 1):
+            return  # an empty piece of a short range
+    slots, row_ok, load_ok, q_pos, q_bucket, q = load_query_rows(
+        Q,
+        q_perm,
+        q_bucket_sorted,
+        b,
+        h,
+        row_base,
+        tile,
+        start,
+        end,
+        stride_qb,
+        stride_qt,
+        stride_qh,
+        stride_qd,
+        T,
+        BLOCK_M=BLOCK_M,
+        HEAD_DIM=HEAD_DIM,
     )
     offs_d = tl.arange(0, HEAD_DIM)
     do_ptrs = dOut + b * stride_dob + h * stride_doh + q_pos[:, None] * stride_dot
@@ -426,7 +463,7 @@ def sparse_attention_bwd_dq_kernel(
     k_bucket_bh = k_bucket_sorted + row_base
 
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    for j in range(0, n_full):
+    for j in range(first, tl.minimum(stop, n_full)):
         dq = _dq_tile(
             dq,
             q,
@@ -453,7 +490,7 @@ def sparse_attention_bwd_dq_kernel(
             HEAD_DIM=HEAD_DIM,
             DOT_PRECISION=DOT_PRECISION,
         )
-    for slot0 in range(start + n_full * BLOCK_N, end, BLOCK_N):
+    for j in range(tl.maximum(first, n_full), stop):
         dq = _dq_tile(
             dq,
             q,
@@ -472,7 +509,7 @@ def sparse_attention_bwd_dq_kernel(
             stride_kd,
             stride_vt,
             stride_vd,
-            slot0,
+            start + j * BLOCK_N,
             T,
             qk_scale,
             MASKED=True,
@@ -480,6 +517,60 @@ def sparse_attention_bwd_dq_kernel(
             HEAD_DIM=HEAD_DIM,
             DOT_PRECISION=DOT_PRECISION,
         )
+    if MAX_PIECES > 1:
+        if n_live > 1:
+            add_rows(dQAcc, row_base + slots, row_ok, dq * sm_scale, HEAD_DIM=HEAD_DIM)
+            return
     dq_ptrs = dQ + b * stride_dqb + h * stride_dqh + q_pos[:, None] * stride_dqt
     dq_ptrs += offs_d[None, :] * stride_dqd
     tl.store(dq_ptrs, (dq * sm_scale).to(dQ.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def sparse_attention_bwd_store_rows_kernel(
+    Acc,
+    Dst,
+    AccB,
+    DstB,
+    perm,
+    tile_start,
+    tile_end,
+    stride_b,
+    stride_t,
+    stride_h,
+    stride_d,
+    H,
+    T,
+    n_tiles,
+    ROWS: tl.constexpr,
+    RANGE_BLOCK: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    MAX_PIECES: tl.constexpr,
+    MIN_TILES: tl.constexpr,
+    PAIRS: tl.constexpr,
+):
+    """Rows of split tiles, summed in float32 in sorted order, to their original positions.
+
+    One program per (tile of ROWS sorted slots, bh); the tile's range (tiles of RANGE_BLOCK)
+    says, as in the kernel that filled Acc, whether its pieces were split. PAIRS = 2 also
+    moves AccB to DstB (dK and dV of the same key tiles; same strides).
+    """
+    bh, tile, b, h, row_base, _ = program_tile(n_tiles, H, T, REVERSED=False)
+    start = tl.load(tile_start + bh * n_tiles + tile)
+    end = tl.load(tile_end + bh * n_tiles + tile)
+    _, _, n_live = range_piece(
+        start, end, 0, BLOCK=RANGE_BLOCK, MAX_PIECES=MAX_PIECES, MIN_TILES=MIN_TILES
+    )
+    if n_live <= 1:
+        return  # stored directly by its only piece
+    slots = tile * ROWS + tl.arange(0, ROWS)
+    row_ok = slots < T
+    pos = tl.load(perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
+    offs_d = tl.arange(0, HEAD_DIM)
+    src = (row_base + slots)[:, None] * HEAD_DIM + offs_d[None, :]
+    dst = b * stride_b + h * stride_h + pos[:, None] * stride_t + offs_d[None, :] * stride_d
+    rows = tl.load(Acc + src, mask=row_ok[:, None], other=0.0)
+    tl.store(Dst + dst, rows.to(Dst.dtype.element_ty), mask=row_ok[:, None])
+    if PAIRS == 2:
+        rows = tl.load(AccB + src, mask=row_ok[:, None], other=0.0)
+        tl.store(DstB + dst, rows.to(DstB.dtype.element_ty), mask=row_ok[:, None])

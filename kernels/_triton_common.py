@@ -24,20 +24,51 @@ UNMATCHED_KEY_OFFSET: tl.constexpr = tl.constexpr(1)
 
 
 @triton.jit
-def program_tile(n_tiles, H, T, REVERSED: tl.constexpr):
-    """(bh, tile, b, h, row_base) of this program in a 1-D grid of BH * n_tiles programs.
+def program_tile(n_tiles, H, T, REVERSED: tl.constexpr, MAX_PIECES: tl.constexpr = 1):
+    """(bh, tile, b, h, row_base, piece) of this program in a 1-D grid of
+    MAX_PIECES * BH * n_tiles programs.
 
     A 1-D grid has no 65535 limit on batch*heads. REVERSED starts the last tile of each row
-    first (the query tiles that see the most keys, for the forward and dQ).
+    first (the query tiles that see the most keys, for the forward and dQ). With
+    MAX_PIECES > 1 the grid holds MAX_PIECES copies of the tiles, piece-major: program
+    ``piece * BH * n_tiles + t`` walks piece `piece` of tile t's range (`range_piece`).
     """
     pid = tl.program_id(0)
+    piece = 0
+    if MAX_PIECES > 1:
+        per_piece = tl.num_programs(0) // MAX_PIECES
+        piece = pid // per_piece
+        pid = pid % per_piece
     bh = pid // n_tiles
     tile = pid % n_tiles
     if REVERSED:
         tile = n_tiles - 1 - tile
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    return bh, tile, b, h, bh.to(tl.int64) * T
+    return bh, tile, b, h, bh.to(tl.int64) * T, piece
+
+
+@triton.jit
+def range_piece(
+    start, end, piece, BLOCK: tl.constexpr, MAX_PIECES: tl.constexpr, MIN_TILES: tl.constexpr
+):
+    """(first, stop, n_live): the tiles [first, stop) of the range [start, end) of sorted
+    slots, cut into tiles of BLOCK, that piece `piece` walks, and how many pieces are not
+    empty.
+
+    A range of n tiles is cut into min(MAX_PIECES, ceil(n / MIN_TILES)) pieces of equal
+    length (the last may be shorter): long ranges, such as those of a large bucket, are
+    spread over several programs instead of setting the kernel's length alone. An empty
+    range gives n_live = 0 (piece 0 still writes its zeros); n_live > 1 means the piece
+    writes partial results that a second pass combines.
+    """
+    n_range = (tl.maximum(end - start, 0) + BLOCK - 1) // BLOCK
+    n_pieces = tl.minimum(tl.maximum((n_range + MIN_TILES - 1) // MIN_TILES, 1), MAX_PIECES)
+    per = tl.maximum((n_range + n_pieces - 1) // n_pieces, 1)
+    first = piece * per
+    stop = tl.minimum(first + per, n_range)
+    n_live = (n_range + per - 1) // per
+    return first, stop, n_live
 
 
 @triton.jit
@@ -55,34 +86,40 @@ def tile_loads(slots, T, start, end):
 
 
 @triton.jit
-def load_query_tile(
-    Q,
-    q_perm,
-    q_bucket_sorted,
-    tile_start,
-    tile_n_full,
-    tile_end,
-    stride_qb,
-    stride_qt,
-    stride_qh,
-    stride_qd,
-    H,
-    T,
-    n_tiles,
-    BLOCK_M: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-):
-    """Set-up of a query-tile program (forward and dQ): its key range and its query rows.
-
-    Programs run the last tile of each row first (the tiles that see the most keys).
-    Returns (b, h, row_base, slots, row_ok, load_ok, start, n_full, end, q_pos, q_bucket, q).
-    """
-    bh, tile, b, h, row_base = program_tile(n_tiles, H, T, REVERSED=True)
+def query_tile_range(tile_start, tile_n_full, tile_end, H, T, n_tiles, MAX_PIECES: tl.constexpr):
+    """Which query tile (and piece) this program owns, and the tile's key range (forward
+    and dQ). Programs run the last tile of each row first (the tiles that see the most
+    keys). Returns (bh, tile, b, h, row_base, piece, start, n_full, end)."""
+    bh, tile, b, h, row_base, piece = program_tile(
+        n_tiles, H, T, REVERSED=True, MAX_PIECES=MAX_PIECES
+    )
     tile_idx = bh * n_tiles + tile
     start = tl.load(tile_start + tile_idx)
     n_full = tl.load(tile_n_full + tile_idx)
     end = tl.load(tile_end + tile_idx)
+    return bh, tile, b, h, row_base, piece, start, n_full, end
 
+
+@triton.jit
+def load_query_rows(
+    Q,
+    q_perm,
+    q_bucket_sorted,
+    b,
+    h,
+    row_base,
+    tile,
+    start,
+    end,
+    stride_qb,
+    stride_qt,
+    stride_qh,
+    stride_qd,
+    T,
+    BLOCK_M: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+):
+    """The rows of a query tile: (slots, row_ok, load_ok, q_pos, q_bucket, q)."""
     slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok, load_ok = tile_loads(slots, T, start, end)
     q_pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
@@ -90,7 +127,16 @@ def load_query_tile(
     offs_d = tl.arange(0, HEAD_DIM)
     q_ptrs = Q + b * stride_qb + h * stride_qh + q_pos[:, None] * stride_qt
     q = tl.load(q_ptrs + offs_d[None, :] * stride_qd, mask=load_ok[:, None], other=0.0)
-    return b, h, row_base, slots, row_ok, load_ok, start, n_full, end, q_pos, q_bucket, q
+    return slots, row_ok, load_ok, q_pos, q_bucket, q
+
+
+@triton.jit
+def add_rows(Acc, rows, row_ok, values, HEAD_DIM: tl.constexpr):
+    """Atomically add `values` (rows x HEAD_DIM, float32) to Acc[rows, :] of a contiguous
+    (BH * T, HEAD_DIM) float32 buffer: the pieces of one split range meet here."""
+    offs_d = tl.arange(0, HEAD_DIM)
+    ptrs = Acc + rows[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.atomic_add(ptrs, values, mask=row_ok[:, None], sem="relaxed")
 
 
 @triton.jit

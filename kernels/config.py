@@ -12,6 +12,7 @@ host-known values (device, dtype, head dim, T, n_buckets) costs nothing per call
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -27,19 +28,54 @@ class LaunchConfig:
 
 
 @dataclass(frozen=True)
+class RangeSplit:
+    """How far a tile's range may be cut into pieces run by separate programs.
+
+    Only small grids split: with few programs per SM, a handful of long ranges (the tiles
+    of a large bucket) would otherwise set the kernel's length alone (PERF.md, v7). A
+    launch of n tiles runs `pieces(n)` programs per tile; a range of r tiles is cut into
+    min(pieces, ceil(r / min_tiles)) pieces, so short ranges stay whole.
+    """
+
+    max_pieces: int = 1  # 1: never split
+    target_programs: int = 0  # grow the pieces (powers of two) while the grid stays below
+    min_tiles: int = 1  # no piece shorter than this many tiles of the range
+
+    def pieces(self, n_tiles: int) -> int:
+        pieces = 1
+        while pieces * 2 <= self.max_pieces and n_tiles * pieces * 2 <= self.target_programs:
+            pieces *= 2
+        return pieces
+
+
+NO_SPLIT = RangeSplit()
+
+
+@dataclass(frozen=True)
 class KernelConfig:
     fwd: LaunchConfig
     dkdv: LaunchConfig
     dq: LaunchConfig
     delta_block_m: int = 128
+    # Split pieces of the forward store float32 partial outputs: (pieces, BH, T, D). Its
+    # target bounds that buffer: pieces * BH * n_tiles <= target, so at most
+    # target * block_m * D * 4 bytes (256 MiB for 128-row tiles at D = 64). The backward's
+    # pieces add into one (BH, T, D) buffer per gradient whatever their number.
+    fwd_split: RangeSplit = RangeSplit(max_pieces=8, target_programs=8192, min_tiles=8)
+    bwd_split: RangeSplit = RangeSplit(max_pieces=8, target_programs=16384, min_tiles=8)
 
 
-# Small tiles in the interpreter: tests with T <= 256 still cross many tiles.
+# Small tiles in the interpreter: tests with T <= 256 still cross many tiles, and split
+# ranges of two tiles or more, so every test runs the pieces and their merge as well as
+# whole ranges.
+_INTERPRETER_SPLIT = RangeSplit(max_pieces=4, target_programs=1 << 30, min_tiles=2)
 _INTERPRETER = KernelConfig(
     fwd=LaunchConfig(16, 16, 1, 1),
     dkdv=LaunchConfig(16, 16, 1, 1),
     dq=LaunchConfig(16, 16, 1, 1),
     delta_block_m=16,
+    fwd_split=_INTERPRETER_SPLIT,
+    bwd_split=_INTERPRETER_SPLIT,
 )
 
 # Measured on an H100 (PERF.md, v2 and v3 sweeps at T=16384): large buckets (and QK-sparse, whose
@@ -73,12 +109,22 @@ _CUDA_FLOAT32 = KernelConfig(
 )
 
 _override: KernelConfig | None = None
+_split_override: RangeSplit | None = None
 
 
 def select(
     device: torch.device, dtype: torch.dtype, head_dim: int, mean_bucket_rows: float
 ) -> KernelConfig:
     """Launch configuration; `mean_bucket_rows` = T / number of buckets (T for QK-sparse)."""
+    chosen = _select(device, dtype, head_dim, mean_bucket_rows)
+    if _split_override is not None:
+        chosen = dataclasses.replace(chosen, fwd_split=_split_override, bwd_split=_split_override)
+    return chosen
+
+
+def _select(
+    device: torch.device, dtype: torch.dtype, head_dim: int, mean_bucket_rows: float
+) -> KernelConfig:
     if _override is not None:
         return _override
     if device.type != "cuda":
@@ -103,3 +149,15 @@ def override(config: KernelConfig) -> Iterator[None]:
         yield
     finally:
         _override = previous
+
+
+@contextlib.contextmanager
+def override_split(split: RangeSplit) -> Iterator[None]:
+    """Cut ranges by `split` in every launch inside the block, whatever the tiles (probes
+    that time the kernels with and without pieces, tests of either path)."""
+    global _split_override
+    previous, _split_override = _split_override, split
+    try:
+        yield
+    finally:
+        _split_override = previous

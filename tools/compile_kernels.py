@@ -50,6 +50,14 @@ _POINTERS = {
     "NDiag": "*i32",
     "NFull": "*i32",
     "End": "*i32",
+    "OutPart": "*fp32",
+    "LSEPart": "*fp32",
+    "dKAcc": "*fp32",
+    "dVAcc": "*fp32",
+    "dQAcc": "*fp32",
+    "Acc": "*fp32",
+    "AccB": "*fp32",
+    "perm": "*i32",
 }
 _FLOATS = {"qk_scale", "sm_scale"}
 
@@ -79,21 +87,46 @@ def _cases():
     }
     for label, (ptr, head_dim, cfg, precision) in attention_configs.items():
         pointers = dict(_POINTERS)
-        for name in ("Q", "K", "V", "Out", "dOut", "dQ", "dK", "dV"):
+        for name in ("Q", "K", "V", "Out", "dOut", "dQ", "dK", "dV", "Dst", "DstB"):
             pointers[name] = ptr
-        for kernel, launch in (
-            (_triton_fwd.sparse_attention_fwd_kernel, cfg.fwd),
-            (_triton_bwd.sparse_attention_bwd_dkdv_kernel, cfg.dkdv),
-            (_triton_bwd.sparse_attention_bwd_dq_kernel, cfg.dq),
-        ):
-            constexprs = {
-                "BLOCK_M": launch.block_m,
-                "BLOCK_N": launch.block_n,
-                "HEAD_DIM": head_dim,
-                "DOT_PRECISION": precision,
-            }
-            options = {"num_warps": launch.num_warps, "num_stages": launch.num_stages}
-            yield f"{kernel.fn.__name__} ({label})", kernel, constexprs, pointers, options
+        # Whole ranges (large grids) and ranges cut into pieces (small grids).
+        for split in dict.fromkeys((config.NO_SPLIT, cfg.fwd_split, cfg.bwd_split)):
+            pieces = {"MAX_PIECES": split.max_pieces, "MIN_TILES": split.min_tiles}
+            tag = f"{label}, {split.max_pieces} pieces"
+            for kernel, launch in (
+                (_triton_fwd.sparse_attention_fwd_kernel, cfg.fwd),
+                (_triton_bwd.sparse_attention_bwd_dkdv_kernel, cfg.dkdv),
+                (_triton_bwd.sparse_attention_bwd_dq_kernel, cfg.dq),
+            ):
+                constexprs = {
+                    "BLOCK_M": launch.block_m,
+                    "BLOCK_N": launch.block_n,
+                    "HEAD_DIM": head_dim,
+                    "DOT_PRECISION": precision,
+                    **pieces,
+                }
+                options = {"num_warps": launch.num_warps, "num_stages": launch.num_stages}
+                yield f"{kernel.fn.__name__} ({tag})", kernel, constexprs, pointers, options
+            if split.max_pieces == 1:
+                continue
+            kernel = _triton_fwd.sparse_attention_fwd_combine_kernel
+            constexprs = {"BLOCK_M": cfg.fwd.block_m, "BLOCK_N": cfg.fwd.block_n}
+            constexprs |= {"HEAD_DIM": head_dim, **pieces}
+            yield f"{kernel.fn.__name__} ({tag})", kernel, constexprs, pointers, {}
+            kernel = _triton_bwd.sparse_attention_bwd_store_rows_kernel
+            for rows, range_block, pairs in (
+                (cfg.dkdv.block_n, cfg.dkdv.block_m, 2),
+                (cfg.dq.block_m, cfg.dq.block_n, 1),
+            ):
+                constexprs = {"ROWS": rows, "RANGE_BLOCK": range_block, "HEAD_DIM": head_dim}
+                constexprs |= {"PAIRS": pairs, **pieces}
+                yield (
+                    f"{kernel.fn.__name__} ({tag}, pairs={pairs})",
+                    kernel,
+                    constexprs,
+                    pointers,
+                    {},
+                )
         constexprs = {"BLOCK_M": cfg.delta_block_m, "HEAD_DIM": head_dim}
         kernel = _triton_bwd.attention_bwd_delta_kernel
         yield f"{kernel.fn.__name__} ({label})", kernel, constexprs, pointers, {}

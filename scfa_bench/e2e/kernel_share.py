@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 ATTENTION_NAME_PARTS = (
-    "sparse_attention_",  # our forward, dK/dV and dQ kernels
+    "sparse_attention_",  # our forward, dK/dV and dQ kernels, and their merges of split ranges
     "attention_bwd_delta",  # our backward's delta pass
     "bucket_sort",  # our counting sort of queries and keys (one-launch form)
     "bucket_histogram",  # ... and its chunk-parallel form: histogram, then scatter
