@@ -46,12 +46,14 @@ def forward(
     B, T, H, D = q.shape
     BH = B * H
     launch = cfg.fwd
-    ranges = query_tile_ranges(plan, launch.block_m, launch.block_n)
-    n_tiles = ranges.start.shape[1]
+    n_tiles = triton.cdiv(T, launch.block_m)
+    pieces = cfg.fwd_split.pieces(BH * n_tiles, T)
+    ranges = query_tile_ranges(plan, launch.block_m, launch.block_n, count_work=pieces > 1)
     out = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((BH, T), dtype=torch.float32, device=q.device)
-    pieces = cfg.fwd_split.pieces(BH * n_tiles)
     split = {"MAX_PIECES": pieces, "MIN_TILES": cfg.fwd_split.min_tiles}
+    work = ranges.work if ranges.work is not None else lse  # never read when not split
+    n_slots = cfg.fwd_split.slots(q.device)
     # Partial outputs of split tiles, written and read only where a range was split.
     if pieces > 1:
         out_part = torch.empty((pieces, BH, T, D), dtype=torch.float32, device=q.device)
@@ -61,11 +63,11 @@ def forward(
     rows = (plan.queries.perm, plan.queries.bucket, plan.keys.perm, plan.keys.bucket)
     strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride())
     sparse_attention_fwd_kernel[(pieces * BH * n_tiles,)](
-        *(q, k, v, out, lse, out_part, lse_part),
+        *(q, k, v, out, lse, out_part, lse_part, work),
         *rows,
         *(ranges.start, ranges.n_full, ranges.end),
         *strides,
-        *(H, T, n_tiles, BH * T, sm_scale * LOG2E),
+        *(H, T, n_tiles, BH * T, n_slots, sm_scale * LOG2E),
         BLOCK_M=launch.block_m,
         BLOCK_N=launch.block_n,
         HEAD_DIM=D,
@@ -76,9 +78,9 @@ def forward(
     )
     if pieces > 1:
         sparse_attention_fwd_combine_kernel[(BH * n_tiles,)](
-            *(out, lse, out_part, lse_part, plan.queries.perm, ranges.start, ranges.end),
+            *(out, lse, out_part, lse_part, work, plan.queries.perm, ranges.start, ranges.end),
             *out.stride(),
-            *(H, T, n_tiles, BH * T),
+            *(H, T, n_tiles, BH * T, n_slots),
             BLOCK_M=launch.block_m,
             BLOCK_N=launch.block_n,
             HEAD_DIM=D,
@@ -119,12 +121,13 @@ def backward(
     dk = torch.empty((B, T, H, D), dtype=k.dtype, device=q.device)
     dv = torch.empty((B, T, H, D), dtype=v.dtype, device=q.device)
 
-    kr = key_tile_ranges(plan, cfg.dkdv.block_m, cfg.dkdv.block_n)
-    qr = query_tile_ranges(plan, cfg.dq.block_m, cfg.dq.block_n)
-    n_key_tiles = kr.start.shape[1]
-    n_query_tiles = qr.start.shape[1]
-    dkdv_pieces = cfg.bwd_split.pieces(BH * n_key_tiles)
-    dq_pieces = cfg.bwd_split.pieces(BH * n_query_tiles)
+    n_key_tiles = triton.cdiv(T, cfg.dkdv.block_n)
+    n_query_tiles = triton.cdiv(T, cfg.dq.block_m)
+    dkdv_pieces = cfg.bwd_split.pieces(BH * n_key_tiles, T)
+    dq_pieces = cfg.bwd_split.pieces(BH * n_query_tiles, T)
+    kr = key_tile_ranges(plan, cfg.dkdv.block_m, cfg.dkdv.block_n, count_work=dkdv_pieces > 1)
+    qr = query_tile_ranges(plan, cfg.dq.block_m, cfg.dq.block_n, count_work=dq_pieces > 1)
+    n_slots = cfg.bwd_split.slots(q.device)
     # Split tiles add their float32 gradients here (in sorted order): dK, dV, dQ.
     n_acc = 2 * (dkdv_pieces > 1) + (dq_pieces > 1)
     acc = torch.zeros((n_acc, BH * T, D), dtype=torch.float32, device=q.device) if n_acc else delta
@@ -135,11 +138,23 @@ def backward(
     split = {"MAX_PIECES": dkdv_pieces, "MIN_TILES": cfg.bwd_split.min_tiles}
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride())
     sparse_attention_bwd_dkdv_kernel[(dkdv_pieces * BH * n_key_tiles,)](
-        *(q, k, v, do, dk, dv, lse, delta, dk_acc, dv_acc),
+        *(
+            q,
+            k,
+            v,
+            do,
+            dk,
+            dv,
+            lse,
+            delta,
+            dk_acc,
+            dv_acc,
+            kr.work if kr.work is not None else delta,
+        ),
         *rows,
         *(kr.start, kr.n_diag, kr.n_full, kr.end),
         *strides,
-        *(H, T, n_key_tiles, *scales),
+        *(H, T, n_key_tiles, n_slots, *scales),
         BLOCK_M=launch.block_m,
         BLOCK_N=launch.block_n,
         HEAD_DIM=D,
@@ -150,9 +165,9 @@ def backward(
     )
     if dkdv_pieces > 1:
         sparse_attention_bwd_store_rows_kernel[(BH * n_key_tiles,)](
-            *(dk_acc, dk, dv_acc, dv, plan.keys.perm, kr.start, kr.end),
+            *(dk_acc, dk, dv_acc, dv, plan.keys.perm, kr.start, kr.end, kr.work),
             *dk.stride(),
-            *(H, T, n_key_tiles),
+            *(H, T, n_key_tiles, n_slots),
             ROWS=launch.block_n,
             RANGE_BLOCK=launch.block_m,
             HEAD_DIM=D,
@@ -164,11 +179,11 @@ def backward(
     split = {"MAX_PIECES": dq_pieces, "MIN_TILES": cfg.bwd_split.min_tiles}
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride())
     sparse_attention_bwd_dq_kernel[(dq_pieces * BH * n_query_tiles,)](
-        *(q, k, v, do, dq, lse, delta, dq_acc),
+        *(q, k, v, do, dq, lse, delta, dq_acc, qr.work if qr.work is not None else delta),
         *rows,
         *(qr.start, qr.n_full, qr.end),
         *strides,
-        *(H, T, n_query_tiles, *scales),
+        *(H, T, n_query_tiles, n_slots, *scales),
         BLOCK_M=launch.block_m,
         BLOCK_N=launch.block_n,
         HEAD_DIM=D,
@@ -179,9 +194,9 @@ def backward(
     )
     if dq_pieces > 1:
         sparse_attention_bwd_store_rows_kernel[(BH * n_query_tiles,)](
-            *(dq_acc, dq, dq_acc, dq, plan.queries.perm, qr.start, qr.end),
+            *(dq_acc, dq, dq_acc, dq, plan.queries.perm, qr.start, qr.end, qr.work),
             *dq.stride(),
-            *(H, T, n_query_tiles),
+            *(H, T, n_query_tiles, n_slots),
             ROWS=launch.block_m,
             RANGE_BLOCK=launch.block_n,
             HEAD_DIM=D,

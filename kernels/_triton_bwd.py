@@ -26,6 +26,7 @@ from ._triton_common import (
     add_rows,
     load_key_tile,
     load_query_rows,
+    piece_length,
     program_tile,
     query_tile_range,
     range_piece,
@@ -138,6 +139,7 @@ def sparse_attention_bwd_dkdv_kernel(
     Delta,
     dKAcc,
     dVAcc,
+    Work,
     q_perm,
     q_bucket_sorted,
     k_perm,
@@ -173,6 +175,7 @@ def sparse_attention_bwd_dkdv_kernel(
     H,
     T,
     n_tiles,
+    n_slots,
     qk_scale,
     sm_scale,
     BLOCK_M: tl.constexpr,
@@ -192,8 +195,11 @@ def sparse_attention_bwd_dkdv_kernel(
     n_diag = tl.load(tile_n_diag + tile_idx)
     n_full = tl.load(tile_n_full + tile_idx)
     end = tl.load(tile_end + tile_idx)
+    piece_tiles = MIN_TILES
+    if MAX_PIECES > 1:
+        piece_tiles = piece_length(Work, n_slots, MIN_TILES=MIN_TILES)
     first, stop, n_live = range_piece(
-        start, end, piece, BLOCK=BLOCK_M, MAX_PIECES=MAX_PIECES, MIN_TILES=MIN_TILES
+        start, end, piece, piece_tiles, BLOCK=BLOCK_M, MAX_PIECES=MAX_PIECES
     )
     if MAX_PIECES > 1:
         if piece >= tl.maximum(n_live, 1):
@@ -385,6 +391,7 @@ def sparse_attention_bwd_dq_kernel(
     LSE,
     Delta,
     dQAcc,
+    Work,
     q_perm,
     q_bucket_sorted,
     k_perm,
@@ -415,6 +422,7 @@ def sparse_attention_bwd_dq_kernel(
     H,
     T,
     n_tiles,
+    n_slots,
     qk_scale,
     sm_scale,
     BLOCK_M: tl.constexpr,
@@ -427,8 +435,11 @@ def sparse_attention_bwd_dq_kernel(
     _bh, tile, b, h, row_base, piece, start, n_full, end = query_tile_range(
         tile_start, tile_n_full, tile_end, H, T, n_tiles, MAX_PIECES=MAX_PIECES
     )
+    piece_tiles = MIN_TILES
+    if MAX_PIECES > 1:
+        piece_tiles = piece_length(Work, n_slots, MIN_TILES=MIN_TILES)
     first, stop, n_live = range_piece(
-        start, end, piece, BLOCK=BLOCK_N, MAX_PIECES=MAX_PIECES, MIN_TILES=MIN_TILES
+        start, end, piece, piece_tiles, BLOCK=BLOCK_N, MAX_PIECES=MAX_PIECES
     )
     if MAX_PIECES > 1:
         if piece >= tl.maximum(n_live, 1):
@@ -535,6 +546,7 @@ def sparse_attention_bwd_store_rows_kernel(
     perm,
     tile_start,
     tile_end,
+    Work,
     stride_b,
     stride_t,
     stride_h,
@@ -542,6 +554,7 @@ def sparse_attention_bwd_store_rows_kernel(
     H,
     T,
     n_tiles,
+    n_slots,
     ROWS: tl.constexpr,
     RANGE_BLOCK: tl.constexpr,
     HEAD_DIM: tl.constexpr,
@@ -558,9 +571,8 @@ def sparse_attention_bwd_store_rows_kernel(
     bh, tile, b, h, row_base, _ = program_tile(n_tiles, H, T, REVERSED=False)
     start = tl.load(tile_start + bh * n_tiles + tile)
     end = tl.load(tile_end + bh * n_tiles + tile)
-    _, _, n_live = range_piece(
-        start, end, 0, BLOCK=RANGE_BLOCK, MAX_PIECES=MAX_PIECES, MIN_TILES=MIN_TILES
-    )
+    piece_tiles = piece_length(Work, n_slots, MIN_TILES=MIN_TILES)
+    _, _, n_live = range_piece(start, end, 0, piece_tiles, BLOCK=RANGE_BLOCK, MAX_PIECES=MAX_PIECES)
     if n_live <= 1:
         return  # stored directly by its only piece
     slots = tile * ROWS + tl.arange(0, ROWS)

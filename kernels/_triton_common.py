@@ -49,21 +49,29 @@ def program_tile(n_tiles, H, T, REVERSED: tl.constexpr, MAX_PIECES: tl.constexpr
 
 
 @triton.jit
-def range_piece(
-    start, end, piece, BLOCK: tl.constexpr, MAX_PIECES: tl.constexpr, MIN_TILES: tl.constexpr
-):
+def piece_length(Work, n_slots, MIN_TILES: tl.constexpr):
+    """Tiles per piece of a split range: the launch's total range length (counted by the
+    plan's range kernel) over `n_slots`, at least MIN_TILES. Only ranges at least twice as
+    long as a fair share of the work are cut, so balanced launches run whole, without the
+    atomics and merges of pieces; the long ranges of a large bucket are cut."""
+    work = tl.load(Work)
+    return tl.maximum((work + n_slots - 1) // n_slots, MIN_TILES)
+
+
+@triton.jit
+def range_piece(start, end, piece, piece_tiles, BLOCK: tl.constexpr, MAX_PIECES: tl.constexpr):
     """(first, stop, n_live): the tiles [first, stop) of the range [start, end) of sorted
     slots, cut into tiles of BLOCK, that piece `piece` walks, and how many pieces are not
     empty.
 
-    A range of n tiles is cut into min(MAX_PIECES, ceil(n / MIN_TILES)) pieces of equal
-    length (the last may be shorter): long ranges, such as those of a large bucket, are
-    spread over several programs instead of setting the kernel's length alone. An empty
-    range gives n_live = 0 (piece 0 still writes its zeros); n_live > 1 means the piece
-    writes partial results that a second pass combines.
+    A range of n tiles is cut into min(MAX_PIECES, n // piece_tiles) pieces of equal
+    length (the last may be shorter), each at least piece_tiles long: long ranges, such as
+    those of a large bucket, are spread over several programs instead of setting the
+    kernel's length alone. An empty range gives n_live = 0 (piece 0 still writes its
+    zeros); n_live > 1 means the pieces write partial results that a second pass combines.
     """
     n_range = (tl.maximum(end - start, 0) + BLOCK - 1) // BLOCK
-    n_pieces = tl.minimum(tl.maximum((n_range + MIN_TILES - 1) // MIN_TILES, 1), MAX_PIECES)
+    n_pieces = tl.minimum(tl.maximum(n_range // piece_tiles, 1), MAX_PIECES)
     per = tl.maximum((n_range + n_pieces - 1) // n_pieces, 1)
     first = piece * per
     stop = tl.minimum(first + per, n_range)

@@ -20,6 +20,7 @@ import triton.language as tl
 from ._triton_common import (
     load_key_tile,
     load_query_rows,
+    piece_length,
     program_tile,
     query_tile_range,
     range_piece,
@@ -124,6 +125,7 @@ def sparse_attention_fwd_kernel(
     LSE,
     OutPart,
     LSEPart,
+    Work,
     q_perm,
     q_bucket_sorted,
     k_perm,
@@ -151,6 +153,7 @@ def sparse_attention_fwd_kernel(
     T,
     n_tiles,
     part_rows,
+    n_slots,
     qk_scale,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -162,8 +165,11 @@ def sparse_attention_fwd_kernel(
     _bh, tile, b, h, row_base, piece, start, n_full, end = query_tile_range(
         tile_start, tile_n_full, tile_end, H, T, n_tiles, MAX_PIECES=MAX_PIECES
     )
+    piece_tiles = MIN_TILES
+    if MAX_PIECES > 1:
+        piece_tiles = piece_length(Work, n_slots, MIN_TILES=MIN_TILES)
     first, stop, n_live = range_piece(
-        start, end, piece, BLOCK=BLOCK_N, MAX_PIECES=MAX_PIECES, MIN_TILES=MIN_TILES
+        start, end, piece, piece_tiles, BLOCK=BLOCK_N, MAX_PIECES=MAX_PIECES
     )
     if MAX_PIECES > 1:
         if piece >= tl.maximum(n_live, 1):
@@ -287,6 +293,7 @@ def sparse_attention_fwd_combine_kernel(
     LSE,
     OutPart,
     LSEPart,
+    Work,
     q_perm,
     tile_start,
     tile_end,
@@ -298,6 +305,7 @@ def sparse_attention_fwd_combine_kernel(
     T,
     n_tiles,
     part_rows,
+    n_slots,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
@@ -312,9 +320,8 @@ def sparse_attention_fwd_combine_kernel(
     bh, tile, b, h, row_base, _ = program_tile(n_tiles, H, T, REVERSED=False)
     start = tl.load(tile_start + bh * n_tiles + tile)
     end = tl.load(tile_end + bh * n_tiles + tile)
-    _, _, n_live = range_piece(
-        start, end, 0, BLOCK=BLOCK_N, MAX_PIECES=MAX_PIECES, MIN_TILES=MIN_TILES
-    )
+    piece_tiles = piece_length(Work, n_slots, MIN_TILES=MIN_TILES)
+    _, _, n_live = range_piece(start, end, 0, piece_tiles, BLOCK=BLOCK_N, MAX_PIECES=MAX_PIECES)
     if n_live <= 1:
         return  # written by the forward itself
     slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)

@@ -47,6 +47,14 @@ def _tile_edges(Comp, Bucket, T, n_tiles, n_groups, BLOCK: tl.constexpr, GROUP: 
 
 
 @triton.jit
+def _count_work(Work, start, end, ok, BLOCK: tl.constexpr):
+    """Add this program's range lengths, in tiles of BLOCK, to the launch's total: the
+    kernels size the pieces of split ranges from it (`_triton_common.piece_length`)."""
+    tiles = tl.where(ok, (tl.maximum(end - start, 0) + BLOCK - 1) // BLOCK, 0)
+    tl.atomic_add(Work, tl.sum(tiles, 0), sem="relaxed")
+
+
+@triton.jit
 def query_tile_ranges_kernel(
     QComp,
     QBucket,
@@ -54,6 +62,7 @@ def query_tile_ranges_kernel(
     Start,
     NFull,
     End,
+    Work,
     T,
     n_tiles,
     n_groups,
@@ -61,6 +70,7 @@ def query_tile_ranges_kernel(
     BLOCK_N: tl.constexpr,
     GROUP: tl.constexpr,
     STEPS: tl.constexpr,
+    COUNT_WORK: tl.constexpr,
 ):
     bh, row, tiles, ok, qc0, qc1, qb0, qb1 = _tile_edges(
         QComp, QBucket, T, n_tiles, n_groups, BLOCK=BLOCK_M, GROUP=GROUP
@@ -75,6 +85,8 @@ def query_tile_ranges_kernel(
     tl.store(Start + out, start, mask=ok)
     tl.store(NFull + out, n_full, mask=ok)
     tl.store(End + out, end, mask=ok)
+    if COUNT_WORK:
+        _count_work(Work, start, end, ok, BLOCK=BLOCK_N)
 
 
 @triton.jit
@@ -86,6 +98,7 @@ def key_tile_ranges_kernel(
     NDiag,
     NFull,
     End,
+    Work,
     T,
     n_tiles,
     n_groups,
@@ -93,6 +106,7 @@ def key_tile_ranges_kernel(
     BLOCK_N: tl.constexpr,
     GROUP: tl.constexpr,
     STEPS: tl.constexpr,
+    COUNT_WORK: tl.constexpr,
 ):
     bh, row, tiles, ok, kc0, kc1, kb0, kb1 = _tile_edges(
         KComp, KBucket, T, n_tiles, n_groups, BLOCK=BLOCK_N, GROUP=GROUP
@@ -109,3 +123,5 @@ def key_tile_ranges_kernel(
     tl.store(NDiag + out, n_diag, mask=ok)
     tl.store(NFull + out, n_full, mask=ok)
     tl.store(End + out, end, mask=ok)
+    if COUNT_WORK:
+        _count_work(Work, start, end, ok, BLOCK=BLOCK_M)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,23 +30,52 @@ class LaunchConfig:
 
 @dataclass(frozen=True)
 class RangeSplit:
-    """How far a tile's range may be cut into pieces run by separate programs.
+    """When a tile's range may be cut into pieces run by separate programs (PERF.md, v7).
 
-    Only small grids split: with few programs per SM, a handful of long ranges (the tiles
-    of a large bucket) would otherwise set the kernel's length alone (PERF.md, v7). A
-    launch of n tiles runs `pieces(n)` programs per tile; a range of r tiles is cut into
-    min(pieces, ceil(r / min_tiles)) pieces, so short ranges stay whole.
+    A range whose tiles set the kernel's length alone (the tiles of a large bucket; the
+    first key tiles of QK-sparse's kept rows, which every later kept query sees) is cut into
+    pieces whose partial results are merged afterwards. Two gates keep the cost (float32
+    partials, atomics, a merge pass, a zeroed buffer) where it pays:
+
+    * on the host, only small grids split: `pieces(n_tiles, seq_len)` programs per tile,
+      grown in powers of two while the grid stays within `target_programs`, and none below
+      `min_seq_len` rows (shorter ranges never dominate a launch);
+    * on the device, a range is cut only into pieces of at least
+      max(min_tiles, total range tiles / (slots_per_sm * SMs)) tiles: balanced launches
+      run whole, a range far longer than a fair share of the work is cut.
     """
 
     max_pieces: int = 1  # 1: never split
-    target_programs: int = 0  # grow the pieces (powers of two) while the grid stays below
-    min_tiles: int = 1  # no piece shorter than this many tiles of the range
+    target_programs: int = 0
+    min_tiles: int = 1
+    slots_per_sm: int = 8
+    min_seq_len: int = 0
 
-    def pieces(self, n_tiles: int) -> int:
+    def pieces(self, n_tiles: int, seq_len: int) -> int:
+        if seq_len < self.min_seq_len:
+            return 1
         pieces = 1
         while pieces * 2 <= self.max_pieces and n_tiles * pieces * 2 <= self.target_programs:
             pieces *= 2
         return pieces
+
+    def slots(self, device: torch.device) -> int:
+        """Fair shares of a launch's work: its total range length over this is the shortest
+        piece (capped to int32 for the kernels)."""
+        return min(self.slots_per_sm * _multiprocessors(device), 2**31 - 1)
+
+
+@functools.cache
+def _multiprocessor_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _multiprocessors(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1
+    return _multiprocessor_count(
+        device.index if device.index is not None else torch.cuda.current_device()
+    )
 
 
 NO_SPLIT = RangeSplit()
@@ -61,14 +91,20 @@ class KernelConfig:
     # target bounds that buffer: pieces * BH * n_tiles <= target, so at most
     # target * block_m * D * 4 bytes (256 MiB for 128-row tiles at D = 64). The backward's
     # pieces add into one (BH, T, D) buffer per gradient whatever their number.
-    fwd_split: RangeSplit = RangeSplit(max_pieces=8, target_programs=8192, min_tiles=8)
-    bwd_split: RangeSplit = RangeSplit(max_pieces=8, target_programs=16384, min_tiles=8)
+    fwd_split: RangeSplit = RangeSplit(
+        max_pieces=8, target_programs=8192, min_tiles=4, min_seq_len=8192
+    )
+    bwd_split: RangeSplit = RangeSplit(
+        max_pieces=8, target_programs=16384, min_tiles=4, min_seq_len=8192
+    )
 
 
-# Small tiles in the interpreter: tests with T <= 256 still cross many tiles, and split
-# ranges of two tiles or more, so every test runs the pieces and their merge as well as
-# whole ranges.
-_INTERPRETER_SPLIT = RangeSplit(max_pieces=4, target_programs=1 << 30, min_tiles=2)
+# Small tiles in the interpreter: tests with T <= 256 still cross many tiles, and cut
+# ranges of four tiles or more into pieces of two, so every test runs the pieces and their
+# merge as well as whole ranges.
+_INTERPRETER_SPLIT = RangeSplit(
+    max_pieces=4, target_programs=1 << 30, min_tiles=2, slots_per_sm=1 << 30
+)
 _INTERPRETER = KernelConfig(
     fwd=LaunchConfig(16, 16, 1, 1),
     dkdv=LaunchConfig(16, 16, 1, 1),

@@ -48,6 +48,7 @@ class QueryTileRanges:
     start: torch.Tensor  # (BH, n_tiles) int32: first key slot
     n_full: torch.Tensor  # (BH, n_tiles) int32: unmasked key tiles from `start`
     end: torch.Tensor  # (BH, n_tiles) int32: one past the last key slot
+    work: torch.Tensor | None = None  # (1,) int32: key tiles of all ranges, if counted
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class KeyTileRanges:
     n_diag: torch.Tensor  # (BH, n_tiles) int32: masked query tiles from `start`
     n_full: torch.Tensor  # (BH, n_tiles) int32: unmasked query tiles after those
     end: torch.Tensor  # (BH, n_tiles) int32: one past the last query slot
+    work: torch.Tensor | None = None  # (1,) int32: query tiles of all ranges, if counted
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,11 @@ def _search_steps(T: int) -> int:
     return max(1, (T + 1).bit_length())
 
 
-def query_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> QueryTileRanges:
+def query_tile_ranges(
+    plan: SparsityPlan, block_m: int, block_n: int, count_work: bool = False
+) -> QueryTileRanges:
+    """Each query tile's key range; `count_work` also sums the ranges' lengths on the device
+    (for split ranges), without a host read."""
     T = plan.seq_len
     BH = plan.queries.perm.shape[0]
     n_tiles = triton.cdiv(T, block_m)
@@ -275,6 +281,7 @@ def query_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> QueryTi
     start, n_full, end = (
         torch.empty((BH, n_tiles), dtype=torch.int32, device=device) for _ in range(3)
     )
+    work = torch.zeros(1, dtype=torch.int32, device=device) if count_work else None
     query_tile_ranges_kernel[(BH * n_groups,)](
         plan.queries.composite,
         plan.queries.bucket,
@@ -282,6 +289,7 @@ def query_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> QueryTi
         start,
         n_full,
         end,
+        start if work is None else work,
         T,
         n_tiles,
         n_groups,
@@ -289,11 +297,15 @@ def query_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> QueryTi
         BLOCK_N=block_n,
         GROUP=_RANGE_GROUP,
         STEPS=_search_steps(T),
+        COUNT_WORK=count_work,
     )
-    return QueryTileRanges(block_m, block_n, start, n_full, end)
+    return QueryTileRanges(block_m, block_n, start, n_full, end, work)
 
 
-def key_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> KeyTileRanges:
+def key_tile_ranges(
+    plan: SparsityPlan, block_m: int, block_n: int, count_work: bool = False
+) -> KeyTileRanges:
+    """Each key tile's query range; `count_work` as in `query_tile_ranges`."""
     T = plan.seq_len
     BH = plan.keys.perm.shape[0]
     n_tiles = triton.cdiv(T, block_n)
@@ -302,6 +314,7 @@ def key_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> KeyTileRa
     start, n_diag, n_full, end = (
         torch.empty((BH, n_tiles), dtype=torch.int32, device=device) for _ in range(4)
     )
+    work = torch.zeros(1, dtype=torch.int32, device=device) if count_work else None
     key_tile_ranges_kernel[(BH * n_groups,)](
         plan.keys.composite,
         plan.keys.bucket,
@@ -310,6 +323,7 @@ def key_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> KeyTileRa
         n_diag,
         n_full,
         end,
+        start if work is None else work,
         T,
         n_tiles,
         n_groups,
@@ -317,8 +331,9 @@ def key_tile_ranges(plan: SparsityPlan, block_m: int, block_n: int) -> KeyTileRa
         BLOCK_N=block_n,
         GROUP=_RANGE_GROUP,
         STEPS=_search_steps(T),
+        COUNT_WORK=count_work,
     )
-    return KeyTileRanges(block_m, block_n, start, n_diag, n_full, end)
+    return KeyTileRanges(block_m, block_n, start, n_diag, n_full, end, work)
 
 
 def density(plan: SparsityPlan) -> float:

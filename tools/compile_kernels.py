@@ -58,6 +58,7 @@ _POINTERS = {
     "Acc": "*fp32",
     "AccB": "*fp32",
     "perm": "*i32",
+    "Work": "*i32",
 }
 _FLOATS = {"qk_scale", "sm_scale"}
 
@@ -143,8 +144,11 @@ def _cases():
             yield f"{kernel.fn.__name__} ({label})", kernel, constexprs, pointers, {"num_warps": 4}
 
     for kernel in (_triton_plan.query_tile_ranges_kernel, _triton_plan.key_tile_ranges_kernel):
-        constexprs = {"BLOCK_M": 64, "BLOCK_N": 128, "GROUP": 128, "STEPS": 15}
-        yield kernel.fn.__name__, kernel, constexprs, _POINTERS, {}
+        for count_work in (False, True):
+            constexprs = {"BLOCK_M": 64, "BLOCK_N": 128, "GROUP": 128, "STEPS": 15}
+            constexprs["COUNT_WORK"] = count_work
+            label = f"{kernel.fn.__name__} (count_work={count_work})"
+            yield label, kernel, constexprs, _POINTERS, {}
 
 
 def main(argv: list[str] | None = None) -> int:

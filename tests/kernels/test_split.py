@@ -14,7 +14,14 @@ import pytest
 import torch
 
 from scfa_kernels import config
-from scfa_kernels.plan import hash_plan, key_tile_ranges_torch, qk_plan, query_tile_ranges_torch
+from scfa_kernels.plan import (
+    hash_plan,
+    key_tile_ranges,
+    key_tile_ranges_torch,
+    qk_plan,
+    query_tile_ranges,
+    query_tile_ranges_torch,
+)
 from scfa_kernels.testing import (
     Pattern,
     check_backward,
@@ -27,9 +34,9 @@ from scfa_kernels.testing import (
 pytestmark = pytest.mark.slow
 
 
-def _live_pieces(n_range: torch.Tensor, max_pieces: int, min_tiles: int) -> torch.Tensor:
+def _live_pieces(n_range: torch.Tensor, max_pieces: int, piece_tiles: int) -> torch.Tensor:
     """Mirror of `_triton_common.range_piece`: non-empty pieces of each range."""
-    n_pieces = torch.clamp((n_range + min_tiles - 1) // min_tiles, min=1, max=max_pieces)
+    n_pieces = torch.clamp(n_range // piece_tiles, min=1, max=max_pieces)
     per = torch.clamp((n_range + n_pieces - 1) // n_pieces, min=1)
     return (n_range + per - 1) // per
 
@@ -58,10 +65,15 @@ def _forced(device: str, dtype: torch.dtype, d: int, split: config.RangeSplit):
     return dataclasses.replace(base, fwd_split=split, bwd_split=split)
 
 
+def _always(max_pieces: int, min_tiles: int) -> config.RangeSplit:
+    """Split every range of at least 2 * min_tiles tiles, whatever the grid and the work."""
+    return config.RangeSplit(max_pieces, 1 << 30, min_tiles, slots_per_sm=1 << 30)
+
+
 SPLITS = {
-    "2 pieces": config.RangeSplit(max_pieces=2, target_programs=1 << 30, min_tiles=1),
-    "8 pieces": config.RangeSplit(max_pieces=8, target_programs=1 << 30, min_tiles=1),
-    "4 pieces of >= 3 tiles": config.RangeSplit(max_pieces=4, target_programs=1 << 30, min_tiles=3),
+    "2 pieces": _always(2, 1),
+    "8 pieces": _always(8, 1),
+    "4 pieces of >= 3 tiles": _always(4, 3),
 }
 
 
@@ -121,9 +133,31 @@ def test_split_and_whole_agree_on_stranded_rows(device):
     ("n_tiles", "expected"), [(1, 8), (1024, 8), (2048, 4), (4096, 2), (8192, 1), (10**6, 1)]
 )
 def test_pieces_grow_only_for_small_grids(n_tiles, expected):
-    split = config.RangeSplit(max_pieces=8, target_programs=8192, min_tiles=8)
-    assert split.pieces(n_tiles) == expected
-    assert config.NO_SPLIT.pieces(n_tiles) == 1
+    split = config.RangeSplit(max_pieces=8, target_programs=8192, min_tiles=8, min_seq_len=8192)
+    assert split.pieces(n_tiles, 16384) == expected
+    assert split.pieces(n_tiles, 4096) == 1  # short sequences never split
+    assert config.NO_SPLIT.pieces(n_tiles, 16384) == 1
+
+
+@pytest.mark.parametrize("pattern_name", ["one bucket", "2 buckets", "qk drop 0.3"])
+def test_range_kernels_count_the_work(device, pattern_name):
+    """The total range length the kernels size pieces from (`piece_length`) is the sum of
+    the tile ranges' lengths, for query tiles (key ranges) and key tiles (query ranges)."""
+    b, t, h = 2, 150, 3
+    pattern = _patterns(device, b, t, h)[pattern_name]
+    if pattern.kind == "hash":
+        plan = hash_plan(pattern.a, pattern.c, int(max(pattern.a.max(), pattern.c.max())) + 1)
+    else:
+        plan = qk_plan(pattern.a, pattern.c)
+    for bm, bn in ((16, 32), (32, 16)):
+        for counted, reference, block in (
+            (query_tile_ranges(plan, bm, bn, count_work=True), query_tile_ranges_torch, bn),
+            (key_tile_ranges(plan, bm, bn, count_work=True), key_tile_ranges_torch, bm),
+        ):
+            r = reference(plan, bm, bn)
+            tiles = (torch.clamp(r.end.long() - r.start.long(), min=0) + block - 1) // block
+            assert counted.work is not None
+            assert int(counted.work.item()) == int(tiles.sum()) > 0
 
 
 @pytest.mark.parametrize(
@@ -134,11 +168,14 @@ def test_pieces_grow_only_for_small_grids(n_tiles, expected):
         (4, 4, 1, 4),
         (9, 4, 1, 3),
         (9, 4, 3, 3),
-        (5, 4, 3, 2),
+        (5, 4, 3, 1),
+        (6, 4, 3, 2),
         (100, 8, 8, 8),
+        (100, 8, 40, 2),
     ],
 )
 def test_piece_arithmetic(n_range, max_pieces, min_tiles, live):
-    """ceil(r / per) pieces of per tiles cover the range: 9 tiles in 4 pieces are 3 of 3."""
+    """ceil(r / per) pieces of per tiles cover the range: 9 tiles in 4 pieces are 3 of 3;
+    no piece is shorter than piece_tiles, so 5 tiles in pieces of >= 3 stay whole."""
     got = _live_pieces(torch.tensor([n_range]), max_pieces, min_tiles)
     assert int(got) == live
