@@ -3,11 +3,13 @@ out-of-range bucket ids, the checking mode, and (GPU only) sync-free calls and C
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
 
-from scfa_kernels import hash_sparse_attention, ops, qk_sparse_attention
+from scfa_kernels import config, hash_sparse_attention, ops, qk_sparse_attention
 from scfa_kernels.testing import (
     check_backward,
     check_forward,
@@ -199,8 +201,24 @@ def test_checking_mode_raises_on_out_of_range_ids(device, monkeypatch):
 # ---------------------------------------------------------------- GPU only
 
 
+# Forced: every range of two tiles or more cut into pieces (float32 atomics, merge passes),
+# which the default leaves to long sequences on small grids.
+SPLITS = {"default": None, "forced": config.RangeSplit(8, 1 << 30, 1, slots_per_sm=1 << 30)}
+
+
+def _split(name: str):
+    split = SPLITS[name]
+    return config.override_split(split) if split is not None else contextlib.nullcontext()
+
+
 @needs_cuda
-def test_no_sync_on_cuda_fwd_and_bwd():
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_no_sync_on_cuda_fwd_and_bwd(split):
+    with _split(split):
+        _no_sync_fwd_and_bwd()
+
+
+def _no_sync_fwd_and_bwd():
     q, k, v = _leaves(*make_qkv(2, 1024, 4, 64, torch.bfloat16, "cuda", seed=9))
     hashes = random_hash(2, 1024, 4, 8, "cuda", seed=9, given=True)
     keeps = random_keep(2, 1024, 4, 0.5, "cuda", seed=9)
@@ -222,8 +240,14 @@ def test_no_sync_on_cuda_fwd_and_bwd():
 
 
 @needs_cuda
+@pytest.mark.parametrize("split", list(SPLITS))
 @pytest.mark.parametrize("kind", ["hash", "qk"])
-def test_cuda_graph_capture_and_replay_fwd_bwd(kind):
+def test_cuda_graph_capture_and_replay_fwd_bwd(kind, split):
+    with _split(split):
+        _capture_and_replay(kind, exact_grads=split == "default")
+
+
+def _capture_and_replay(kind: str, exact_grads: bool) -> None:
     shape = (2, 512, 4, 64)
     static = _leaves(*make_qkv(*shape, torch.bfloat16, "cuda", seed=10))
     if kind == "hash":
@@ -264,4 +288,7 @@ def test_cuda_graph_capture_and_replay_fwd_bwd(kind):
     want.backward(static_do)
     torch.testing.assert_close(static_out, want, rtol=0, atol=0)
     for x, y in zip(static, eager, strict=True):
-        torch.testing.assert_close(x.grad, y.grad, rtol=0, atol=0)
+        if exact_grads:
+            torch.testing.assert_close(x.grad, y.grad, rtol=0, atol=0)
+        else:  # pieces add in float32 atomics, in no fixed order
+            torch.testing.assert_close(x.grad, y.grad, rtol=2e-2, atol=2e-2)
