@@ -48,11 +48,12 @@ def forward(
     launch = cfg.fwd
     n_tiles = triton.cdiv(T, launch.block_m)
     pieces = cfg.fwd_split.pieces(BH * n_tiles, T)
-    ranges = query_tile_ranges(plan, launch.block_m, launch.block_n, count_work=pieces > 1)
+    work = torch.zeros(1, dtype=torch.int32, device=q.device) if pieces > 1 else None
+    ranges = query_tile_ranges(plan, launch.block_m, launch.block_n, work)
     out = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((BH, T), dtype=torch.float32, device=q.device)
     split = {"MAX_PIECES": pieces, "MIN_TILES": cfg.fwd_split.min_tiles}
-    work = ranges.work if ranges.work is not None else lse  # never read when not split
+    work = work if work is not None else lse  # never read when not split
     n_slots = cfg.fwd_split.slots(q.device)
     # Partial outputs of split tiles, written and read only where a range was split.
     if pieces > 1:
@@ -123,19 +124,29 @@ def backward(
 
     n_key_tiles = triton.cdiv(T, cfg.dkdv.block_n)
     n_query_tiles = triton.cdiv(T, cfg.dq.block_m)
-    dkdv_pieces = cfg.bwd_split.pieces(BH * n_key_tiles, T)
-    dq_pieces = cfg.bwd_split.pieces(BH * n_query_tiles, T)
-    kr = key_tile_ranges(plan, cfg.dkdv.block_m, cfg.dkdv.block_n, count_work=dkdv_pieces > 1)
-    qr = query_tile_ranges(plan, cfg.dq.block_m, cfg.dq.block_n, count_work=dq_pieces > 1)
-    n_slots = cfg.bwd_split.slots(q.device)
-    # Split tiles add their float32 gradients here (in sorted order): dK, dV, dQ.
+    dkdv_pieces = cfg.dkdv_split.pieces(BH * n_key_tiles, T)
+    dq_pieces = cfg.dq_split.pieces(BH * n_query_tiles, T)
+    # Split tiles add their float32 gradients here (in sorted order): dK, dV, dQ; and the
+    # range kernels count the work of split launches in the two int32 words after them.
+    # One zeroed buffer: a single fill for all of it.
     n_acc = 2 * (dkdv_pieces > 1) + (dq_pieces > 1)
-    acc = torch.zeros((n_acc, BH * T, D), dtype=torch.float32, device=q.device) if n_acc else delta
-    dk_acc, dv_acc = (acc[0], acc[1]) if dkdv_pieces > 1 else (delta, delta)
-    dq_acc = acc[n_acc - 1] if dq_pieces > 1 else delta
+    dk_acc = dv_acc = dq_acc = delta  # placeholders, never touched by unsplit launches
+    kr_work = qr_work = None
+    if n_acc:
+        size = n_acc * BH * T * D
+        zeroed = torch.zeros(size + 2, dtype=torch.float32, device=q.device)
+        acc = zeroed[:size].view(n_acc, BH * T, D)
+        counters = zeroed[size:].view(torch.int32)
+        if dkdv_pieces > 1:
+            dk_acc, dv_acc, kr_work = acc[0], acc[1], counters[0:1]
+        if dq_pieces > 1:
+            dq_acc, qr_work = acc[n_acc - 1], counters[1:2]
+    kr = key_tile_ranges(plan, cfg.dkdv.block_m, cfg.dkdv.block_n, kr_work)
+    qr = query_tile_ranges(plan, cfg.dq.block_m, cfg.dq.block_n, qr_work)
 
     launch = cfg.dkdv
-    split = {"MAX_PIECES": dkdv_pieces, "MIN_TILES": cfg.bwd_split.min_tiles}
+    split = {"MAX_PIECES": dkdv_pieces, "MIN_TILES": cfg.dkdv_split.min_tiles}
+    n_slots = cfg.dkdv_split.slots(q.device)
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride())
     sparse_attention_bwd_dkdv_kernel[(dkdv_pieces * BH * n_key_tiles,)](
         *(
@@ -149,7 +160,7 @@ def backward(
             delta,
             dk_acc,
             dv_acc,
-            kr.work if kr.work is not None else delta,
+            delta if kr.work is None else kr.work,
         ),
         *rows,
         *(kr.start, kr.n_diag, kr.n_full, kr.end),
@@ -176,10 +187,11 @@ def backward(
         )
 
     launch = cfg.dq
-    split = {"MAX_PIECES": dq_pieces, "MIN_TILES": cfg.bwd_split.min_tiles}
+    split = {"MAX_PIECES": dq_pieces, "MIN_TILES": cfg.dq_split.min_tiles}
+    n_slots = cfg.dq_split.slots(q.device)
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride())
     sparse_attention_bwd_dq_kernel[(dq_pieces * BH * n_query_tiles,)](
-        *(q, k, v, do, dq, lse, delta, dq_acc, qr.work if qr.work is not None else delta),
+        *(q, k, v, do, dq, lse, delta, dq_acc, delta if qr.work is None else qr.work),
         *rows,
         *(qr.start, qr.n_full, qr.end),
         *strides,

@@ -1,4 +1,6 @@
-"""Public entry points: host-side checks, then the `scfa` custom operators (`ops.py`).
+"""Public entry points: host-side checks, then the kernels: through the `scfa` custom
+operators (`ops.py`) when `torch.compile` traces the call, through a plain autograd function
+(the same kernels, less host time per call) when it runs eagerly.
 
 Bucket ids and `n_buckets`: with `n_buckets` given, nothing reads the ids on the host, so a
 call never waits for the GPU (torch.compile: no graph break; CUDA graphs: capturable). Ids
@@ -44,7 +46,9 @@ def hash_sparse_attention(
         n_buckets = validation.check_n_buckets(n_buckets)
         if validation.bucket_checks_requested() if check_ids is None else check_ids:
             validation.check_ids_in_range(q_hash, k_hash, n_buckets)
-    return ops.hash_sparse_attention_op(q, k, v, q_hash, k_hash, scale, n_buckets)[0]
+    if torch.compiler.is_compiling():
+        return ops.hash_sparse_attention_op(q, k, v, q_hash, k_hash, scale, n_buckets)[0]
+    return ops.hash_sparse_attention_eager(q, k, v, q_hash, k_hash, scale, n_buckets)
 
 
 def qk_sparse_attention(
@@ -63,7 +67,9 @@ def qk_sparse_attention(
     B, T, H, D = validation.check_qkv(q, k, v)
     validation.check_keeps(q_keep, k_keep, B, T, H, q.device)
     scale = validation.resolve_scale(sm_scale, D)
-    return ops.qk_sparse_attention_op(q, k, v, q_keep, k_keep, scale)[0]
+    if torch.compiler.is_compiling():
+        return ops.qk_sparse_attention_op(q, k, v, q_keep, k_keep, scale)[0]
+    return ops.qk_sparse_attention_eager(q, k, v, q_keep, k_keep, scale)
 
 
 __all__ = ["hash_sparse_attention", "qk_sparse_attention"]

@@ -94,7 +94,10 @@ class KernelConfig:
     fwd_split: RangeSplit = RangeSplit(
         max_pieces=8, target_programs=8192, min_tiles=4, min_seq_len=8192
     )
-    bwd_split: RangeSplit = RangeSplit(
+    dkdv_split: RangeSplit = RangeSplit(
+        max_pieces=8, target_programs=16384, min_tiles=4, min_seq_len=8192
+    )
+    dq_split: RangeSplit = RangeSplit(
         max_pieces=8, target_programs=16384, min_tiles=4, min_seq_len=8192
     )
 
@@ -111,7 +114,8 @@ _INTERPRETER = KernelConfig(
     dq=LaunchConfig(16, 16, 1, 1),
     delta_block_m=16,
     fwd_split=_INTERPRETER_SPLIT,
-    bwd_split=_INTERPRETER_SPLIT,
+    dkdv_split=_INTERPRETER_SPLIT,
+    dq_split=_INTERPRETER_SPLIT,
 )
 
 # Measured on an H100 (PERF.md, v2 and v3 sweeps at T=16384): large buckets (and QK-sparse, whose
@@ -145,7 +149,7 @@ _CUDA_FLOAT32 = KernelConfig(
 )
 
 _override: KernelConfig | None = None
-_split_override: RangeSplit | None = None
+_split_override: dict[str, RangeSplit] = {}
 
 
 def select(
@@ -153,8 +157,8 @@ def select(
 ) -> KernelConfig:
     """Launch configuration; `mean_bucket_rows` = T / number of buckets (T for QK-sparse)."""
     chosen = _select(device, dtype, head_dim, mean_bucket_rows)
-    if _split_override is not None:
-        chosen = dataclasses.replace(chosen, fwd_split=_split_override, bwd_split=_split_override)
+    if _split_override:
+        chosen = dataclasses.replace(chosen, **_split_override)
     return chosen
 
 
@@ -188,11 +192,20 @@ def override(config: KernelConfig) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def override_split(split: RangeSplit) -> Iterator[None]:
-    """Cut ranges by `split` in every launch inside the block, whatever the tiles (probes
-    that time the kernels with and without pieces, tests of either path)."""
+def override_split(
+    split: RangeSplit | None = None,
+    *,
+    fwd: RangeSplit | None = None,
+    dkdv: RangeSplit | None = None,
+    dq: RangeSplit | None = None,
+) -> Iterator[None]:
+    """Cut ranges by `split` (or per kernel: `fwd`, `dkdv`, `dq`) in every launch inside the
+    block, whatever the tiles (probes that time the kernels with and without pieces, tests
+    of either path)."""
     global _split_override
-    previous, _split_override = _split_override, split
+    chosen = {"fwd": fwd or split, "dkdv": dkdv or split, "dq": dq or split}
+    previous = _split_override
+    _split_override = {f"{k}_split": v for k, v in chosen.items() if v is not None}
     try:
         yield
     finally:

@@ -145,3 +145,49 @@ def _backward_qk(ctx, do, *_unused_grads):
 
 hash_sparse_attention_op.register_autograd(_backward, setup_context=_setup_hash)
 qk_sparse_attention_op.register_autograd(_backward_qk, setup_context=_setup_qk)
+
+
+class _EagerSparseAttention(torch.autograd.Function):
+    """The operators' computation without their dispatch, for eager calls.
+
+    A custom operator's Python dispatch (default filling, autograd and backend redispatch,
+    the dynamo-disable wrapper) costs about as much host time as the kernels' GPU time at
+    small batch x heads (PERF.md, v6). Eager calls take this path; calls traced by
+    `torch.compile` keep the operators, which the compiler sees as opaque nodes.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, perm, bucket, composite, sm_scale, n_buckets):
+        plan = SparsityPlan(perm=perm, bucket=bucket, composite=composite)
+        out, lse, *_plan = _forward(q, k, v, plan, sm_scale, n_buckets)
+        ctx.save_for_backward(q, k, v, out, lse, perm, bucket, composite)
+        ctx.sm_scale = sm_scale
+        ctx.n_buckets = n_buckets
+        return out
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, out, lse, perm, bucket, composite = ctx.saved_tensors
+        T, D = q.shape[1], q.shape[-1]
+        cfg = _config.select(q.device, q.dtype, D, mean_bucket_rows(T, ctx.n_buckets))
+        plan = SparsityPlan(perm=perm, bucket=bucket, composite=composite)
+        dq, dk, dv = _launch.backward(do, q, k, v, out, lse, plan, ctx.sm_scale, cfg)
+        return dq, dk, dv, None, None, None, None, None
+
+
+def hash_sparse_attention_eager(
+    q: Tensor, k: Tensor, v: Tensor, q_hash: Tensor, k_hash: Tensor, sm_scale: float, n_buckets: int
+) -> Tensor:
+    """`hash_sparse_attention_op(...)[0]` for eager calls (same kernels, same result)."""
+    plan = hash_plan(q_hash, k_hash, n_buckets)
+    return _EagerSparseAttention.apply(
+        q, k, v, plan.perm, plan.bucket, plan.composite, sm_scale, n_buckets
+    )
+
+
+def qk_sparse_attention_eager(
+    q: Tensor, k: Tensor, v: Tensor, q_keep: Tensor, k_keep: Tensor, sm_scale: float
+) -> Tensor:
+    """`qk_sparse_attention_op(...)[0]` for eager calls (same kernels, same result)."""
+    plan = qk_plan(q_keep, k_keep)
+    return _EagerSparseAttention.apply(q, k, v, plan.perm, plan.bucket, plan.composite, sm_scale, 1)

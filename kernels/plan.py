@@ -269,10 +269,10 @@ def _search_steps(T: int) -> int:
 
 
 def query_tile_ranges(
-    plan: SparsityPlan, block_m: int, block_n: int, count_work: bool = False
+    plan: SparsityPlan, block_m: int, block_n: int, work: torch.Tensor | None = None
 ) -> QueryTileRanges:
-    """Each query tile's key range; `count_work` also sums the ranges' lengths on the device
-    (for split ranges), without a host read."""
+    """Each query tile's key range. With `work` (a zeroed int32 element on the device), also
+    adds up the ranges' lengths in key tiles there (for split ranges), without a host read."""
     T = plan.seq_len
     BH = plan.queries.perm.shape[0]
     n_tiles = triton.cdiv(T, block_m)
@@ -281,7 +281,6 @@ def query_tile_ranges(
     start, n_full, end = (
         torch.empty((BH, n_tiles), dtype=torch.int32, device=device) for _ in range(3)
     )
-    work = torch.zeros(1, dtype=torch.int32, device=device) if count_work else None
     query_tile_ranges_kernel[(BH * n_groups,)](
         plan.queries.composite,
         plan.queries.bucket,
@@ -297,15 +296,15 @@ def query_tile_ranges(
         BLOCK_N=block_n,
         GROUP=_RANGE_GROUP,
         STEPS=_search_steps(T),
-        COUNT_WORK=count_work,
+        COUNT_WORK=work is not None,
     )
     return QueryTileRanges(block_m, block_n, start, n_full, end, work)
 
 
 def key_tile_ranges(
-    plan: SparsityPlan, block_m: int, block_n: int, count_work: bool = False
+    plan: SparsityPlan, block_m: int, block_n: int, work: torch.Tensor | None = None
 ) -> KeyTileRanges:
-    """Each key tile's query range; `count_work` as in `query_tile_ranges`."""
+    """Each key tile's query range; `work` as in `query_tile_ranges`, in query tiles."""
     T = plan.seq_len
     BH = plan.keys.perm.shape[0]
     n_tiles = triton.cdiv(T, block_n)
@@ -314,7 +313,6 @@ def key_tile_ranges(
     start, n_diag, n_full, end = (
         torch.empty((BH, n_tiles), dtype=torch.int32, device=device) for _ in range(4)
     )
-    work = torch.zeros(1, dtype=torch.int32, device=device) if count_work else None
     key_tile_ranges_kernel[(BH * n_groups,)](
         plan.keys.composite,
         plan.keys.bucket,
@@ -331,7 +329,7 @@ def key_tile_ranges(
         BLOCK_N=block_n,
         GROUP=_RANGE_GROUP,
         STEPS=_search_steps(T),
-        COUNT_WORK=count_work,
+        COUNT_WORK=work is not None,
     )
     return KeyTileRanges(block_m, block_n, start, n_diag, n_full, end, work)
 

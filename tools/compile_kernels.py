@@ -91,7 +91,8 @@ def _cases():
         for name in ("Q", "K", "V", "Out", "dOut", "dQ", "dK", "dV", "Dst", "DstB"):
             pointers[name] = ptr
         # Whole ranges (large grids) and ranges cut into pieces (small grids).
-        for split in dict.fromkeys((config.NO_SPLIT, cfg.fwd_split, cfg.bwd_split)):
+        splits = (config.NO_SPLIT, cfg.fwd_split, cfg.dkdv_split, cfg.dq_split)
+        for split in dict.fromkeys(splits):
             pieces = {"MAX_PIECES": split.max_pieces, "MIN_TILES": split.min_tiles}
             tag = f"{label}, {split.max_pieces} pieces"
             for kernel, launch in (

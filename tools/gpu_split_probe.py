@@ -16,8 +16,10 @@ Writes DIR/split_probe.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,24 +28,24 @@ import triton
 from gpu_small_batch_probe import profile_call  # this folder is on sys.path when run
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from scfa_bench.e2e.kernel_share import profile_kernels, split_kernel_times
+from scfa_bench.e2e.kernel_share import is_attention_kernel, profile_kernels, split_kernel_times
 from scfa_bench.e2e.model import GPT2_SMALL
 from scfa_bench.e2e.step import StepConfig, build_step
 from scfa_kernels import config as kcfg
 from scfa_kernels import hash_sparse_attention, qk_sparse_attention
 
 D = 64
-MODES = {"split": None, "whole": kcfg.NO_SPLIT}
+# Each mode: the overrides of `config.override_split` (none: the configuration's default).
+MODES = {
+    "split": {},
+    "whole": {"split": kcfg.NO_SPLIT},
+    "dkdv only": {"fwd": kcfg.NO_SPLIT, "dq": kcfg.NO_SPLIT},
+}
 # (label, B, H, T, pattern): pattern is ("hash", nb, share of bucket 0 or None) or ("qk", drop).
 KERNEL_POINTS = (
     ("1x12 nb=8", 1, 12, 16384, ("hash", 8, None)),
     ("1x12 nb=32", 1, 12, 16384, ("hash", 32, None)),
-    ("1x12 nb=8 skewed 60%", 1, 12, 16384, ("hash", 8, 0.6)),
     ("1x12 qk p=0.8", 1, 12, 16384, ("qk", 0.8)),
-    ("4x48 nb=8", 4, 48, 16384, ("hash", 8, None)),
-    ("4x16 T=4096 nb=8", 4, 16, 4096, ("hash", 8, None)),
-    ("4x16 T=4096 nb=32", 4, 16, 4096, ("hash", 32, None)),
-    ("4x16 T=4096 qk p=0.5", 4, 16, 4096, ("qk", 0.5)),
 )
 MODEL_POINTS = (
     ("sdpa_cudnn", {}),
@@ -54,16 +56,7 @@ MODEL_POINTS = (
 
 
 def _split(mode: str):
-    split = MODES[mode]
-    return kcfg.override_split(split) if split is not None else _nothing()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    return kcfg.override_split(**MODES[mode]) if MODES[mode] else contextlib.nullcontext()
 
 
 def _ids(B: int, T: int, H: int, nb: int, skew: float | None, g: torch.Generator) -> torch.Tensor:
@@ -132,13 +125,19 @@ def _model_point(impl: str, axes: dict, seq_len: int, mode: str) -> dict:
             end.record()
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end))
-        share = split_kernel_times(profile_kernels(step.run, 3), 3)
+        kernels = profile_kernels(step.run, 3)
     del step
     torch.cuda.empty_cache()
+    share = split_kernel_times(kernels, 3)
+    per_name: dict[str, float] = defaultdict(float)
+    for name, us in kernels:
+        if is_attention_kernel(name):
+            per_name[name[:50]] += us / 1e3 / 3
     return {
         "step_ms_median": statistics.median(times),
         "attention_gpu_ms": share.attention_ms,
         "total_gpu_ms": share.total_ms,
+        "attention_kernels_ms": dict(sorted(per_name.items(), key=lambda kv: -kv[1])[:6]),
     }
 
 
