@@ -9,7 +9,7 @@ import pandas as pd
 
 from scfa_bench.analysis import plot_plan
 
-_HEADER = ("impl", "point", "T", "B", "ms median [q20, q80]", "tokens/s", "peak MiB")
+_HEADER = ("impl", "point", "T", "B", "ms median [q20, q80]", "GPU ms", "tokens/s", "peak MiB")
 _HEADER += ("attention share", "speedup")
 
 
@@ -24,6 +24,8 @@ def model_steps_section(frame: pd.DataFrame, baseline: str | None) -> str:
         "One training step per row (forward, loss, backward; `step+adamw` also the AdamW "
         "update). Attention share: GPU time of attention and bucketing kernels over all GPU "
         "time in the profiled steps (`scfa_bench.e2e.kernel_share`; empty on the CPU). "
+        "GPU ms: the GPU time of all kernels per step in those profiled steps; where the step "
+        "takes clearly longer, the host (Python, dispatch, launches) sets its pace. "
         f"Speedup over `{baseline or 'n/a'}` compiled the same way.",
     ]
     for group in plot_plan.shape_groups(model_rows):
@@ -43,6 +45,7 @@ def _table(rows: pd.DataFrame) -> str:
         else:
             cells += [
                 f"{row['ms_median']:.4g} [{row['ms_q20']:.4g}, {row['ms_q80']:.4g}]",
+                _number(row.get("gpu_ms"), "{:.4g}"),
                 _number(row["tokens_per_s"], "{:,.0f}"),
                 _number(row["peak_mem_mib"], "{:,.0f}"),
                 _number(row["attention_share"], "{:.0%}"),

@@ -3,7 +3,10 @@
 `measure_step` never raises for a point: bad settings, an implementation that cannot run
 here, running out of memory and any other failure come back as the status of a
 `StepMeasurement`. Times come from CUDA events around back-to-back steps on a GPU (the host
-launching ahead as in training), from the wall clock on the CPU.
+launching ahead as in training), from the wall clock on the CPU. On a GPU the profiled steps
+also give the GPU time of all kernels per step (`gpu_ms`): a step whose time exceeds it by much
+is paced by the host (Python and launch costs), not by its kernels. NVML telemetry is sampled
+while the timed steps run.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch import Tensor
 from scfa_bench.e2e.attention import AttentionUnavailable
 from scfa_bench.e2e.kernel_share import profile_kernels, split_kernel_times
 from scfa_bench.e2e.step import SETTINGS_ERRORS, StepConfig, StepConfigError, build_step
+from scfa_bench.measure.telemetry import TelemetrySampler, TelemetrySummary
 
 QUANTILES = (0.5, 0.2, 0.8)
 MIB = 1024 * 1024
@@ -52,9 +56,11 @@ class StepMeasurement:
     peak_mem_mib: float | None = None
     attention_ms: float | None = None  # GPU time of attention kernels per step
     attention_share: float | None = None  # attention_ms / GPU time of all kernels per step
+    gpu_ms: float | None = None  # GPU time of all kernels per step (profiled steps)
     loss: float | None = None  # of the last timed step
     n_params: int | None = None
     timer: str = ""  # cuda_event | wall_clock
+    telemetry: TelemetrySummary | None = None  # NVML, sampled during the timed steps
 
 
 def _quantiles(samples: list[float]) -> tuple[float, float, float]:
@@ -119,13 +125,14 @@ def _measure(config: StepConfig, settings: MeasureSettings) -> StepMeasurement:
     for _ in range(settings.warmup_steps):
         step.run()
     peak = _peak_mib(step.run, device)
-    samples, last_loss = _time_steps(step.run, settings.timed_steps, device)
+    with TelemetrySampler.for_current_device(device) as sampler:
+        samples, last_loss = _time_steps(step.run, settings.timed_steps, device)
     median, q20, q80 = _quantiles(samples)
-    attention_ms = share = None
+    attention_ms = share = gpu_ms = None
     if device == "cuda" and settings.profile_steps:
         kernels = profile_kernels(step.run, settings.profile_steps)
         times = split_kernel_times(kernels, settings.profile_steps)
-        attention_ms, share = times.attention_ms, times.attention_share
+        attention_ms, share, gpu_ms = times.attention_ms, times.attention_share, times.total_ms
     loss = float(last_loss)
     if not torch.isfinite(torch.tensor(loss)):
         return StepMeasurement(status="error", error=f"the loss is not finite ({loss})")
@@ -138,9 +145,11 @@ def _measure(config: StepConfig, settings: MeasureSettings) -> StepMeasurement:
         peak_mem_mib=peak,
         attention_ms=attention_ms,
         attention_share=share,
+        gpu_ms=gpu_ms,
         loss=loss,
         n_params=step.n_params,
         timer="cuda_event" if device == "cuda" else "wall_clock",
+        telemetry=sampler.summary(),
     )
 
 

@@ -70,4 +70,6 @@ def as_mode_measurement(mode: str, step: StepMeasurement, device: str) -> ModeMe
         tokens_per_s=step.tokens_per_s,
         attention_ms=step.attention_ms,
         attention_share=step.attention_share,
+        gpu_ms=step.gpu_ms,
+        telemetry=step.telemetry,
     )

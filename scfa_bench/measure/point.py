@@ -53,6 +53,7 @@ class ModeMeasurement:
     tokens_per_s: float | None = None
     attention_ms: float | None = None
     attention_share: float | None = None
+    gpu_ms: float | None = None  # GPU time of all kernels per step
     impl_kind: str = ""
     approx_rel_err: float | None = None
     telemetry: TelemetrySummary | None = None

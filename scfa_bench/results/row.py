@@ -42,6 +42,8 @@ class ResultRow:
     nvml_mem_mib: float | None = None
     attention_ms: float | None = None
     attention_share: float | None = None
+    # model suites: GPU time of all kernels per step; ms_median above it is host-paced time
+    gpu_ms: float | None = None
     check_rel_err: float | None = None
     status: str = "ok"
     error: str = ""

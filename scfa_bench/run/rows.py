@@ -30,6 +30,7 @@ def measured_row(base: ResultRow, measured: ModeMeasurement) -> ResultRow:
         tokens_per_s=measured.tokens_per_s,
         attention_ms=measured.attention_ms,
         attention_share=measured.attention_share,
+        gpu_ms=measured.gpu_ms,
         impl_kind=measured.impl_kind,
         approx_rel_err=measured.approx_rel_err,
         **telemetry_cells(measured.telemetry),

@@ -76,7 +76,7 @@ def test_report_has_a_model_steps_table(model_report) -> None:
     _, text = model_report
     assert "## Model steps" in text
     assert f"### {GPT2_SMALL_LABEL} bf16, compiled, step" in text
-    header = "| impl | point | T | B | ms median [q20, q80] | tokens/s | peak MiB |"
+    header = "| impl | point | T | B | ms median [q20, q80] | GPU ms | tokens/s | peak MiB |"
     assert header in text
     rows = {(r["impl"], r["seq_len"], r["compile"]): r for r in model_rows()}
     eager_hash = rows[("scfa_hash", 16384, "false")]
@@ -84,6 +84,7 @@ def test_report_has_a_model_steps_table(model_report) -> None:
     # The eager table comes first; its line for the hash row carries share and speedup.
     prefix = "| scfa_hash | nb=8 | 16384 | 1 |"
     line = next(ln for ln in text.splitlines() if ln.startswith(prefix))
+    assert f"| {eager_hash['gpu_ms']:.4g} |" in line
     assert line.endswith(
         f"| {eager_hash['attention_share']:.0%} "
         f"| {eager_base['ms_median'] / eager_hash['ms_median']:.2f}x |"

@@ -40,8 +40,11 @@ def test_measurement_on_the_cpu_has_sane_fields() -> None:
     # token (64x32) and position (64x32) tables, final LN; the head is tied.
     block = (32 * 96 + 96) + (32 * 32 + 32) + (32 * 128 + 128) + (128 * 32 + 32) + 2 * 64
     assert result.n_params == 2 * block + 64 * 32 + 64 * 32 + 64
-    # No CUDA: no allocator peak and no kernel profile.
+    # No CUDA: no allocator peak, no kernel profile, no NVML samples (the summary says why).
     assert result.peak_mem_mib is None and result.attention_share is None
+    assert result.gpu_ms is None
+    assert result.telemetry is not None and result.telemetry.samples == 0
+    assert result.telemetry.note
 
 
 def test_the_optimizer_step_changes_the_weights() -> None:

@@ -39,10 +39,10 @@ def test_rows_differing_only_in_compile_have_different_keys() -> None:
 def test_files_without_the_model_columns_still_read(tmp_path: Path) -> None:
     """Results written before model suites existed: the new columns read as blanks."""
     legacy = [c for c in COLUMNS if c not in (*OPTIONAL_KEY_COLUMNS, "tokens_per_s")]
-    legacy = [c for c in legacy if c not in ("attention_ms", "attention_share")]
+    legacy = [c for c in legacy if c not in ("attention_ms", "attention_share", "gpu_ms")]
     path = write_results(tmp_path / "old.csv", [make_row()], columns=legacy)
     (row,) = read_results(path).rows
-    assert (row.model, row.compile, row.tokens_per_s) == ("", None, None)
+    assert (row.model, row.compile, row.tokens_per_s, row.gpu_ms) == ("", None, None, None)
 
 
 def test_a_bad_compile_cell_is_named(tmp_path: Path) -> None:

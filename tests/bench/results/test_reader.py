@@ -77,8 +77,8 @@ def test_loader_expects_the_shared_column_order() -> None:
         "suite, impl, mode, batch, heads, head_dim, seq_len, n_buckets, drop_rate, dtype, "
         "model, compile, ms_median, ms_q20, ms_q80, tflops_dense_equiv, tflops_effective, "
         "density, speedup, tokens_per_s, peak_mem_mib, nvml_mem_mib, attention_ms, "
-        "attention_share, check_rel_err, status, error, timer, baseline, warmup_ms, rep_ms, "
-        "device, impl_kind, approx_rel_err, fraction_of_limit, sm_mhz_min, sm_mhz_median, "
+        "attention_share, gpu_ms, check_rel_err, status, error, timer, baseline, warmup_ms, "
+        "rep_ms, device, impl_kind, approx_rel_err, fraction_of_limit, sm_mhz_min, sm_mhz_median, "
         "mem_mhz_median, temp_c_max, power_w_max, throttle_reasons, throttled, stage_ms, "
         "gpu_idle_ms, wall_s"
     )
