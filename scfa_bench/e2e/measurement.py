@@ -5,16 +5,18 @@ here, running out of memory and any other failure come back as the status of a
 `StepMeasurement`. Times come from CUDA events around back-to-back steps on a GPU (the host
 launching ahead as in training), from the wall clock on the CPU. On a GPU the profiled steps
 also give the GPU time of all kernels per step (`gpu_ms`): a step whose time exceeds it by much
-is paced by the host (Python and launch costs), not by its kernels. NVML telemetry is sampled
-while the timed steps run.
+is paced by the host (Python and launch costs), not by its kernels. A caller may pass a
+telemetry sampler (`scfa_bench.measure.telemetry`) to run around the timed steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,7 +24,6 @@ from torch import Tensor
 from scfa_bench.e2e.attention import AttentionUnavailable
 from scfa_bench.e2e.kernel_share import profile_kernels, split_kernel_times
 from scfa_bench.e2e.step import SETTINGS_ERRORS, StepConfig, StepConfigError, build_step
-from scfa_bench.measure.telemetry import TelemetrySampler, TelemetrySummary
 
 QUANTILES = (0.5, 0.2, 0.8)
 MIB = 1024 * 1024
@@ -60,7 +61,7 @@ class StepMeasurement:
     loss: float | None = None  # of the last timed step
     n_params: int | None = None
     timer: str = ""  # cuda_event | wall_clock
-    telemetry: TelemetrySummary | None = None  # NVML, sampled during the timed steps
+    telemetry: Any = None  # the sampler's summary() over the timed steps, when one was given
 
 
 def _quantiles(samples: list[float]) -> tuple[float, float, float]:
@@ -119,13 +120,13 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else repr(exc)}"
 
 
-def _measure(config: StepConfig, settings: MeasureSettings) -> StepMeasurement:
+def _measure(config: StepConfig, settings: MeasureSettings, sampler: Any) -> StepMeasurement:
     step = build_step(config)
     device = config.device
     for _ in range(settings.warmup_steps):
         step.run()
     peak = _peak_mib(step.run, device)
-    with TelemetrySampler.for_current_device(device) as sampler:
+    with sampler if sampler is not None else contextlib.nullcontext():
         samples, last_loss = _time_steps(step.run, settings.timed_steps, device)
     median, q20, q80 = _quantiles(samples)
     attention_ms = share = gpu_ms = None
@@ -149,7 +150,7 @@ def _measure(config: StepConfig, settings: MeasureSettings) -> StepMeasurement:
         loss=loss,
         n_params=step.n_params,
         timer="cuda_event" if device == "cuda" else "wall_clock",
-        telemetry=sampler.summary(),
+        telemetry=None if sampler is None else sampler.summary(),
     )
 
 
@@ -161,15 +162,20 @@ def _release_memory(config: StepConfig) -> None:
         torch.cuda.empty_cache()
 
 
-def measure_step(config: StepConfig, settings: MeasureSettings | None = None) -> StepMeasurement:
+def measure_step(
+    config: StepConfig, settings: MeasureSettings | None = None, sampler: Any = None
+) -> StepMeasurement:
     """Build and measure one step: warm-up, peak memory of one step, timed steps, profile.
+
+    `sampler`: a context manager with `summary()` (a telemetry sampler) entered around the
+    timed steps only; its summary becomes the measurement's `telemetry`.
 
     Never raises for the point itself (Ctrl-C still interrupts): status `error` for bad
     settings or a failure, `unavailable` for an attention that cannot run here, `oom`.
     """
     settings = settings or MeasureSettings()
     try:
-        return _measure(config, settings)
+        return _measure(config, settings, sampler)
     except SETTINGS_ERRORS as exc:
         return StepMeasurement(status="error", error=str(exc))
     except AttentionUnavailable as exc:

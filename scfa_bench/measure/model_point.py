@@ -14,6 +14,7 @@ from scfa_bench.e2e.measurement import MeasureSettings, StepMeasurement, measure
 from scfa_bench.e2e.step import StepConfig, StepConfigError
 from scfa_bench.measure.memory import nvml_used_mib
 from scfa_bench.measure.point import ModeMeasurement
+from scfa_bench.measure.telemetry import TelemetrySampler
 from scfa_bench.measure.timing import TimingSummary
 from scfa_bench.suite.grid import Task
 from scfa_bench.suite.schema import Suite
@@ -54,7 +55,8 @@ def measure_model_task(suite: Suite, task: Task, device: str) -> Iterator[ModeMe
     except StepConfigError as exc:
         yield ModeMeasurement(mode, "error", str(exc))
         return
-    yield as_mode_measurement(mode, measure_step(config, settings), device)
+    sampler = TelemetrySampler.for_current_device(device)
+    yield as_mode_measurement(mode, measure_step(config, settings, sampler), device)
 
 
 def as_mode_measurement(mode: str, step: StepMeasurement, device: str) -> ModeMeasurement:

@@ -41,12 +41,16 @@ def _live_pieces(n_range: torch.Tensor, max_pieces: int, piece_tiles: int) -> to
     return (n_range + per - 1) // per
 
 
+def _plan(pattern: Pattern):
+    """The plan of a test pattern: hash ids (as many buckets as the ids use) or keep masks."""
+    if pattern.kind == "hash":
+        return hash_plan(pattern.a, pattern.c, int(max(pattern.a.max(), pattern.c.max())) + 1)
+    return qk_plan(pattern.a, pattern.c)
+
+
 def _most_pieces(pattern: Pattern, cfg: config.KernelConfig, split: config.RangeSplit) -> int:
     """The most pieces any forward, dK/dV or dQ tile range is cut into."""
-    if pattern.kind == "hash":
-        plan = hash_plan(pattern.a, pattern.c, int(max(pattern.a.max(), pattern.c.max())) + 1)
-    else:
-        plan = qk_plan(pattern.a, pattern.c)
+    plan = _plan(pattern)
     most = 0
     for launch, ranges, block in (
         (cfg.fwd, query_tile_ranges_torch, "n"),
@@ -150,10 +154,7 @@ def test_range_kernels_count_the_work(device, pattern_name):
     the tile ranges' lengths, for query tiles (key ranges) and key tiles (query ranges)."""
     b, t, h = 2, 150, 3
     pattern = _patterns(device, b, t, h)[pattern_name]
-    if pattern.kind == "hash":
-        plan = hash_plan(pattern.a, pattern.c, int(max(pattern.a.max(), pattern.c.max())) + 1)
-    else:
-        plan = qk_plan(pattern.a, pattern.c)
+    plan = _plan(pattern)
     for bm, bn in ((16, 32), (32, 16)):
         for counted, reference, block in (
             (query_tile_ranges(plan, bm, bn, _zero_word(device)), query_tile_ranges_torch, bn),

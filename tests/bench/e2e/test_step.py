@@ -42,9 +42,26 @@ def test_measurement_on_the_cpu_has_sane_fields() -> None:
     assert result.n_params == 2 * block + 64 * 32 + 64 * 32 + 64
     # No CUDA: no allocator peak, no kernel profile, no NVML samples (the summary says why).
     assert result.peak_mem_mib is None and result.attention_share is None
-    assert result.gpu_ms is None
-    assert result.telemetry is not None and result.telemetry.samples == 0
-    assert result.telemetry.note
+    assert result.gpu_ms is None and result.telemetry is None  # no sampler given
+
+
+def test_a_given_sampler_runs_around_the_timed_steps_only() -> None:
+    class Sampler:
+        entered = 0
+
+        def __enter__(self):
+            self.entered += 1
+
+        def __exit__(self, *exc):
+            return None
+
+        def summary(self):
+            return "summary"
+
+    sampler = Sampler()
+    result = measure_step(config(), QUICK, sampler)
+    assert result.status == "ok", result.error
+    assert (sampler.entered, result.telemetry) == (1, "summary")
 
 
 def test_the_optimizer_step_changes_the_weights() -> None:

@@ -1,0 +1,65 @@
+"""`tools/gpu_host_cost_probe.py`: its launch recorder, on stand-in kernels (the probe itself
+needs a GPU), and the package's kernels it finds."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "gpu_host_cost_probe.py"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("gpu_host_cost_probe", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class StandIn:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def run(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return len(self.calls)
+
+    def __getitem__(self, grid):  # as Triton's kernel[grid](...) does
+        return lambda *args, **kwargs: self.run(*args, grid=grid, warmup=False, **kwargs)
+
+
+def test_launches_are_recorded_passed_through_and_unwrapped_afterwards() -> None:
+    a, b = StandIn(), StandIn()
+    recorder = _tool().LaunchRecorder({"a_kernel": a, "b_kernel": b})
+    with recorder.recording():
+        assert a[(4,)](1, 2, BLOCK=16) == 1
+        b[(8,)](3)
+        a[(4,)](5)
+    assert recorder.counts() == {"a_kernel": 2, "b_kernel": 1}
+    name, args, kwargs = recorder.launches[0]
+    assert (name, args) == ("a_kernel", (1, 2))
+    assert kwargs == {"grid": (4,), "warmup": False, "BLOCK": 16}
+    assert len(a.calls) == 2 and len(b.calls) == 1  # the real launches still happened
+    assert "run" not in vars(a) and "run" not in vars(b)  # the wrappers are gone
+    a[(1,)](0)
+    assert len(recorder.launches) == 3
+
+
+def test_every_kernel_of_the_package_is_found() -> None:
+    found = _tool().our_kernels()
+    for name in (
+        "sparse_attention_fwd_kernel",
+        "sparse_attention_fwd_combine_kernel",
+        "attention_bwd_delta_kernel",
+        "sparse_attention_bwd_dkdv_kernel",
+        "sparse_attention_bwd_dq_kernel",
+        "sparse_attention_bwd_store_rows_kernel",
+        "query_tile_ranges_kernel",
+        "key_tile_ranges_kernel",
+        "bucket_histogram_kernel",
+        "bucket_scatter_kernel",
+    ):
+        assert name in found, name
