@@ -28,6 +28,7 @@ import torch
 
 from scfa_bench.e2e.model import GPT2_SMALL
 from scfa_bench.e2e.step import StepConfig, build_step
+from scfa_bench.measure.stages import StagedKernel, idle_summary
 from scfa_bench.measure.telemetry import TelemetrySampler
 
 POINTS = (
@@ -110,26 +111,17 @@ def _busy_idle(run, steps: int) -> dict:
         for _ in range(steps):
             run()
         torch.cuda.synchronize()
-    spans = sorted(
-        (e.time_range.start, e.time_range.end)
+    kernels = [
+        StagedKernel(e.name, "", e.time_range.start, e.time_range.end, call=None)
         for e in prof.events()
         if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
-    )
-    busy = 0.0
-    cur_start, cur_end = spans[0]
-    for s, e in spans[1:]:
-        if s > cur_end:
-            busy += cur_end - cur_start
-            cur_start, cur_end = s, e
-        else:
-            cur_end = max(cur_end, e)
-    busy += cur_end - cur_start
-    total = spans[-1][1] - spans[0][0]
+    ]
+    idle = idle_summary(kernels, n_calls=0)  # all profiled steps as one span
     return {
-        "busy_ms_per_step": busy / steps / 1e3,
-        "span_ms_per_step": total / steps / 1e3,
-        "idle_ms_per_step": (total - busy) / steps / 1e3,
-        "kernels_per_step": len(spans) / steps,
+        "busy_ms_per_step": idle.busy_us / steps / 1e3,
+        "span_ms_per_step": idle.span_us / steps / 1e3,
+        "idle_ms_per_step": idle.idle_us / steps / 1e3,
+        "kernels_per_step": len(kernels) / steps,
     }
 
 
