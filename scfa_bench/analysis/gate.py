@@ -29,7 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from scfa_bench.analysis import stats
-from scfa_bench.analysis.gate_inputs import DEFAULT_MAX_SLOWDOWN, kernels_warning, threshold_for
+from scfa_bench.analysis.gate_inputs import (
+    DEFAULT_MAX_SLOWDOWN,
+    check_same_clock,
+    kernels_warning,
+    threshold_for,
+)
 from scfa_bench.errors import EXIT_FAILURE, EXIT_OK, InputError
 from scfa_bench.results.reader import Results, read_results
 from scfa_bench.results.row import ResultRow, RowKey
@@ -188,6 +193,7 @@ def compare(
     new_res = new if isinstance(new, Results) else read_results(new)
     base_res = base if isinstance(base, Results) else read_results(base)
     max_slowdown = threshold_for(new_res, base_res, max_slowdown, allow_wall_clock)
+    check_same_clock(new_res, base_res)
     warning = kernels_warning(new_res, base_res, require_same_kernels)
     new_device, base_device = new_res.device_name, base_res.device_name
     if (

@@ -1,5 +1,5 @@
-"""What the gate checks about its two runs before comparing rows: wall-clock timings, and
-whether both measured the same kernels.
+"""What the gate checks about its two runs before comparing rows: wall-clock timings, the
+same clock on both sides, and whether both measured the same kernels.
 
 Wall-clock (CPU, Triton interpreter) times of one machine vary by large factors between runs
 (two consecutive smoke runs differed up to 347x on one row, issue 12), so the gate refuses them
@@ -32,6 +32,20 @@ def threshold_for(
     if max_slowdown is not None:
         return max_slowdown
     return DEFAULT_WALL_CLOCK_MAX_SLOWDOWN if wall_clock else DEFAULT_MAX_SLOWDOWN
+
+
+def check_same_clock(new: Results, base: Results) -> None:
+    """InputError when the two runs timed their rows with different clocks: a do_bench time
+    includes the host's launch cost and a CUDA-graph replay does not, so they differ by more
+    than any threshold on short calls."""
+    new_timers = sorted({r.timer for r in new.ok_rows})
+    base_timers = sorted({r.timer for r in base.ok_rows})
+    if new_timers and base_timers and new_timers != base_timers:
+        raise InputError(
+            f"{new.path} was timed with {'/'.join(new_timers)} and baseline {base.path} with "
+            f"{'/'.join(base_timers)}; times of different clocks are not comparable (the suite's "
+            "timing.cuda_graph differs?): re-record the baseline with the same suite"
+        )
 
 
 def _kernels_hash(results: Results) -> str | None:

@@ -175,16 +175,14 @@ def measure_task(
         yield measured
 
 
-def _measure_mode(
+def _time_mode(
     suite: Suite,
     device: str,
     mode: str,
     forward: Callable[[], Tensor],
     inputs: AttentionInputs,
-    seq_len: int,
-    with_stages: bool,
-    **common: object,
-) -> ModeMeasurement:
+) -> tuple[TimingSummary, float | None, TelemetrySummary | None]:
+    """Time one mode of the call and measure its peak memory; NVML telemetry of the timing."""
     grad_to_none: list[Tensor] | None = None
     if mode == "fwd":
 
@@ -211,10 +209,34 @@ def _measure_mode(
             warmup_ms=suite.timing.warmup_ms,
             rep_ms=suite.timing.rep_ms,
             grad_to_none=grad_to_none,
+            cuda_graph=suite.timing.cuda_graph,
         )
     for x in grad_to_none or ():
         x.grad = None
-    peak = peak_allocated_mib(step, device)
+    return timing, peak_allocated_mib(step, device), sampler.summary()
+
+
+def _measure_mode(
+    suite: Suite,
+    device: str,
+    mode: str,
+    forward: Callable[[], Tensor],
+    inputs: AttentionInputs,
+    seq_len: int,
+    with_stages: bool,
+    **common: object,
+) -> ModeMeasurement:
+    if device == "cuda" and suite.timing.cuda_graph:
+        # A CUDA graph cannot be captured on the default stream, and autograd issues a backward
+        # on its forward's stream: the whole timed part (forward included) runs on one side
+        # stream, which first waits for the work that built the inputs.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            timing, peak, telemetry = _time_mode(suite, device, mode, forward, inputs)
+        torch.cuda.synchronize()
+    else:
+        timing, peak, telemetry = _time_mode(suite, device, mode, forward, inputs)
     nvml = nvml_used_mib() if device == "cuda" else None
     stages = profiled = None
     if with_stages and device == "cuda":
@@ -234,7 +256,7 @@ def _measure_mode(
         tflops_effective=None if dense_tflops is None else dense_tflops * density,
         peak_mem_mib=peak,
         nvml_mem_mib=nvml,
-        telemetry=sampler.summary(),
+        telemetry=telemetry,
         stages=stages,
         profiler=None if profiled is None else profiled.profiler,
         **common,  # type: ignore[arg-type]

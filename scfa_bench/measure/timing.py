@@ -1,6 +1,14 @@
-"""Time one call: `triton.testing.do_bench` (CUDA events) on a GPU, wall clock on the CPU.
+"""Time one call: `triton.testing.do_bench` (CUDA events) on a GPU, wall clock on the CPU, or
+replays of a CUDA graph of the call (`timing: {cuda_graph: true}`).
 
-Both report the median and the 20th/80th percentiles in milliseconds, with the same linear
+do_bench times what a caller sees: when the host issues a call's kernels more slowly than the
+GPU runs them (many short kernels), the host's launch cost is in the time, and it varies with
+the machine's CPU. A CUDA graph issues all kernels of one call at once, so its replays time the
+GPU's work alone: the clock the regression gate wants, since the gate must compare a baseline
+recorded on one machine with a run on another (issue 9: the gate's fresh-machine replay failed
+on rows whose do_bench time was set by the host).
+
+All report the median and the 20th/80th percentiles in milliseconds, with the same linear
 interpolation between sorted samples that do_bench uses.
 """
 
@@ -18,6 +26,10 @@ QUANTILES = (0.5, 0.2, 0.8)
 CPU_MIN_REPS = 3
 CPU_MAX_REPS = 100
 CUDA_MIN_REPS = 10
+# Bytes written between timed calls to evict the L2 cache (do_bench writes the same amount).
+L2_FLUSH_BYTES = 256 * 1024 * 1024
+CUDA_GRAPH_WARMUP_CALLS = 2  # eager calls before capture: autotuning and lazy set-up happen here
+CUDA_GRAPH_ESTIMATE_REPLAYS = 5
 
 
 @dataclass(frozen=True)
@@ -27,7 +39,7 @@ class TimingSummary:
     ms_median: float
     ms_q20: float
     ms_q80: float
-    timer: str  # cuda_event | wall_clock
+    timer: str  # cuda_event | cuda_graph | wall_clock
 
 
 def quantile(samples: Sequence[float], q: float) -> float:
@@ -103,6 +115,66 @@ def time_cuda(
     return TimingSummary(float(median), float(q20), float(q80), timer="cuda_event")
 
 
+def time_cuda_graph(
+    fn: Callable[[], object],
+    *,
+    warmup_ms: float,
+    rep_ms: float,
+    grad_to_none: Sequence[Tensor] | None = None,
+) -> TimingSummary:
+    """Replays of one CUDA graph of one call of `fn`, each timed with CUDA events, L2 flushed
+    before each (outside the events). Call it on a side stream that also ran any forward whose
+    backward `fn` runs: autograd issues a backward op on its forward op's stream, and the
+    graph is captured on the current stream.
+
+    Gradients: `grad_to_none` is cleared before capture, so the captured backward writes fresh
+    gradients (no accumulation) and every replay does the same work as a do_bench rep.
+    A call that cannot be captured (a host sync, a CPU-GPU copy) raises with the reason."""
+    import torch
+
+    stream = torch.cuda.current_stream()
+    if stream == torch.cuda.default_stream():
+        raise RuntimeError("time_cuda_graph must run on a side stream, not the default stream")
+    for _ in range(CUDA_GRAPH_WARMUP_CALLS):
+        _clear_grads(grad_to_none)
+        fn()
+    torch.cuda.synchronize()
+    _clear_grads(grad_to_none)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph, stream=stream):
+            fn()
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:
+        raise RuntimeError(f"CUDA graph capture failed (timing.cuda_graph): {exc}") from exc
+    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device=stream.device)
+
+    def replays(n: int, timed: bool) -> list[float]:
+        events = [
+            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            for _ in range(n if timed else 0)
+        ]
+        for i in range(n):
+            flush.zero_()
+            if timed:
+                events[i][0].record()
+            graph.replay()
+            if timed:
+                events[i][1].record()
+        torch.cuda.synchronize()
+        return [start.elapsed_time(end) for start, end in events]
+
+    try:
+        estimate_ms = max(quantile(replays(CUDA_GRAPH_ESTIMATE_REPLAYS, True), 0.5), 1e-3)
+        replays(int(warmup_ms / estimate_ms), False)
+        samples = replays(max(int(rep_ms / estimate_ms), CUDA_MIN_REPS), True)
+    finally:
+        _clear_grads(grad_to_none)  # they live in the graph's memory, freed by reset()
+        graph.reset()
+    return TimingSummary(*(quantile(samples, q) for q in QUANTILES), timer="cuda_graph")
+
+
 def time_call(
     fn: Callable[[], object],
     *,
@@ -110,7 +182,12 @@ def time_call(
     warmup_ms: float,
     rep_ms: float,
     grad_to_none: Sequence[Tensor] | None = None,
+    cuda_graph: bool = False,
 ) -> TimingSummary:
-    """Time `fn` on `device` ("cuda" or "cpu")."""
-    timer = time_cuda if device == "cuda" else time_wall_clock
+    """Time `fn` on `device` ("cuda" or "cpu"); `cuda_graph` replays a CUDA graph of it on a
+    GPU (see time_cuda_graph) and is ignored on the CPU, which has no graphs."""
+    if device != "cuda":
+        timer = time_wall_clock
+    else:
+        timer = time_cuda_graph if cuda_graph else time_cuda
     return timer(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, grad_to_none=grad_to_none)

@@ -18,7 +18,10 @@ Keys (unknown keys are rejected at every level; defaults in brackets):
 - `implementations` (required): registered implementation names (`scfa-bench list`).
 - `baseline` [first dense implementation listed, else none]: speedups are relative to it.
 - `modes` [[fwd, bwd, fwd+bwd]].
-- `timing` [{warmup_ms: 25, rep_ms: 100}]: passed to `triton.testing.do_bench`.
+- `timing` [{warmup_ms: 25, rep_ms: 100, cuda_graph: false}]: warm-up and timed milliseconds
+  per call, passed to `triton.testing.do_bench`; with `cuda_graph: true` each call is captured
+  once in a CUDA graph and its replays are timed instead (GPU time alone, without the host's
+  launch cost; CPU runs ignore it). `measure.timing` says when to use which.
 - `check` [true]: compare with the reference before timing.
 - `check_rows` [256]: query rows sampled for the check when seq_len > 1024 (all rows below).
 - `max_check_seq_len` [null]: skip the check above this seq_len (null: always check).
@@ -164,12 +167,15 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
 
     modes = v.seq(data.get("modes", list(MODES)), "modes", v.string, choices=MODES)
 
-    timing_data = v.mapping(data.get("timing", {}), "timing", ("warmup_ms", "rep_ms"), ())
+    timing_data = v.mapping(
+        data.get("timing", {}), "timing", ("warmup_ms", "rep_ms", "cuda_graph"), ()
+    )
     timing = TimingSettings(
         warmup_ms=v.number(
             timing_data.get("warmup_ms", 25), "timing.warmup_ms", 0.0, math.inf, False
         ),
         rep_ms=v.number(timing_data.get("rep_ms", 100), "timing.rep_ms", 0.0, math.inf, False),
+        cuda_graph=v.boolean(timing_data.get("cuda_graph", False), "timing.cuda_graph"),
     )
     if timing.rep_ms <= 0:
         raise v.fail("timing.rep_ms", f"expected a number > 0, got {timing.rep_ms}")

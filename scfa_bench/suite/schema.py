@@ -29,10 +29,12 @@ class Sweep:
 
 @dataclass(frozen=True)
 class TimingSettings:
-    """How long to warm up and to repeat each timed call (passed to `do_bench`)."""
+    """How long to warm up and to repeat each timed call, and the GPU clock: `do_bench` (host
+    launch cost included) or replays of a CUDA graph of the call (GPU work alone)."""
 
     warmup_ms: float = 25.0
     rep_ms: float = 100.0
+    cuda_graph: bool = False
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,17 @@ def _pair(
     return new, base
 
 
+def test_runs_timed_with_different_clocks_are_bad_input(tmp_path: Path) -> None:
+    graph_rows = _small_grid()
+    for row in graph_rows:
+        row["timer"] = "cuda_graph"
+    new, base = _pair(tmp_path, graph_rows)
+    with pytest.raises(InputError, match=r"cuda_graph.*cuda_event.*not comparable"):
+        gate.compare(new, base)
+    same, _ = _pair(tmp_path, [dict(r) for r in graph_rows], [dict(r) for r in graph_rows])
+    assert gate.compare(same, same).passed
+
+
 def test_identical_runs_pass_with_only_noise(tmp_path: Path) -> None:
     new, base = _pair(tmp_path, _small_grid())
     result = gate.compare(new, base)

@@ -1,4 +1,5 @@
-"""Timing helpers: do_bench's quantile rule and the CPU wall-clock timer."""
+"""Timing helpers: do_bench's quantile rule, the CPU wall-clock timer and, on a GPU, the
+CUDA-graph timer against do_bench."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import pytest
 import torch
 from triton.testing import _quantile
 
-from scfa_bench.measure.timing import CPU_MAX_REPS, CPU_MIN_REPS, quantile, time_call
+from scfa_bench.measure.timing import (
+    CPU_MAX_REPS,
+    CPU_MIN_REPS,
+    quantile,
+    time_call,
+    time_cuda_graph,
+)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.mark.parametrize("samples", [[3.0], [5.0, 1.0], [4.0, 1.0, 9.0, 2.5, 7.0, 3.0]])
@@ -35,3 +44,73 @@ def test_wall_clock_rep_cap() -> None:
     calls = []
     time_call(lambda: calls.append(1), device="cpu", warmup_ms=0, rep_ms=1e9)
     assert len(calls) == 1 + CPU_MAX_REPS
+
+
+def test_cuda_graph_is_ignored_on_the_cpu() -> None:
+    calls = []
+    timings = time_call(
+        lambda: calls.append(1), device="cpu", warmup_ms=0, rep_ms=1e-9, cuda_graph=True
+    )
+    assert timings.timer == "wall_clock" and len(calls) == 1 + CPU_MIN_REPS
+
+
+@needs_cuda
+def test_cuda_graph_refuses_the_default_stream() -> None:
+    with pytest.raises(RuntimeError, match="side stream"):
+        time_cuda_graph(lambda: None, warmup_ms=0, rep_ms=1)
+
+
+def _on_side_stream(fn):
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        result = fn()
+    torch.cuda.synchronize()
+    return result
+
+
+@needs_cuda
+def test_cuda_graph_agrees_with_do_bench_on_gpu_paced_work() -> None:
+    # One large matmul: the GPU is the bottleneck, so both clocks see the same time.
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    fn = lambda: a @ a
+    event = time_call(fn, device="cuda", warmup_ms=10, rep_ms=100)
+    graph = _on_side_stream(
+        lambda: time_call(fn, device="cuda", warmup_ms=10, rep_ms=100, cuda_graph=True)
+    )
+    assert graph.timer == "cuda_graph" and event.timer == "cuda_event"
+    assert graph.ms_median == pytest.approx(event.ms_median, rel=0.15)
+
+
+@needs_cuda
+def test_cuda_graph_drops_the_host_launch_cost() -> None:
+    # 200 tiny kernels: do_bench waits on the host issuing them, a graph replay does not.
+    x = torch.zeros(16, device="cuda")
+
+    def many_launches() -> None:
+        for _ in range(200):
+            x.add_(1)
+
+    event = time_call(many_launches, device="cuda", warmup_ms=5, rep_ms=50)
+    graph = _on_side_stream(
+        lambda: time_call(many_launches, device="cuda", warmup_ms=5, rep_ms=50, cuda_graph=True)
+    )
+    assert graph.ms_median < 0.7 * event.ms_median
+
+
+@needs_cuda
+def test_cuda_graph_times_a_backward_and_clears_its_gradients() -> None:
+    # The forward ran before, on the side stream: its backward is captured there. The
+    # gradients lived in the graph's memory, so the timer must leave them cleared.
+    w = torch.randn(256, 256, device="cuda", requires_grad=True)
+
+    def run() -> torch.Tensor:
+        out = (w * 3).sum()
+        step = lambda: torch.autograd.backward(out, retain_graph=True)
+        time_call(step, device="cuda", warmup_ms=1, rep_ms=2, grad_to_none=[w], cuda_graph=True)
+        assert w.grad is None  # cleared before the graph's memory was freed
+        step()
+        return w.grad
+
+    grad = _on_side_stream(run)
+    torch.testing.assert_close(grad, torch.full_like(w, 3.0))

@@ -49,6 +49,7 @@ def test_good_suite_gets_defaults_and_canonical_dtype(tmp_path: Path) -> None:
     assert suite.modes == MODES
     assert suite.baseline == "sdpa_math"  # first dense implementation
     assert suite.timing.warmup_ms == 25 and suite.timing.rep_ms == 100
+    assert suite.timing.cuda_graph is False
     assert suite.check is True and suite.buckets == "random" and suite.device == "auto"
     assert len(suite.sha256) == 64
 
@@ -134,6 +135,12 @@ def test_bad_mode_and_timing(tmp_path: Path) -> None:
     assert "modes[1]" in error_of(tmp_path, GOOD + "modes: [fwd, backward]\n")
     assert "timing.rep_ms" in error_of(tmp_path, GOOD + "timing: {warmup_ms: 1, rep_ms: 0}\n")
     assert "timing.speed" in error_of(tmp_path, GOOD + "timing: {speed: 1}\n")
+    assert "timing.cuda_graph" in error_of(tmp_path, GOOD + "timing: {cuda_graph: 1}\n")
+
+
+def test_cuda_graph_timing_is_read(tmp_path: Path) -> None:
+    suite = load_suite(write(tmp_path, GOOD + "timing: {rep_ms: 50, cuda_graph: true}\n"))
+    assert suite.timing.cuda_graph is True and suite.timing.rep_ms == 50
 
 
 def test_yaml_syntax_error_reports_line(tmp_path: Path) -> None:
