@@ -1,6 +1,6 @@
-"""On a GPU: every mode of our kernels and the cuDNN baseline can be timed by CUDA-graph
-replays (the ci suite's clock), and the rows agree with the do_bench rows of the same points
-where the GPU, not the host, sets the time."""
+"""On a GPU: every mode of our kernels is timed by CUDA-graph replays (the ci suite's clock),
+the cuDNN baseline too or, where its call cannot be captured, by do_bench; and the rows agree
+with the do_bench rows of the same points where the GPU, not the host, sets the time."""
 
 from __future__ import annotations
 
@@ -33,12 +33,13 @@ def _rows(data: dict) -> dict[tuple[str, str], object]:
     }
 
 
-def test_every_mode_is_captured_and_checked() -> None:
+def test_every_mode_of_our_kernels_is_captured() -> None:
     rows = _rows(_suite(True, 1024, 1, 8))
     assert len(rows) == 9
-    for key, m in rows.items():
-        assert m.status == "ok", (key, m.error)
-        assert m.timing.timer == "cuda_graph"
+    for (impl, mode), m in rows.items():
+        assert m.status == "ok", (impl, mode, m.error)
+        expected = ("cuda_graph",) if impl.startswith("scfa") else ("cuda_graph", "cuda_event")
+        assert m.timing.timer in expected, (impl, mode)
         assert 0 < m.timing.ms_q20 <= m.timing.ms_median <= m.timing.ms_q80
 
 

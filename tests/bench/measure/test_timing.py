@@ -99,6 +99,21 @@ def test_cuda_graph_drops_the_host_launch_cost() -> None:
 
 
 @needs_cuda
+def test_a_call_that_cannot_be_captured_keeps_do_bench() -> None:
+    x = torch.zeros(16, device="cuda")
+
+    def syncs() -> None:
+        x.add_(1)
+        torch.cuda.synchronize()  # not allowed while capturing
+
+    with pytest.warns(UserWarning, match="CUDA graph capture failed"):
+        timing = _on_side_stream(
+            lambda: time_call(syncs, device="cuda", warmup_ms=1, rep_ms=5, cuda_graph=True)
+        )
+    assert timing.timer == "cuda_event"
+
+
+@needs_cuda
 def test_cuda_graph_times_a_backward_and_clears_its_gradients() -> None:
     # The forward ran before, on the side stream: its backward is captured there. The
     # gradients lived in the graph's memory, so the timer must leave them cleared.
