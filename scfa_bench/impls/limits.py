@@ -71,6 +71,7 @@ class _Limit:
     pattern="hash",
     devices=("cuda",),
     dtypes=("fp16", "bf16"),  # the cuDNN backend, as sdpa_cudnn
+    cuda_graph=False,  # cuDNN's backward, as sdpa_cudnn
     max_head_dim=128,
     head_dim_multiple=8,
     description="limit: cuDNN causal on nb equal segments (B*nb, T/nb); not the hash attention",
@@ -99,6 +100,7 @@ class LimitHash(_Limit):
     pattern="qk",
     devices=("cuda",),
     dtypes=("fp16", "bf16"),
+    cuda_graph=False,  # cuDNN's backward, as sdpa_cudnn
     max_head_dim=128,
     head_dim_multiple=8,
     description="limit: cuDNN causal on the (B, ~(1-p)T) compacted rows; not the QK attention",

@@ -47,6 +47,9 @@ class ImplSpec:
     max_head_dim: int | None = None
     head_dim_multiple: int = 1
     kind: str = "exact"  # one of IMPL_KINDS
+    # Whether its calls can be captured in a CUDA graph: False keeps do_bench's clock for its
+    # rows in a suite timed by graph replays (timing.cuda_graph).
+    cuda_graph: bool = True
 
     def create(self) -> Implementation:
         return self.factory()
@@ -105,6 +108,7 @@ def register(
     max_head_dim: int | None = None,
     head_dim_multiple: int = 1,
     kind: str | None = None,
+    cuda_graph: bool = True,
 ) -> Callable[[Callable[[], Implementation]], Callable[[], Implementation]]:
     """Decorator registering `factory` under `name`; `axes` default to the pattern's axes and
     `kind` to the factory's `kind` attribute, else "exact".
@@ -112,7 +116,8 @@ def register(
     `dtypes` is a tuple for every device or a mapping device -> dtypes; `head_dims` lists the
     head dims it takes (None: any, within `max_head_dim` and multiples of `head_dim_multiple`).
     Suites asking for what is not declared are rejected by `validate`, and rows a device cannot
-    run are marked `unavailable` without running anything.
+    run are marked `unavailable` without running anything. `cuda_graph=False` says its calls
+    cannot be captured in a CUDA graph (graph-timed suites time them with do_bench).
     """
     if pattern not in PATTERN_AXES:
         raise ValueError(f"register({name!r}): pattern must be one of {list(PATTERN_AXES)}")
@@ -144,6 +149,7 @@ def register(
             max_head_dim=max_head_dim,
             head_dim_multiple=head_dim_multiple,
             kind=impl_kind,
+            cuda_graph=cuda_graph,
         )
         return factory
 

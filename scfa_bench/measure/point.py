@@ -162,7 +162,15 @@ def measure_task(
             continue
         try:
             measured = _measure_mode(
-                suite, device, mode, forward, effective, task.point.seq_len, with_stages, **common
+                suite,
+                device,
+                mode,
+                forward,
+                effective,
+                task.point.seq_len,
+                with_stages,
+                cuda_graph=device == "cuda" and suite.timing.cuda_graph and spec.cuda_graph,
+                **common,
             )
         except Exception as exc:
             oom = is_out_of_memory(exc)
@@ -181,6 +189,7 @@ def _time_mode(
     mode: str,
     forward: Callable[[], Tensor],
     inputs: AttentionInputs,
+    cuda_graph: bool,
 ) -> tuple[TimingSummary, float | None, TelemetrySummary | None]:
     """Time one mode of the call and measure its peak memory; NVML telemetry of the timing."""
     grad_to_none: list[Tensor] | None = None
@@ -209,7 +218,7 @@ def _time_mode(
             warmup_ms=suite.timing.warmup_ms,
             rep_ms=suite.timing.rep_ms,
             grad_to_none=grad_to_none,
-            cuda_graph=suite.timing.cuda_graph,
+            cuda_graph=cuda_graph,
         )
     for x in grad_to_none or ():
         x.grad = None
@@ -224,19 +233,20 @@ def _measure_mode(
     inputs: AttentionInputs,
     seq_len: int,
     with_stages: bool,
+    cuda_graph: bool,
     **common: object,
 ) -> ModeMeasurement:
-    if device == "cuda" and suite.timing.cuda_graph:
+    if cuda_graph:
         # A CUDA graph cannot be captured on the default stream, and autograd issues a backward
         # on its forward's stream: the whole timed part (forward included) runs on one side
         # stream, which first waits for the work that built the inputs.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            timing, peak, telemetry = _time_mode(suite, device, mode, forward, inputs)
+            timing, peak, telemetry = _time_mode(suite, device, mode, forward, inputs, True)
         torch.cuda.synchronize()
     else:
-        timing, peak, telemetry = _time_mode(suite, device, mode, forward, inputs)
+        timing, peak, telemetry = _time_mode(suite, device, mode, forward, inputs, False)
     nvml = nvml_used_mib() if device == "cuda" else None
     stages = profiled = None
     if with_stages and device == "cuda":

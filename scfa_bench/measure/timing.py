@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -156,7 +155,11 @@ def time_cuda_graph(
         _clear_grads(grad_to_none)
         graph.reset()
         torch.cuda.synchronize()
-        raise GraphCaptureError(f"CUDA graph capture failed: {exc}") from exc
+        raise GraphCaptureError(
+            f"CUDA graph capture failed: {exc} (an implementation whose calls cannot be "
+            "captured is registered with cuda_graph=False; or set the suite's "
+            "timing.cuda_graph: false)"
+        ) from exc
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device=stream.device)
 
     def replays(n: int, timed: bool) -> list[float]:
@@ -194,16 +197,11 @@ def time_call(
     cuda_graph: bool = False,
 ) -> TimingSummary:
     """Time `fn` on `device` ("cuda" or "cpu"); `cuda_graph` replays a CUDA graph of it on a
-    GPU (see time_cuda_graph) and is ignored on the CPU, which has no graphs."""
+    GPU (see time_cuda_graph) and is ignored on the CPU, which has no graphs. A failed capture
+    raises (the row becomes an error) rather than falling back: it can leave the process's
+    CUDA generator marked as capturing, so later rows would fail in confusing ways anyway."""
     if device != "cuda":
         return time_wall_clock(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, grad_to_none=grad_to_none)
     if cuda_graph:
-        try:
-            return time_cuda_graph(
-                fn, warmup_ms=warmup_ms, rep_ms=rep_ms, grad_to_none=grad_to_none
-            )
-        except GraphCaptureError as exc:
-            # Some library calls cannot be captured (cuDNN's attention backward in torch 2.11
-            # on an H100): such a row keeps do_bench's clock, and its `timer` column says so.
-            warnings.warn(f"{exc}; timed with do_bench instead", stacklevel=2)
+        return time_cuda_graph(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, grad_to_none=grad_to_none)
     return time_cuda(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, grad_to_none=grad_to_none)

@@ -3,6 +3,9 @@ CUDA-graph timer against do_bench."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from triton.testing import _quantile
@@ -99,18 +102,25 @@ def test_cuda_graph_drops_the_host_launch_cost() -> None:
 
 
 @needs_cuda
-def test_a_call_that_cannot_be_captured_keeps_do_bench() -> None:
-    x = torch.zeros(16, device="cuda")
-
-    def syncs() -> None:
-        x.add_(1)
-        torch.cuda.synchronize()  # not allowed while capturing
-
-    with pytest.warns(UserWarning, match="CUDA graph capture failed"):
-        timing = _on_side_stream(
-            lambda: time_call(syncs, device="cuda", warmup_ms=1, rep_ms=5, cuda_graph=True)
-        )
-    assert timing.timer == "cuda_event"
+def test_a_call_that_cannot_be_captured_raises_with_the_reason() -> None:
+    # In a child process: a failed capture leaves the process's CUDA generator unusable.
+    code = (
+        "import torch\n"
+        "from scfa_bench.measure.timing import GraphCaptureError, time_call\n"
+        "x = torch.zeros(16, device='cuda')\n"
+        "def syncs():\n"
+        "    x.add_(1)\n"
+        "    torch.cuda.synchronize()\n"
+        "side = torch.cuda.Stream()\n"
+        "with torch.cuda.stream(side):\n"
+        "    try:\n"
+        "        time_call(syncs, device='cuda', warmup_ms=1, rep_ms=5, cuda_graph=True)\n"
+        "    except GraphCaptureError as exc:\n"
+        "        print('raised:', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "raised: CUDA graph capture failed" in done.stdout, done.stderr[-2000:]
+    assert "cuda_graph=False" in done.stdout
 
 
 @needs_cuda
