@@ -133,7 +133,12 @@ def _format_meta(key: str, value: Any) -> str:
             f"{value.get('dtype')}"
         )
     if key == "timing" and isinstance(value, dict) and "warmup_ms" in value:
-        return f"warm-up {value.get('warmup_ms')} ms, repetitions {value.get('rep_ms')} ms"
+        clock = (
+            "CUDA-graph replays (where the implementation can be captured)"
+            if value.get("cuda_graph")
+            else "do_bench"
+        )
+        return f"warm-up {value.get('warmup_ms')} ms, repetitions {value.get('rep_ms')} ms, {clock}"
     if isinstance(value, list | tuple):
         return "`" + " ".join(str(v) for v in value) + "`"
     if isinstance(value, dict):

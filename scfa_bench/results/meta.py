@@ -87,7 +87,11 @@ def _timing(suite: Suite) -> dict[str, Any]:
             "timed_steps": steps.timed,
             "profile_steps": steps.profile,
         }
-    return {"warmup_ms": suite.timing.warmup_ms, "rep_ms": suite.timing.rep_ms}
+    return {
+        "warmup_ms": suite.timing.warmup_ms,
+        "rep_ms": suite.timing.rep_ms,
+        "cuda_graph": suite.timing.cuda_graph,
+    }
 
 
 def _model(suite: Suite) -> dict[str, Any] | None:

@@ -74,9 +74,11 @@ def _on_side_stream(fn):
 
 @needs_cuda
 def test_cuda_graph_agrees_with_do_bench_on_gpu_paced_work() -> None:
-    # One large matmul: the GPU is the bottleneck, so both clocks see the same time.
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    fn = lambda: a @ a
+    # One 1 GiB copy: memory-bound (no power throttling, unlike a long matmul loop) and the
+    # GPU is the bottleneck, so both clocks see the same time.
+    src = torch.ones(2**29, device="cuda", dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    fn = lambda: dst.copy_(src)
     event = time_call(fn, device="cuda", warmup_ms=10, rep_ms=100)
     graph = _on_side_stream(
         lambda: time_call(fn, device="cuda", warmup_ms=10, rep_ms=100, cuda_graph=True)
