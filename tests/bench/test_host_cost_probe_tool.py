@@ -63,3 +63,26 @@ def test_every_kernel_of_the_package_is_found() -> None:
         "bucket_scatter_kernel",
     ):
         assert name in found, name
+
+
+class Event:
+    def __init__(self, name: str, us: float, device: str = "DeviceType.CPU") -> None:
+        self.name, self.cpu_time_total, self.device_type = name, us, device
+
+
+def test_api_census_counts_runtime_and_driver_calls_per_call() -> None:
+    events = [
+        Event("cuLaunchKernelEx", 10.0),
+        Event("cuLaunchKernelEx", 14.0),
+        Event("cudaMemsetAsync", 4.0),
+        Event("cudaStreamSynchronize", 30.0),
+        Event("aten::empty", 3.0),  # an operator, not an API call
+        Event("sparse_attention_fwd_kernel", 50.0, "DeviceType.CUDA"),  # a GPU kernel
+    ]
+    tool = _tool()
+    census = tool.api_census(events, calls=2)
+    assert list(census) == ["cudaStreamSynchronize", "cuLaunchKernelEx", "cudaMemsetAsync"]
+    assert census["cuLaunchKernelEx"] == {"per_call": 1.0, "host_us_per_call": 12.0}
+    assert census["cudaStreamSynchronize"]["per_call"] == 0.5
+    syncs = [n for n in census if any(s in n for s in tool.SYNC_APIS)]
+    assert syncs == ["cudaStreamSynchronize"]
