@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # CPU tensors pass the kernels' device check
 
-import torch  # noqa: E402
+import torch
 
 B, H, D = 1, 12, 64
 PATTERNS = ("hash8", "hash32", "qk")
@@ -121,7 +121,9 @@ def main() -> None:
             call()
             n_launches = len(launched)
             us = host_us_per_call(call, args.calls)
-            print(f"{pattern} T={args.seq_len}: {us:.0f} us host per fwd+bwd, {n_launches} launches")
+            print(
+                f"{pattern} T={args.seq_len}: {us:.0f} us host per fwd+bwd, {n_launches} launches"
+            )
             if args.cprofile:
                 path = f"{args.cprofile}.{pattern}.txt"
                 with open(path, "w", encoding="utf-8") as handle:

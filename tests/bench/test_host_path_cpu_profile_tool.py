@@ -1,0 +1,39 @@
+"""`tools/host_path_cpu_profile.py`: launches are stubbed (and restored), the CUDA launch
+configuration is used, and a call's host time is measured."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from triton.runtime.interpreter import InterpretedFunction
+
+from scfa_kernels import config
+
+SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "host_path_cpu_profile.py"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("host_path_cpu_profile", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_stubbed_call_takes_the_gpu_path_and_is_timed() -> None:
+    tool = _tool()
+    before = (InterpretedFunction.__getitem__, config._select)
+    with tool.stubbed_launches() as launched:
+        call = tool.make_call("hash8", 256)
+        call()
+        # plan (histogram, scatter, ranges), forward, delta, dK/dV and dQ with their ranges
+        assert "sparse_attention_fwd_kernel" in launched
+        assert "sparse_attention_bwd_dq_kernel" in launched
+        assert config._select(None, None, 64, 1.0) is config._CUDA_SMALL_BUCKETS
+        assert tool.host_us_per_call(call, 2) > 0
+        text = tool.profile_text(call, 2)
+    assert "function calls" in text
+    assert (InterpretedFunction.__getitem__, config._select) == before
