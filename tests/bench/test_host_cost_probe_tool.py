@@ -3,20 +3,7 @@ needs a GPU), and the package's kernels it finds."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "gpu_host_cost_probe.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("gpu_host_cost_probe", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from .tool_loader import load_tool
 
 
 class StandIn:
@@ -33,7 +20,7 @@ class StandIn:
 
 def test_launches_are_recorded_passed_through_and_unwrapped_afterwards() -> None:
     a, b = StandIn(), StandIn()
-    recorder = _tool().LaunchRecorder({"a_kernel": a, "b_kernel": b})
+    recorder = load_tool("gpu_host_cost_probe").LaunchRecorder({"a_kernel": a, "b_kernel": b})
     with recorder.recording():
         assert a[(4,)](1, 2, BLOCK=16) == 1
         b[(8,)](3)
@@ -49,7 +36,7 @@ def test_launches_are_recorded_passed_through_and_unwrapped_afterwards() -> None
 
 
 def test_every_kernel_of_the_package_is_found() -> None:
-    found = _tool().our_kernels()
+    found = load_tool("gpu_host_cost_probe").our_kernels()
     for name in (
         "sparse_attention_fwd_kernel",
         "sparse_attention_fwd_combine_kernel",
@@ -79,7 +66,7 @@ def test_api_census_counts_runtime_and_driver_calls_per_call() -> None:
         Event("aten::empty", 3.0),  # an operator, not an API call
         Event("sparse_attention_fwd_kernel", 50.0, "DeviceType.CUDA"),  # a GPU kernel
     ]
-    tool = _tool()
+    tool = load_tool("gpu_host_cost_probe")
     census = tool.api_census(events, calls=2)
     assert list(census) == ["cudaStreamSynchronize", "cuLaunchKernelEx", "cudaMemsetAsync"]
     assert census["cuLaunchKernelEx"] == {"per_call": 1.0, "host_us_per_call": 12.0}

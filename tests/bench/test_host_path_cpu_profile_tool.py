@@ -3,28 +3,15 @@ configuration is used, and a call's host time is measured."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 from triton.runtime.interpreter import InterpretedFunction
 
 from scfa_kernels import config
 
-SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "host_path_cpu_profile.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("host_path_cpu_profile", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from .tool_loader import load_tool
 
 
 def test_a_stubbed_call_takes_the_gpu_path_and_is_timed() -> None:
-    tool = _tool()
+    tool = load_tool("host_path_cpu_profile")
     before = (InterpretedFunction.__getitem__, config._select)
     with tool.stubbed_launches() as launched:
         call = tool.make_call("hash8", 256)

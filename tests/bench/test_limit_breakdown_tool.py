@@ -3,22 +3,11 @@ limit's kernels at the same point, from the files `scfa-bench profile` writes.""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "limit_breakdown.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("limit_breakdown", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from .tool_loader import load_tool
 
 
 def _write(folder: Path, stem: str, kernels: list[tuple[str, str, float]], call_ms: float) -> None:
@@ -58,7 +47,8 @@ def profiles(tmp_path: Path) -> list[Path]:
 
 
 def test_our_call_splits_into_plan_forward_and_backward_against_the_limits(profiles) -> None:
-    text = _tool().table(_tool().collect(profiles))
+    tool = load_tool("limit_breakdown")
+    text = tool.table(tool.collect(profiles))
     rows = [line for line in text.splitlines()[2:]]
     assert len(rows) == 2  # one per head dim; the point without a limit is left out
     d64 = next(r for r in rows if r.startswith("| hash | 64 |"))
@@ -80,7 +70,7 @@ def test_our_call_splits_into_plan_forward_and_backward_against_the_limits(profi
 
 
 def test_the_limits_memsets_are_neither_forward_nor_backward() -> None:
-    part_of = _tool().part_of
+    part_of = load_tool("limit_breakdown").part_of
     assert part_of("limit", "Memset (Device)", "unattributed") == "other"
     assert part_of("limit", "x_flash_fprop_y", "unattributed") == "fwd"
     assert part_of("scfa", "sparse_attention_bwd_store_rows_kernel", "backward: dQ") == "bwd"

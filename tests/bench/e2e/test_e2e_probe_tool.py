@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[3] / "tools" / "gpu_e2e_probe.py"
-
-
-def _probe_module():
-    spec = importlib.util.spec_from_file_location("gpu_e2e_probe", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ..tool_loader import load_tool
 
 
 @pytest.mark.parametrize(("T", "n_buckets"), [(1, 2), (37, 4), (64, 1)])
 def test_causal_density_counts_same_bucket_pairs_at_or_before_the_query(
     T: int, n_buckets: int
 ) -> None:
-    causal_density = _probe_module().causal_density
+    causal_density = load_tool("gpu_e2e_probe").causal_density
     g = torch.Generator().manual_seed(T)
     q = torch.randint(0, n_buckets, (2, T, 3), generator=g)
     k = torch.randint(0, n_buckets, (2, T, 3), generator=g)
