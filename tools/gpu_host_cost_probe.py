@@ -182,16 +182,6 @@ def _census(call: Callable[[], None], calls: int) -> dict[str, dict[str, float]]
     return api_census(prof.events(), calls)
 
 
-def _host_ms(call: Callable[[], None], calls: int) -> float:
-    torch.cuda.synchronize()
-    begin = time.perf_counter()
-    for _ in range(calls):
-        call()
-    host_ms = (time.perf_counter() - begin) * 1e3 / calls
-    torch.cuda.synchronize()
-    return host_ms
-
-
 def _phases(q, k, v, do, fn, calls: int) -> dict[str, float]:
     """Host ms per call of the forward alone, the forward saving for backward, the backward."""
 
@@ -212,7 +202,7 @@ def _phases(q, k, v, do, fn, calls: int) -> dict[str, float]:
     phases = {"fwd_no_grad": forward_only, "fwd_saving": forward_saving, "bwd": backward_only}
     for phase in phases.values():
         phase()
-    return {name: round(_host_ms(phase, calls), 4) for name, phase in phases.items()}
+    return {name: round(_host_and_gpu_ms(phase, calls)[0], 4) for name, phase in phases.items()}
 
 
 def _profile_text(call: Callable[[], None], calls: int) -> str:

@@ -10,6 +10,7 @@ timed). Ctrl-C is not caught here.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -225,6 +226,16 @@ def _time_mode(
     return timing, peak_allocated_mib(step, device), sampler.summary()
 
 
+@contextlib.contextmanager
+def _side_stream() -> Iterator[None]:
+    """Run the block on a new CUDA stream that waits for the current one; synchronise after."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        yield
+    torch.cuda.synchronize()
+
+
 def _measure_mode(
     suite: Suite,
     device: str,
@@ -236,17 +247,11 @@ def _measure_mode(
     cuda_graph: bool,
     **common: object,
 ) -> ModeMeasurement:
-    if cuda_graph:
-        # A CUDA graph cannot be captured on the default stream, and autograd issues a backward
-        # on its forward's stream: the whole timed part (forward included) runs on one side
-        # stream, which first waits for the work that built the inputs.
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            timing, peak, telemetry = _time_mode(suite, device, mode, forward, inputs, True)
-        torch.cuda.synchronize()
-    else:
-        timing, peak, telemetry = _time_mode(suite, device, mode, forward, inputs, False)
+    # A CUDA graph cannot be captured on the default stream, and autograd issues a backward
+    # on its forward's stream: the whole timed part (forward included) runs on one side
+    # stream, which first waits for the work that built the inputs.
+    with _side_stream() if cuda_graph else contextlib.nullcontext():
+        timing, peak, telemetry = _time_mode(suite, device, mode, forward, inputs, cuda_graph)
     nvml = nvml_used_mib() if device == "cuda" else None
     stages = profiled = None
     if with_stages and device == "cuda":
