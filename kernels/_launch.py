@@ -7,7 +7,6 @@ data, so nothing here waits for the GPU.
 from __future__ import annotations
 
 import torch
-import triton
 
 from . import config as _config
 from ._triton_bwd import (
@@ -21,6 +20,7 @@ from ._triton_fwd import (
     sparse_attention_fwd_combine_kernel,
     sparse_attention_fwd_kernel,
 )
+from .config import ceil_div
 from .plan import SparsityPlan, key_tile_ranges, query_tile_ranges
 
 
@@ -46,7 +46,7 @@ def forward(
     B, T, H, D = q.shape
     BH = B * H
     launch = cfg.fwd
-    n_tiles = triton.cdiv(T, launch.block_m)
+    n_tiles = ceil_div(T, launch.block_m)
     pieces = cfg.fwd_split.pieces(BH * n_tiles, T)
     work = torch.zeros(1, dtype=torch.int32, device=q.device) if pieces > 1 else None
     ranges = query_tile_ranges(plan, launch.block_m, launch.block_n, work)
@@ -109,7 +109,7 @@ def backward(
     rows = (plan.queries.perm, plan.queries.bucket, plan.keys.perm, plan.keys.bucket)
 
     delta = torch.empty((BH, T), dtype=torch.float32, device=q.device)
-    n_delta_tiles = triton.cdiv(T, cfg.delta_block_m)
+    n_delta_tiles = ceil_div(T, cfg.delta_block_m)
     attention_bwd_delta_kernel[(BH * n_delta_tiles,)](
         *(out, do, delta, plan.queries.perm),
         *(*out.stride(), *do.stride()),
@@ -122,8 +122,8 @@ def backward(
     dk = torch.empty((B, T, H, D), dtype=k.dtype, device=q.device)
     dv = torch.empty((B, T, H, D), dtype=v.dtype, device=q.device)
 
-    n_key_tiles = triton.cdiv(T, cfg.dkdv.block_n)
-    n_query_tiles = triton.cdiv(T, cfg.dq.block_m)
+    n_key_tiles = ceil_div(T, cfg.dkdv.block_n)
+    n_query_tiles = ceil_div(T, cfg.dq.block_m)
     dkdv_pieces = cfg.dkdv_split.pieces(BH * n_key_tiles, T)
     dq_pieces = cfg.dq_split.pieces(BH * n_query_tiles, T)
     # Split tiles add their float32 gradients here (in sorted order): dK, dV, dQ; and the

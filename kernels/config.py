@@ -65,6 +65,17 @@ class RangeSplit:
         return min(self.slots_per_sm * _multiprocessors(device), 2**31 - 1)
 
 
+def ceil_div(a: int, b: int) -> int:
+    """Host-side ceil(a / b) for launch grids: `triton.cdiv` is a constexpr function in newer
+    Triton, about 10 us per host call (PERF.md, v10)."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """Host-side `triton.next_power_of_2` (the same cost reason as `ceil_div`)."""
+    return 0 if n <= 0 else 1 << (n - 1).bit_length()
+
+
 @functools.cache
 def _multiprocessor_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count

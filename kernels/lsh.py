@@ -10,10 +10,10 @@ sees no graph break and nothing reads device memory on the host.
 from __future__ import annotations
 
 import torch
-import triton
 
 from . import validation
 from ._triton_lsh import lsh_buckets_kernel
+from .config import ceil_div, next_power_of_2
 
 __all__ = ["lsh_buckets", "lsh_buckets_pair", "lsh_rotations"]
 
@@ -125,14 +125,14 @@ def _launch(xs: tuple[torch.Tensor, ...], rotations: torch.Tensor) -> list[torch
     if B * T * H == 0:
         return outs
     n_rot = rotations.shape[2]
-    block_d = min(max(16, triton.next_power_of_2(D)), 128)
-    block_r = min(max(16, triton.next_power_of_2(n_rot)), 64)
+    block_d = min(max(16, next_power_of_2(D)), 128)
+    block_r = min(max(16, next_power_of_2(n_rot)), 64)
     if xs[0].device.type == "cpu":
         block_t = 64  # the interpreter: fewer, larger programs
     else:
         # Keep the x tile and the projections within about 64 float32 registers a thread.
         block_t = max(16, min(128, 8192 // block_d, 8192 // block_r))
-    n_tiles = triton.cdiv(T, block_t)
+    n_tiles = ceil_div(T, block_t)
     x0, x1 = xs[0], xs[-1]
     lsh_buckets_kernel[(B * H * n_tiles, len(xs))](
         *(x0, x1, rotations.contiguous(), outs[0], outs[-1]),

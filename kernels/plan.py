@@ -20,14 +20,15 @@ All of this is O(T log T) work per call on the device; nothing of size T x T exi
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
-import triton
 
 from ._triton_common import UNMATCHED_KEY_OFFSET, UNMATCHED_QUERY_OFFSET
 from ._triton_plan import key_tile_ranges_kernel, query_tile_ranges_kernel
 from ._triton_sort import bucket_histogram_kernel, bucket_scatter_kernel
+from .config import ceil_div, next_power_of_2
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,13 @@ class SparsityPlan:
     def seq_len(self) -> int:
         return self.perm.shape[-1]
 
-    @property
+    # Built once per plan: a launch reads them about 27 times per fwd+bwd, and each build is
+    # three tensor views (~10 us of host time; PERF.md, v10).
+    @functools.cached_property
     def queries(self) -> SortedRows:
         return SortedRows(self.perm[0], self.bucket[0], self.composite[0])
 
-    @property
+    @functools.cached_property
     def keys(self) -> SortedRows:
         return SortedRows(self.perm[1], self.bucket[1], self.composite[1])
 
@@ -145,7 +148,7 @@ def counting_sort_pair(
     program per (side, row, chunk of the row)."""
     B, T, H = q_src.shape
     BH = B * H
-    nb = triton.next_power_of_2(max(n_buckets, 2))
+    nb = next_power_of_2(max(n_buckets, 2))
     on_gpu = q_src.device.type == "cuda"
     if rank_by_sort is None:
         # tl.sort is slow under the interpreter: CPU runs keep the one-hot ranks (the tests
@@ -157,7 +160,7 @@ def counting_sort_pair(
         chunk = _SORT_CHUNK
     else:
         chunk = max(16, min(_SORT_CHUNK, _ONE_HOT_ELEMENTS // nb))
-    n_chunks = triton.cdiv(T, chunk)
+    n_chunks = ceil_div(T, chunk)
     device = q_src.device
     hist = torch.empty((2 * BH, n_chunks, nb), dtype=torch.int32, device=device)
     unmatched = torch.empty((2 * BH, n_chunks), dtype=torch.int32, device=device)
@@ -275,8 +278,8 @@ def query_tile_ranges(
     adds up the ranges' lengths in key tiles there (for split ranges), without a host read."""
     T = plan.seq_len
     BH = plan.queries.perm.shape[0]
-    n_tiles = triton.cdiv(T, block_m)
-    n_groups = triton.cdiv(n_tiles, _RANGE_GROUP)
+    n_tiles = ceil_div(T, block_m)
+    n_groups = ceil_div(n_tiles, _RANGE_GROUP)
     device = plan.queries.perm.device
     start, n_full, end = (
         torch.empty((BH, n_tiles), dtype=torch.int32, device=device) for _ in range(3)
@@ -307,8 +310,8 @@ def key_tile_ranges(
     """Each key tile's query range; `work` as in `query_tile_ranges`, in query tiles."""
     T = plan.seq_len
     BH = plan.keys.perm.shape[0]
-    n_tiles = triton.cdiv(T, block_n)
-    n_groups = triton.cdiv(n_tiles, _RANGE_GROUP)
+    n_tiles = ceil_div(T, block_n)
+    n_groups = ceil_div(n_tiles, _RANGE_GROUP)
     device = plan.keys.perm.device
     start, n_diag, n_full, end = (
         torch.empty((BH, n_tiles), dtype=torch.int32, device=device) for _ in range(4)

@@ -145,3 +145,25 @@ def test_density_counts_allowed_pairs(device: str) -> None:
     expected = float((same & causal).sum()) / float(causal.sum() * 2)
     plan = P.hash_plan(qh.to(device), kh.to(device), 4)
     assert P.density(plan) == pytest.approx(expected)
+
+
+def test_host_grid_helpers_match_triton() -> None:
+    # The host-side copies exist for speed (PERF.md, v10); they must give Triton's answers.
+    import triton
+
+    from scfa_kernels.config import ceil_div, next_power_of_2
+
+    for n in range(0, 2100):
+        assert next_power_of_2(n) == triton.next_power_of_2(n), n
+    for a in range(0, 600):
+        for b in (1, 2, 3, 16, 32, 64, 100, 128, 1024):
+            assert ceil_div(a, b) == triton.cdiv(a, b), (a, b)
+
+
+def test_plan_row_views_are_built_once(device: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    q_ids, k_ids = (torch.randint(0, 4, (1, 64, 2), generator=g).to(device) for _ in "qk")
+    plan = P.hash_plan(q_ids, k_ids, 4)
+    assert plan.queries is plan.queries and plan.keys is plan.keys
+    assert torch.equal(plan.queries.perm, plan.perm[0])
+    assert torch.equal(plan.keys.composite, plan.composite[1])
