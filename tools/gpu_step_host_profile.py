@@ -1,0 +1,177 @@
+"""Where a host-paced model step spends its host time, and what the GPU waits for (a
+developer tool; kernels/PERF.md, v11).
+
+    python tools/gpu_step_host_profile.py --out DIR [--seq-len 16384] [--steps 5]
+
+For each point (dense cuDNN, hash nb=8 / nb=32, QK p=0.8; eager and compiled) it builds the
+e2e suites' GPT-2-small step at B=1, warms it up, then:
+* times `--steps` back-to-back steps: CUDA-event time per step and the host's time inside
+  `run()` (equal to the event time when the host sets the pace);
+* runs `--steps` steps under cProfile and writes the functions with the most own and the most
+  cumulative host time (DIR/cprofile_<point>.txt);
+* runs 2 steps under torch.profiler and reports, per step, the GPU's busy and idle time, the
+  idle time before each kernel name (the kernels the GPU waited for: the host was late
+  launching them), and the CUDA API calls' counts and host time.
+Writes DIR/step_host_profile.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from scfa_bench.e2e.model import GPT2_SMALL
+from scfa_bench.e2e.step import StepConfig, build_step
+
+POINTS = (
+    ("sdpa_cudnn", {}),
+    ("scfa_hash", {"n_buckets": 8}),
+    ("scfa_hash", {"n_buckets": 32}),
+    ("scfa_qk", {"drop_rate": 0.8}),
+)
+IDLE_GAP_US = 20.0  # gaps shorter than this are launch latency, not a late host
+
+
+def _timed(run, steps: int) -> dict:
+    pairs = [
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        for _ in range(steps)
+    ]
+    host_ms = []
+    torch.cuda.synchronize()
+    for start, end in pairs:
+        begin = time.perf_counter()
+        start.record()
+        run()
+        end.record()
+        host_ms.append((time.perf_counter() - begin) * 1e3)
+    torch.cuda.synchronize()
+    event_ms = [start.elapsed_time(end) for start, end in pairs]
+    return {"event_ms": statistics.median(event_ms), "host_ms": statistics.median(host_ms)}
+
+
+def _cprofile_text(run, steps: int) -> str:
+    profiler = cProfile.Profile()
+    torch.cuda.synchronize()
+    profiler.enable()
+    for _ in range(steps):
+        run()
+    torch.cuda.synchronize()
+    profiler.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    text.write(f"{steps} steps\n")
+    stats.sort_stats("tottime").print_stats(35)
+    stats.sort_stats("cumulative").print_stats(60)
+    return text.getvalue()
+
+
+def _timeline(run, steps: int) -> dict:
+    """GPU idle time per step by the kernel that ended it, and CUDA API calls per step."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            run()
+        torch.cuda.synchronize()
+    events = prof.events()
+    kernels = sorted(
+        (e for e in events if e.device_type == DeviceType.CUDA),
+        key=lambda e: e.time_range.start,
+    )
+    idle_before: Counter[str] = Counter()
+    busy = 0.0
+    frontier = kernels[0].time_range.start if kernels else 0.0
+    for event in kernels:
+        start, end = event.time_range.start, event.time_range.end
+        gap = start - frontier
+        if gap > IDLE_GAP_US:
+            idle_before[event.name[:80]] += gap
+        busy += max(0.0, end - max(start, frontier))
+        frontier = max(frontier, end)
+    span = (frontier - kernels[0].time_range.start) if kernels else 0.0
+    api: dict[str, list[float]] = {}
+    for event in events:
+        if event.device_type == DeviceType.CPU and event.name.startswith(("cuda", "cu")):
+            entry = api.setdefault(event.name, [0, 0.0])
+            entry[0] += 1
+            entry[1] += event.cpu_time_total
+    return {
+        "span_ms_per_step": span / steps / 1e3,
+        "busy_ms_per_step": busy / steps / 1e3,
+        "kernels_per_step": len(kernels) / steps,
+        "idle_ms_before_kernel_per_step": {
+            name: round(us / steps / 1e3, 3) for name, us in idle_before.most_common(20)
+        },
+        "cuda_api_per_step": {
+            name: {"calls": n / steps, "host_ms": round(us / steps / 1e3, 3)}
+            for name, (n, us) in sorted(api.items(), key=lambda kv: -kv[1][1])
+        },
+    }
+
+
+def _point(impl: str, axes: dict, seq_len: int, compiled: bool, steps: int, out: Path) -> dict:
+    step = build_step(
+        StepConfig(
+            model=GPT2_SMALL, batch=1, seq_len=seq_len, attention=impl, compile=compiled, **axes
+        )
+    )
+    for _ in range(3):
+        step.run()
+    row = {"timed": _timed(step.run, max(steps, 5))}
+    slug = f"{impl}_{'_'.join(f'{k}{v}' for k, v in axes.items())}_{'c' if compiled else 'e'}"
+    (out / f"cprofile_{slug}.txt").write_text(_cprofile_text(step.run, steps), encoding="utf-8")
+    row["timeline"] = _timeline(step.run, 2)
+    del step
+    if compiled:
+        torch._dynamo.reset()
+    torch.cuda.empty_cache()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("."))
+    parser.add_argument("--seq-len", type=int, default=16384)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--compile", choices=("off", "on", "both"), default="both")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "step_host_profile.json"
+    report: dict = {"device": torch.cuda.get_device_name(), "points": {}}
+    modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
+    for compiled in modes:
+        for impl, axes in POINTS:
+            label = f"{impl} {axes} compile={compiled}"
+            try:
+                row = _point(impl, axes, args.seq_len, compiled, args.steps, args.out)
+            except Exception as exc:  # record and go on
+                row = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                print(f"{label}: {row['error']}", flush=True)
+            else:
+                timed, line = row["timed"], row["timeline"]
+                top = list(line["idle_ms_before_kernel_per_step"].items())[:3]
+                print(
+                    f"{label}: event {timed['event_ms']:.2f} ms, host {timed['host_ms']:.2f} ms, "
+                    f"GPU busy {line['busy_ms_per_step']:.2f} of {line['span_ms_per_step']:.2f} "
+                    f"ms/step; idle before {top}",
+                    flush=True,
+                )
+            report["points"][label] = row
+            path.write_text(json.dumps(report, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
