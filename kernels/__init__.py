@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from . import reference
 from .attention import hash_sparse_attention, qk_sparse_attention
-from .lsh import lsh_buckets, lsh_buckets_pair, lsh_rotations
+from .lsh import (
+    lsh_buckets,
+    lsh_buckets_from_rotations,
+    lsh_buckets_pair,
+    lsh_buckets_pair_from_rotations,
+    lsh_rotations,
+)
 
 __all__ = [
     "hash_sparse_attention",
     "lsh_buckets",
+    "lsh_buckets_from_rotations",
     "lsh_buckets_pair",
+    "lsh_buckets_pair_from_rotations",
     "lsh_rotations",
     "qk_sparse_attention",
     "reference",

@@ -4,7 +4,9 @@
 per head. The rotations are drawn on the host side of the call (``lsh_rotations``, from a
 generator); the projection and the argmax run in one kernel (``_triton_lsh``) registered as
 the custom ops ``scfa::lsh_buckets`` and ``scfa::lsh_buckets_pair``, so ``torch.compile``
-sees no graph break and nothing reads device memory on the host.
+sees no graph break and nothing reads device memory on the host. Eager calls of the public
+functions launch the kernel directly: the operators' Python dispatch costs more host time than
+the launch itself (kernels/PERF.md, v11).
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from . import validation
 from ._triton_lsh import lsh_buckets_kernel
 from .config import ceil_div, next_power_of_2
 
-__all__ = ["lsh_buckets", "lsh_buckets_pair", "lsh_rotations"]
+__all__ = [
+    "lsh_buckets",
+    "lsh_buckets_from_rotations",
+    "lsh_buckets_pair",
+    "lsh_buckets_pair_from_rotations",
+    "lsh_rotations",
+]
 
 # dtypes the kernel loads directly; other floating dtypes take the torch path.
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -106,7 +114,8 @@ def lsh_rotations(
 
 def _lsh_buckets_torch(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """The unfused definition: float32 einsum into (B, T, H, n_rot), then argmax."""
-    projected = torch.einsum("bthd,hdr->bthr", x.float(), rotations)
+    with torch.autocast(x.device.type, enabled=False):  # float32 whatever the caller's autocast
+        projected = torch.einsum("bthd,hdr->bthr", x.float(), rotations)
     return torch.cat([projected, -projected], dim=-1).argmax(dim=-1).to(torch.int32)
 
 
@@ -218,7 +227,7 @@ def lsh_buckets(
     _check_n_buckets(n_buckets)
     _, _, H, D = x.shape
     rotations = lsh_rotations(H, D, n_buckets, generator=generator, device=x.device)
-    return torch.ops.scfa.lsh_buckets(x.detach(), rotations)
+    return lsh_buckets_from_rotations(x, rotations)
 
 
 def lsh_buckets_pair(
@@ -238,4 +247,32 @@ def lsh_buckets_pair(
     _check_n_buckets(n_buckets)
     _, _, H, D = q.shape
     rotations = lsh_rotations(H, D, n_buckets, generator=generator, device=q.device)
-    return torch.ops.scfa.lsh_buckets_pair(q.detach(), k.detach(), rotations)
+    return lsh_buckets_pair_from_rotations(q, k, rotations)
+
+
+def lsh_buckets_from_rotations(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """``lsh_buckets`` with the rotations given: float32 (H, D, n_buckets / 2) on x's device,
+    as ``lsh_rotations`` draws them (a model keeps its planes and hashes with them each step).
+
+    Calls traced by ``torch.compile`` go through the ``scfa::lsh_buckets`` operator; eager
+    calls launch the kernel directly (same kernel, same ids, less host time).
+    """
+    x = _check_x("x", x).detach()
+    _check_rotations(rotations, x)
+    if torch.compiler.is_compiling():
+        return torch.ops.scfa.lsh_buckets(x, rotations)
+    return _compute((x,), rotations)[0]
+
+
+def lsh_buckets_pair_from_rotations(
+    q: torch.Tensor, k: torch.Tensor, rotations: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``lsh_buckets_pair`` with the rotations given (see ``lsh_buckets_from_rotations``)."""
+    q = _check_x("q", q).detach()
+    k = _check_x("k", k).detach()
+    _check_pair(q, k)
+    _check_rotations(rotations, q)
+    if torch.compiler.is_compiling():
+        return torch.ops.scfa.lsh_buckets_pair(q, k, rotations)
+    q_ids, k_ids = _compute((q, k), rotations)
+    return q_ids, k_ids

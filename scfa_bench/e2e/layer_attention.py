@@ -20,7 +20,8 @@ class LayerLsh:
     """Bucket ids of one layer: planes drawn once from `seed`, the same for q, for k and at
     every step. `lsh_buckets(x, n_buckets, generator=<seeded alike>)` gives the same ids; the
     planes are kept so that no generator is touched inside the step (torch.compile would break
-    its graph there), and the fused `scfa::lsh_buckets_pair` op hashes q and k in one launch."""
+    its graph there), and the fused kernel hashes q and k in one launch (through the
+    `scfa::lsh_buckets_pair` operator when compiled, directly when eager)."""
 
     def __init__(
         self, n_buckets: int, seed: int, *, heads: int, head_dim: int, device: torch.device | str
@@ -34,13 +35,14 @@ class LayerLsh:
         )
 
     def __call__(self, x: Tensor) -> Tensor:
-        # Projections in float32 as lsh_buckets defines them, not in the step's autocast dtype.
-        with torch.autocast(x.device.type, enabled=False):
-            return torch.ops.scfa.lsh_buckets(x.detach(), self.rotations)
+        from scfa_kernels import lsh_buckets_from_rotations
+
+        return lsh_buckets_from_rotations(x, self.rotations)
 
     def pair(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        with torch.autocast(q.device.type, enabled=False):
-            return torch.ops.scfa.lsh_buckets_pair(q.detach(), k.detach(), self.rotations)
+        from scfa_kernels import lsh_buckets_pair_from_rotations
+
+        return lsh_buckets_pair_from_rotations(q, k, self.rotations)
 
 
 def hash_attention(kernel: HashKernel, lsh: LayerLsh, *, shared_buckets: bool) -> AttentionFn:

@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from scfa_kernels import lsh as lsh_module
-from scfa_kernels.lsh import lsh_buckets, lsh_buckets_pair, lsh_rotations
+from scfa_kernels.lsh import (
+    lsh_buckets,
+    lsh_buckets_from_rotations,
+    lsh_buckets_pair,
+    lsh_buckets_pair_from_rotations,
+    lsh_rotations,
+)
 
 # Two candidates closer than this (relative to |x|) are a near-tie: float32 sums of length
 # D <= 256 may order them either way (error <= D * 2**-24 * |x| for unit columns).
@@ -284,6 +291,77 @@ def test_compiles_with_rotations_drawn_outside():
     q_ids, k_sum = torch.compile(step, fullgraph=True, backend="eager")(q, k)
     assert torch.equal(q_ids, _buckets(q, 8, seed=21))
     assert torch.equal(k_sum, 2 * _buckets(k, 8, seed=21))
+
+
+class _OpsSeen(TorchDispatchMode):
+    """The names of the operators dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_from_rotations_equal_the_operators(device, dtype):
+    rotations = lsh_rotations(3, 16, 8, generator=_gen(31), device=device)
+    q = _x(t=37, seed=32).to(device, dtype)
+    k = _x(t=37, seed=33).to(device, dtype).transpose(1, 2).contiguous().transpose(1, 2)
+    single = lsh_buckets_from_rotations(q, rotations)
+    q_ids, k_ids = lsh_buckets_pair_from_rotations(q, k, rotations)
+    assert torch.equal(single, torch.ops.scfa.lsh_buckets(q, rotations))
+    assert torch.equal(q_ids, single)
+    assert torch.equal(k_ids, torch.ops.scfa.lsh_buckets(k, rotations))
+    _assert_matches_reference(q_ids, q.float(), rotations)
+    _assert_matches_reference(k_ids, k.float(), rotations)
+
+
+def test_from_rotations_skip_the_operators_when_eager(device):
+    # The operators' Python dispatch costs more host time than the launch (PERF.md, v11).
+    rotations = lsh_rotations(3, 16, 8, generator=_gen(34), device=device)
+    q = _x(t=20, seed=35).to(device)
+    with _OpsSeen() as seen:
+        lsh_buckets_from_rotations(q, rotations)
+        lsh_buckets_pair_from_rotations(q, q * 2, rotations)
+    assert not [name for name in seen.names if name.startswith("scfa.")], seen.names
+    with _OpsSeen() as seen:
+        torch.ops.scfa.lsh_buckets(q, rotations)
+    assert "scfa.lsh_buckets.default" in seen.names  # the probe does see operators
+
+
+def test_from_rotations_compile_to_the_operators():
+    rotations = lsh_rotations(3, 16, 8, generator=_gen(36))
+    graphs: list[torch.fx.GraphModule] = []
+
+    def keep_graph(gm: torch.fx.GraphModule, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    def step(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        q_ids, k_ids = lsh_buckets_pair_from_rotations(q, k, rotations)
+        return q_ids + k_ids + lsh_buckets_from_rotations(k, rotations)
+
+    q, k = _x(t=20, seed=37), _x(t=20, seed=38)
+    got = torch.compile(step, fullgraph=True, backend=keep_graph)(q, k)
+    assert torch.equal(got, step(q, k))
+    # Dynamo records the operator packets (AOT would resolve them to their `.default`).
+    targets = {
+        str(node.target).removesuffix(".default") for gm in graphs for node in gm.graph.nodes
+    }
+    assert {"scfa.lsh_buckets_pair", "scfa.lsh_buckets"} <= targets, targets
+
+
+def test_from_rotations_check_their_inputs():
+    rotations = lsh_rotations(3, 16, 8, generator=_gen(39))
+    with pytest.raises(ValueError, match="rotations: expected shape"):
+        lsh_buckets_from_rotations(_x(h=2), rotations)
+    with pytest.raises(ValueError, match="k: expected the shape of q"):
+        lsh_buckets_pair_from_rotations(_x(t=8), _x(t=9), rotations)
+    with pytest.raises(TypeError, match="rotations: expected float32"):
+        lsh_buckets_from_rotations(_x(), rotations.double())
 
 
 def test_custom_ops_pass_opcheck():
