@@ -11,7 +11,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "host_overhead.py"
 
 
-def test_host_overhead_tool_prints_three_positive_times():
+def test_host_overhead_tool_prints_three_positive_times(interpreter_subprocess):
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--calls", "5"],

@@ -12,7 +12,7 @@ from scfa_kernels import verify
 
 
 @pytest.mark.slow
-def test_cpu_run_passes_and_writes_json(tmp_path):
+def test_cpu_run_passes_and_writes_json(tmp_path, interpreter_subprocess):
     path = tmp_path / "verify.json"
     argv = ["--cpu", "--seq-lens", "40", "--head-dims", "16", "--dtypes", "fp32"]
     assert verify.main([*argv, "--json", str(path)]) == 0
