@@ -41,6 +41,27 @@ POINTS = (
 IDLE_GAP_US = 20.0  # gaps shorter than this are launch latency, not a late host
 
 
+def gpu_idle_by_kernel(
+    kernels: list[tuple[str, float, float]], min_gap_us: float = IDLE_GAP_US
+) -> tuple[float, float, Counter[str]]:
+    """(busy us, span us, idle us before each kernel name) of (name, start us, end us)
+    intervals: busy is their union; a gap longer than `min_gap_us` between the GPU's last
+    busy moment and a kernel's start is charged to that kernel (the one the GPU waited for)."""
+    idle_before: Counter[str] = Counter()
+    ordered = sorted(kernels, key=lambda k: k[1])
+    if not ordered:
+        return 0.0, 0.0, idle_before
+    busy = 0.0
+    first = frontier = ordered[0][1]
+    for name, start, end in ordered:
+        gap = start - frontier
+        if gap > min_gap_us:
+            idle_before[name[:80]] += gap
+        busy += max(0.0, end - max(start, frontier))
+        frontier = max(frontier, end)
+    return busy, frontier - first, idle_before
+
+
 def _timed(run, steps: int) -> dict:
     pairs = [
         (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
@@ -86,21 +107,12 @@ def _timeline(run, steps: int) -> dict:
             run()
         torch.cuda.synchronize()
     events = prof.events()
-    kernels = sorted(
-        (e for e in events if e.device_type == DeviceType.CUDA),
-        key=lambda e: e.time_range.start,
-    )
-    idle_before: Counter[str] = Counter()
-    busy = 0.0
-    frontier = kernels[0].time_range.start if kernels else 0.0
-    for event in kernels:
-        start, end = event.time_range.start, event.time_range.end
-        gap = start - frontier
-        if gap > IDLE_GAP_US:
-            idle_before[event.name[:80]] += gap
-        busy += max(0.0, end - max(start, frontier))
-        frontier = max(frontier, end)
-    span = (frontier - kernels[0].time_range.start) if kernels else 0.0
+    intervals = [
+        (e.name, e.time_range.start, e.time_range.end)
+        for e in events
+        if e.device_type == DeviceType.CUDA
+    ]
+    busy, span, idle_before = gpu_idle_by_kernel(intervals)
     api: dict[str, list[float]] = {}
     for event in events:
         if event.device_type == DeviceType.CPU and event.name.startswith(("cuda", "cu")):
@@ -110,7 +122,7 @@ def _timeline(run, steps: int) -> dict:
     return {
         "span_ms_per_step": span / steps / 1e3,
         "busy_ms_per_step": busy / steps / 1e3,
-        "kernels_per_step": len(kernels) / steps,
+        "kernels_per_step": len(intervals) / steps,
         "idle_ms_before_kernel_per_step": {
             name: round(us / steps / 1e3, 3) for name, us in idle_before.most_common(20)
         },
