@@ -43,7 +43,7 @@ def _shard_tasks(tasks: list[Any], suite: Any, shard: str, cost_from: Path | Non
 
     index, count = parse_shard(shard)
     cost = measured_cost(read_results(cost_from).rows) if cost_from is not None else None
-    return shard_of(tasks, index, count, cost, suite.baseline)
+    return shard_of(tasks, index, count, cost, suite.baseline, split_groups=suite.split_groups)
 
 
 @reports_input_errors

@@ -43,7 +43,8 @@ def _print_shard_plan(suite: Any, count: int, cost_from: Path | None) -> None:
     table = Table(title=f"suite {suite.name}: {count} shards")
     for column in ("shard", "tasks", "rows", "cost", "seq_len"):
         table.add_column(column, justify="left" if column == "seq_len" else "right")
-    for index, positions in enumerate(plan(tasks, count, cost, suite.baseline)):
+    shards = plan(tasks, count, cost, suite.baseline, split_groups=suite.split_groups)
+    for index, positions in enumerate(shards):
         mine = [tasks[i] for i in positions]
         table.add_row(
             str(index),

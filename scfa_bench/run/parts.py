@@ -105,7 +105,8 @@ def plan_shards(suite: Suite, count: int, parts_dir: Path, cost_from: Path | Non
     tasks = expand(suite)
     cost = measured_cost(read_results(cost_from).rows) if cost_from is not None else None
     shards = []
-    for index, positions in enumerate(plan(tasks, count, cost, suite.baseline)):
+    positions_by_shard = plan(tasks, count, cost, suite.baseline, split_groups=suite.split_groups)
+    for index, positions in enumerate(positions_by_shard):
         mine = [tasks[i] for i in positions]
         keys = set(grid_keys(suite, mine))
         shards.append(Shard(index, parts_dir / part_name(index, count), len(keys), keys))

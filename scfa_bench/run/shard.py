@@ -187,13 +187,15 @@ def plan(
     cost: Cost | None = None,
     baseline: str | None = None,
     tolerance: float = 0.05,
+    split_groups: bool = True,
 ) -> list[list[int]]:
     """Task positions of each of `count` shards (each list ascending: grid order kept).
 
     `baseline`: the implementation whose tasks stay with their seq_len's first group; by
     default every dense task (no sparsity axis). `tolerance`: how far above the lower bound
     (total / count, or the costliest indivisible block) the longest shard may stay before
-    groups are split.
+    groups are split. `split_groups=False`: never split a group (each seq_len's tasks on one
+    shard, whatever the balance).
     """
     if count < 1:
         raise InputError(f"shard count must be >= 1, got {count}")
@@ -229,7 +231,8 @@ def plan(
         )
         bound = max(total / count, indivisible, anchor_blocks)
         splittable = [it for it in items if it.units > 1]
-        if max(loads, default=0.0) <= bound * (1.0 + tolerance) or not splittable:
+        balanced = max(loads, default=0.0) <= bound * (1.0 + tolerance)
+        if balanced or not splittable or not split_groups:
             break
         largest = min(splittable, key=lambda it: (-it.cost, it.positions[0]))
         items.remove(largest)
@@ -244,8 +247,10 @@ def shard(
     count: int,
     cost: Cost | None = None,
     baseline: str | None = None,
+    split_groups: bool = True,
 ) -> list[Task]:
     """The tasks of shard `index` of `count`, in grid order."""
     if not 0 <= index < count:
         raise InputError(f"shard index must be in 0..{count - 1}, got {index}")
-    return [tasks[i] for i in plan(tasks, count, cost, baseline)[index]]
+    chosen = plan(tasks, count, cost, baseline, split_groups=split_groups)[index]
+    return [tasks[i] for i in chosen]

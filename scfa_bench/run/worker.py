@@ -97,12 +97,14 @@ def give_up(suite, tasks: list, part_csv: Path, reasons: dict[str, str], device:
     return written
 
 
-def _select(tasks: list, *, index: int, count: int, cost_from: Path | None, baseline: str | None):
+def _select(tasks: list, *, index: int, count: int, cost_from: Path | None, suite):
     from scfa_bench.results.reader import read_results
     from scfa_bench.run.shard import measured_cost, shard
 
     cost = measured_cost(read_results(cost_from).rows) if cost_from is not None else None
-    return shard(tasks, index, count, cost=cost, baseline=baseline)
+    return shard(
+        tasks, index, count, cost=cost, baseline=suite.baseline, split_groups=suite.split_groups
+    )
 
 
 def run_shard(
@@ -132,9 +134,7 @@ def run_shard(
     fresh = not part_csv.exists() or part_csv.stat().st_size == 0
     if fresh:
         ResultWriter(part_csv).close()  # header only: the run below "resumes" an empty part
-    select = functools.partial(
-        _select, index=index, count=count, cost_from=cost_from, baseline=suite.baseline
-    )
+    select = functools.partial(_select, index=index, count=count, cost_from=cost_from, suite=suite)
     if give_up_on:
         give_up(suite, select(expand(suite)), part_csv, give_up_on, device)
     options = RunOptions(resume=part_csv, device=device, argv=argv, select=select)

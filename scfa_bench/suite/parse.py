@@ -26,6 +26,10 @@ Keys (unknown keys are rejected at every level; defaults in brackets):
 - `check_rows` [256]: query rows sampled for the check when seq_len > 1024 (all rows below).
 - `max_check_seq_len` [null]: skip the check above this seq_len (null: always check).
 - `device` [auto]: `auto` (cuda when available, else cpu), `cuda` or `cpu`.
+- `split_groups` [true]: whether a sharded run (`--gpus`, `--shard`, Slurm) may split one
+  seq_len's tasks over several shards to balance them; then rows whose baseline ran in another
+  shard (another card) get their speedup at the merge. `false` keeps each seq_len's tasks,
+  baseline included, on one shard: every speedup is taken on one card, at the cost of balance.
 
 The YAML itself is read by `suite.yaml_load` (size limit, no duplicate keys, anchors or
 aliases). An implementation asked for a head dim or dtype it declares it cannot take (or, with
@@ -100,6 +104,7 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
         "max_check_seq_len",
         "device",
         "model",
+        "split_groups",
     )
     v.mapping(data, "", top_keys, ("name", "sweep", "implementations"))
 
@@ -201,6 +206,7 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
             None if max_check is None else v.integer(max_check, "max_check_seq_len", minimum=1)
         ),
         device=device,
+        split_groups=v.boolean(data.get("split_groups", True), "split_groups"),
     )
 
 
@@ -250,6 +256,7 @@ def _model_suite(
         check=False,
         device=v.string(data.get("device", "auto"), "device", DEVICES),
         model=model,
+        split_groups=v.boolean(data.get("split_groups", True), "split_groups"),
     )
 
 

@@ -163,6 +163,18 @@ def test_large_group_is_split_for_balance() -> None:
     assert max(per_shard) <= 1.02 * sum(per_shard) / 2
 
 
+def test_split_groups_false_keeps_every_seq_len_on_one_shard() -> None:
+    """The grid above, where balance would split T=65536: kept whole, whatever the balance."""
+    tasks = grid([128, 256, 65536], n_buckets=[1, 2, 4, 8, 16, 32, 64])
+    shards = plan(tasks, 2, split_groups=False)
+    owners = {k for k, s in enumerate(shards) for i in s if tasks[i].point.seq_len == 65536}
+    assert len(owners) == 1
+    assert shards == plan(tasks, 2, tolerance=float("inf"))
+    assert sorted(i for s in shards for i in s) == list(range(len(tasks)))
+    for index in range(2):
+        assert shard(tasks, index, 2, split_groups=False) == [tasks[i] for i in shards[index]]
+
+
 def test_more_shards_than_tasks_leaves_some_empty() -> None:
     tasks = grid([64], n_buckets=[2], dense=("sdpa_math",))
     shards = plan(tasks, 5)
@@ -243,3 +255,36 @@ def test_bad_cost_and_index_rejected() -> None:
         shard(tasks, 2, 2)
     with pytest.raises(InputError, match="count"):
         plan(tasks, 0)
+
+
+def test_suite_split_groups_reaches_every_planner(tmp_path) -> None:
+    """`split_groups: false` in a suite: the supervisor's shards (`parts.plan_shards`) and each
+    worker's own selection keep every seq_len whole, and agree with each other."""
+    from pathlib import Path
+
+    from scfa_bench.run.parts import grid_keys, plan_shards
+    from scfa_bench.run.worker import _select
+    from scfa_bench.suite.grid import expand
+    from scfa_bench.suite.parse import load_suite
+
+    path = tmp_path / "multi.yaml"
+    text = Path(__file__).with_name("multi.yaml").read_text()
+    path.write_text(text.replace("seq_len: [128, 256, 512]", "seq_len: [64, 128, 4096]"))
+    split = load_suite(path)
+    path.write_text(path.read_text() + "split_groups: false\n")
+    whole = load_suite(path)
+    tasks = expand(whole)
+
+    def owners(suite) -> set[int]:
+        return {
+            k
+            for k in range(2)
+            for t in _select(tasks, index=k, count=2, cost_from=None, suite=suite)
+            if t.point.seq_len == 4096
+        }
+
+    assert owners(split) == {0, 1}  # the costly group is split for balance by default
+    assert len(owners(whole)) == 1
+    for index, planned in enumerate(plan_shards(whole, 2, tmp_path, cost_from=None)):
+        mine = _select(tasks, index=index, count=2, cost_from=None, suite=whole)
+        assert planned.keys == set(grid_keys(whole, mine))

@@ -51,6 +51,7 @@ def test_good_suite_gets_defaults_and_canonical_dtype(tmp_path: Path) -> None:
     assert suite.timing.warmup_ms == 25 and suite.timing.rep_ms == 100
     assert suite.timing.cuda_graph is False
     assert suite.check is True and suite.buckets == "random" and suite.device == "auto"
+    assert suite.split_groups is True
     assert len(suite.sha256) == 64
 
 
@@ -162,3 +163,10 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_not_a_mapping() -> None:
     with pytest.raises(InputError, match="expected a mapping"):
         parse_suite([1, 2], "x.yaml")
+
+
+def test_split_groups_is_read_for_call_and_model_suites(tmp_path: Path) -> None:
+    assert load_suite(write(tmp_path, GOOD + "split_groups: false\n")).split_groups is False
+    model = (SUITES_DIR / "e2e_smoke.yaml").read_text() + "split_groups: false\n"
+    assert load_suite(write(tmp_path, model, "model.yaml")).split_groups is False
+    assert "split_groups" in error_of(tmp_path, GOOD + "split_groups: 0\n")
