@@ -17,17 +17,13 @@ between its event time and its busy time. Writes DIR/e2e_noise_probe.json.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from e2e_probe_points import probe_args, run_points, warmed_step
 
-from scfa_bench.e2e.model import GPT2_SMALL
-from scfa_bench.e2e.step import StepConfig, build_step
 from scfa_bench.measure.stages import StagedKernel, idle_summary
 from scfa_bench.measure.telemetry import TelemetrySampler
 
@@ -126,65 +122,43 @@ def _busy_idle(run, steps: int) -> dict:
 
 
 def _point(impl: str, axes: dict, seq_len: int, compiled: bool, steps: int) -> dict:
-    step = build_step(
-        StepConfig(
-            model=GPT2_SMALL, batch=1, seq_len=seq_len, attention=impl, compile=compiled, **axes
-        )
-    )
-    for _ in range(3):
-        step.run()
-    row = {"gc_on": _timed(step.run, steps)}
-    gc.collect()
-    gc.disable()
-    try:
-        row["gc_off"] = _timed(step.run, steps)
-    finally:
-        gc.enable()
-    row["profile"] = _busy_idle(step.run, 3)
-    del step
-    if compiled:
-        torch._dynamo.reset()
-    gc.collect()
-    torch.cuda.empty_cache()
+    with warmed_step(impl, axes, seq_len, compiled) as step:
+        row = {"gc_on": _timed(step.run, steps)}
+        gc.collect()
+        gc.disable()
+        try:
+            row["gc_off"] = _timed(step.run, steps)
+        finally:
+            gc.enable()
+        row["profile"] = _busy_idle(step.run, 3)
     return row
 
 
+def _describe(row: dict) -> str:
+    on, off, prof = row["gc_on"], row["gc_off"], row["profile"]
+    return (
+        f"event {on['event_median']:.2f} "
+        f"[{on['event_q20_q80'][0]:.2f}, {on['event_q20_q80'][1]:.2f}] ms, "
+        f"host {on['host_median']:.2f} ms, gc pauses {len(on['gc_pauses'])} "
+        f"(max {max((p for _, p in on['gc_pauses']), default=0):.2f} ms), "
+        f"alloc {on['alloc_delta']}, sm {on['sm_mhz_min']}-{on['sm_mhz_median']} | "
+        f"gc off: event {off['event_median']:.2f} "
+        f"[{off['event_q20_q80'][0]:.2f}, {off['event_q20_q80'][1]:.2f}] ms, "
+        f"host {off['host_median']:.2f} | GPU busy {prof['busy_ms_per_step']:.2f}, "
+        f"idle {prof['idle_ms_per_step']:.2f} ms/step, "
+        f"{prof['kernels_per_step']:.0f} kernels/step"
+    )
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", type=Path, default=Path("."))
-    parser.add_argument("--seq-len", type=int, default=16384)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--compile", choices=("off", "on", "both"), default="both")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "e2e_noise_probe.json"
-    report: dict = {"device": torch.cuda.get_device_name(), "points": {}}
-    modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
-    for compiled in modes:
-        for impl, axes in POINTS:
-            label = f"{impl} {axes} compile={compiled}"
-            try:
-                row = _point(impl, axes, args.seq_len, compiled, args.steps)
-            except Exception as exc:  # record and go on
-                row = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-                print(f"{label}: {row['error']}")
-            else:
-                on, off, prof = row["gc_on"], row["gc_off"], row["profile"]
-                print(
-                    f"{label}: event {on['event_median']:.2f} "
-                    f"[{on['event_q20_q80'][0]:.2f}, {on['event_q20_q80'][1]:.2f}] ms, "
-                    f"host {on['host_median']:.2f} ms, gc pauses {len(on['gc_pauses'])} "
-                    f"(max {max((p for _, p in on['gc_pauses']), default=0):.2f} ms), "
-                    f"alloc {on['alloc_delta']}, sm {on['sm_mhz_min']}-{on['sm_mhz_median']} | "
-                    f"gc off: event {off['event_median']:.2f} "
-                    f"[{off['event_q20_q80'][0]:.2f}, {off['event_q20_q80'][1]:.2f}] ms, "
-                    f"host {off['host_median']:.2f} | GPU busy {prof['busy_ms_per_step']:.2f}, "
-                    f"idle {prof['idle_ms_per_step']:.2f} ms/step, "
-                    f"{prof['kernels_per_step']:.0f} kernels/step"
-                )
-            report["points"][label] = row
-            path.write_text(json.dumps(report, indent=1))
-    print(f"wrote {path}")
+    args = probe_args(default_steps=30)
+    run_points(
+        POINTS,
+        args.compile,
+        args.out / "e2e_noise_probe.json",
+        lambda impl, axes, compiled: _point(impl, axes, args.seq_len, compiled, args.steps),
+        _describe,
+    )
 
 
 if __name__ == "__main__":

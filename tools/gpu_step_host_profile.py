@@ -17,10 +17,8 @@ Writes DIR/step_host_profile.json.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
-import json
 import pstats
 import statistics
 import time
@@ -28,9 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-
-from scfa_bench.e2e.model import GPT2_SMALL
-from scfa_bench.e2e.step import StepConfig, build_step
+from e2e_probe_points import probe_args, run_points, warmed_step
 
 POINTS = (
     ("sdpa_cudnn", {}),
@@ -134,55 +130,35 @@ def _timeline(run, steps: int) -> dict:
 
 
 def _point(impl: str, axes: dict, seq_len: int, compiled: bool, steps: int, out: Path) -> dict:
-    step = build_step(
-        StepConfig(
-            model=GPT2_SMALL, batch=1, seq_len=seq_len, attention=impl, compile=compiled, **axes
-        )
-    )
-    for _ in range(3):
-        step.run()
-    row = {"timed": _timed(step.run, max(steps, 5))}
-    slug = f"{impl}_{'_'.join(f'{k}{v}' for k, v in axes.items())}_{'c' if compiled else 'e'}"
-    (out / f"cprofile_{slug}.txt").write_text(_cprofile_text(step.run, steps), encoding="utf-8")
-    row["timeline"] = _timeline(step.run, 2)
-    del step
-    if compiled:
-        torch._dynamo.reset()
-    torch.cuda.empty_cache()
+    with warmed_step(impl, axes, seq_len, compiled) as step:
+        row = {"timed": _timed(step.run, max(steps, 5))}
+        slug = f"{impl}_{'_'.join(f'{k}{v}' for k, v in axes.items())}_{'c' if compiled else 'e'}"
+        (out / f"cprofile_{slug}.txt").write_text(_cprofile_text(step.run, steps), "utf-8")
+        row["timeline"] = _timeline(step.run, 2)
     return row
 
 
+def _describe(row: dict) -> str:
+    timed, line = row["timed"], row["timeline"]
+    top = list(line["idle_ms_before_kernel_per_step"].items())[:3]
+    return (
+        f"event {timed['event_ms']:.2f} ms, host {timed['host_ms']:.2f} ms, "
+        f"GPU busy {line['busy_ms_per_step']:.2f} of {line['span_ms_per_step']:.2f} ms/step; "
+        f"idle before {top}"
+    )
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", type=Path, default=Path("."))
-    parser.add_argument("--seq-len", type=int, default=16384)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--compile", choices=("off", "on", "both"), default="both")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "step_host_profile.json"
-    report: dict = {"device": torch.cuda.get_device_name(), "points": {}}
-    modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
-    for compiled in modes:
-        for impl, axes in POINTS:
-            label = f"{impl} {axes} compile={compiled}"
-            try:
-                row = _point(impl, axes, args.seq_len, compiled, args.steps, args.out)
-            except Exception as exc:  # record and go on
-                row = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-                print(f"{label}: {row['error']}", flush=True)
-            else:
-                timed, line = row["timed"], row["timeline"]
-                top = list(line["idle_ms_before_kernel_per_step"].items())[:3]
-                print(
-                    f"{label}: event {timed['event_ms']:.2f} ms, host {timed['host_ms']:.2f} ms, "
-                    f"GPU busy {line['busy_ms_per_step']:.2f} of {line['span_ms_per_step']:.2f} "
-                    f"ms/step; idle before {top}",
-                    flush=True,
-                )
-            report["points"][label] = row
-            path.write_text(json.dumps(report, indent=1))
-    print(f"wrote {path}")
+    args = probe_args(default_steps=5)
+    run_points(
+        POINTS,
+        args.compile,
+        args.out / "step_host_profile.json",
+        lambda impl, axes, compiled: _point(
+            impl, axes, args.seq_len, compiled, args.steps, args.out
+        ),
+        _describe,
+    )
 
 
 if __name__ == "__main__":
