@@ -25,9 +25,13 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scfa_bench.constants import FAILING_STATUSES
 from scfa_bench.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, InputError
+
+if TYPE_CHECKING:
+    from scfa_bench.suite.schema import Suite
 
 
 def progress_path_for(part_csv: Path) -> Path:
@@ -97,7 +101,7 @@ def give_up(suite, tasks: list, part_csv: Path, reasons: dict[str, str], device:
     return written
 
 
-def _select(tasks: list, *, index: int, count: int, cost_from: Path | None, suite):
+def _select(tasks: list, *, index: int, count: int, cost_from: Path | None, suite: Suite):
     from scfa_bench.results.reader import read_results
     from scfa_bench.run.shard import measured_cost, shard
 
