@@ -37,13 +37,10 @@ def _print_grid(suite: Any, tasks: list[Any], total_tasks: int) -> None:
 
 
 def _shard_tasks(tasks: list[Any], suite: Any, shard: str, cost_from: Path | None) -> list[Any]:
-    from scfa_bench.results.reader import read_results
-    from scfa_bench.run.shard import measured_cost, parse_shard
-    from scfa_bench.run.shard import shard as shard_of
+    from scfa_bench.run.shard import parse_shard, suite_shard
 
     index, count = parse_shard(shard)
-    cost = measured_cost(read_results(cost_from).rows) if cost_from is not None else None
-    return shard_of(tasks, index, count, cost, suite.baseline, split_groups=suite.split_groups)
+    return suite_shard(suite, tasks, index, count, cost_from)
 
 
 @reports_input_errors

@@ -34,17 +34,15 @@ def print_outcome_rows(rows: list[Any], baseline: str) -> Any:
 
 
 def _print_shard_plan(suite: Any, count: int, cost_from: Path | None) -> None:
-    from scfa_bench.results.reader import read_results
-    from scfa_bench.run.shard import measured_cost, plan, predicted_cost
+    from scfa_bench.run.shard import cost_source, suite_shards
     from scfa_bench.suite.grid import expand
 
     tasks = expand(suite)
-    cost = measured_cost(read_results(cost_from).rows) if cost_from else predicted_cost
+    cost = cost_source(cost_from)
     table = Table(title=f"suite {suite.name}: {count} shards")
     for column in ("shard", "tasks", "rows", "cost", "seq_len"):
         table.add_column(column, justify="left" if column == "seq_len" else "right")
-    shards = plan(tasks, count, cost, suite.baseline, split_groups=suite.split_groups)
-    for index, positions in enumerate(shards):
+    for index, positions in enumerate(suite_shards(suite, tasks, count, cost_from)):
         mine = [tasks[i] for i in positions]
         table.add_row(
             str(index),

@@ -21,7 +21,7 @@ from scfa_bench.results.merge import MergeReport, grid_keys, merge, write_merged
 from scfa_bench.results.reader import read_results
 from scfa_bench.results.resume import done_keys
 from scfa_bench.results.row import RowKey
-from scfa_bench.run.shard import measured_cost, plan
+from scfa_bench.run.shard import suite_shards
 from scfa_bench.run.worker import progress_path_for, repair_part
 from scfa_bench.suite.grid import expand
 from scfa_bench.suite.schema import Suite
@@ -103,10 +103,8 @@ def current_point(s: Shard) -> str:
 
 def plan_shards(suite: Suite, count: int, parts_dir: Path, cost_from: Path | None) -> list[Shard]:
     tasks = expand(suite)
-    cost = measured_cost(read_results(cost_from).rows) if cost_from is not None else None
     shards = []
-    positions_by_shard = plan(tasks, count, cost, suite.baseline, split_groups=suite.split_groups)
-    for index, positions in enumerate(positions_by_shard):
+    for index, positions in enumerate(suite_shards(suite, tasks, count, cost_from)):
         mine = [tasks[i] for i in positions]
         keys = set(grid_keys(suite, mine))
         shards.append(Shard(index, parts_dir / part_name(index, count), len(keys), keys))

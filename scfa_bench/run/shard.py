@@ -20,10 +20,15 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scfa_bench.errors import InputError
 from scfa_bench.results.row import ResultRow
 from scfa_bench.suite.grid import Point, Task
+
+if TYPE_CHECKING:
+    from scfa_bench.suite.schema import Suite
 
 Cost = Callable[[Task], float]
 
@@ -250,7 +255,38 @@ def shard(
     split_groups: bool = True,
 ) -> list[Task]:
     """The tasks of shard `index` of `count`, in grid order."""
-    if not 0 <= index < count:
-        raise InputError(f"shard index must be in 0..{count - 1}, got {index}")
+    check_index(index, count)
     chosen = plan(tasks, count, cost, baseline, split_groups=split_groups)[index]
     return [tasks[i] for i in chosen]
+
+
+def check_index(index: int, count: int) -> None:
+    if not 0 <= index < count:
+        raise InputError(f"shard index must be in 0..{count - 1}, got {index}")
+
+
+def suite_shard(
+    suite: Suite, tasks: Sequence[Task], index: int, count: int, cost_from: Path | None
+) -> list[Task]:
+    """The tasks of shard `index` of `count` of the suite's grid (`suite_shards`)."""
+    check_index(index, count)
+    return [tasks[i] for i in suite_shards(suite, tasks, count, cost_from)[index]]
+
+
+def cost_source(cost_from: Path | None) -> Cost:
+    """The cost of a task: measured from the earlier CSV `cost_from`, else predicted."""
+    if cost_from is None:
+        return predicted_cost
+    from scfa_bench.results.reader import read_results
+
+    return measured_cost(read_results(cost_from).rows)
+
+
+def suite_shards(
+    suite: Suite, tasks: Sequence[Task], count: int, cost_from: Path | None
+) -> list[list[int]]:
+    """`plan` as the suite asks it (its baseline, `split_groups`), costed by `cost_source`: the
+    one rule the supervisor, every worker and `--shard I/N` share, so they agree."""
+    return plan(
+        tasks, count, cost_source(cost_from), suite.baseline, split_groups=suite.split_groups
+    )

@@ -102,13 +102,9 @@ def give_up(suite, tasks: list, part_csv: Path, reasons: dict[str, str], device:
 
 
 def _select(tasks: list, *, index: int, count: int, cost_from: Path | None, suite: Suite):
-    from scfa_bench.results.reader import read_results
-    from scfa_bench.run.shard import measured_cost, shard
+    from scfa_bench.run.shard import suite_shard
 
-    cost = measured_cost(read_results(cost_from).rows) if cost_from is not None else None
-    return shard(
-        tasks, index, count, cost=cost, baseline=suite.baseline, split_groups=suite.split_groups
-    )
+    return suite_shard(suite, tasks, index, count, cost_from)
 
 
 def run_shard(

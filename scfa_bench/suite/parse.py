@@ -138,8 +138,17 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
         ),
     )
 
+    split_groups = v.boolean(data.get("split_groups", True), "split_groups")
     if "model" in data:
-        return _model_suite(v, data, name=name, description=description, seed=seed, sweep=sweep)
+        return _model_suite(
+            v,
+            data,
+            name=name,
+            description=description,
+            seed=seed,
+            sweep=sweep,
+            split_groups=split_groups,
+        )
     if "shape" not in data:
         raise v.fail("<top level>", "missing required key 'shape' (or a 'model' section)")
     shape = _shape(v, data["shape"])
@@ -206,7 +215,7 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
             None if max_check is None else v.integer(max_check, "max_check_seq_len", minimum=1)
         ),
         device=device,
-        split_groups=v.boolean(data.get("split_groups", True), "split_groups"),
+        split_groups=split_groups,
     )
 
 
@@ -238,7 +247,14 @@ def _named_baseline(v: Validator, data: dict[str, Any], impls: tuple[str, ...]) 
 
 
 def _model_suite(
-    v: Validator, data: dict[str, Any], *, name: str, description: str, seed: int, sweep: Sweep
+    v: Validator,
+    data: dict[str, Any],
+    *,
+    name: str,
+    description: str,
+    seed: int,
+    sweep: Sweep,
+    split_groups: bool,
 ) -> Suite:
     """A suite with a `model` section (`suite.model_section`)."""
     model = parse_model(v, data, DTYPE_ALIASES)
@@ -256,7 +272,7 @@ def _model_suite(
         check=False,
         device=v.string(data.get("device", "auto"), "device", DEVICES),
         model=model,
-        split_groups=v.boolean(data.get("split_groups", True), "split_groups"),
+        split_groups=split_groups,
     )
 
 
