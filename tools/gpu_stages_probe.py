@@ -1,0 +1,147 @@
+"""Deeper software pipelines for the gathered loads (kernels/PERF.md, v12): a developer tool.
+
+    python tools/gpu_stages_probe.py --out FILE.jsonl
+
+Our kernels load K/V (or Q/dO) rows through the sort permutation: the row index is itself a
+load. Below 5 stages Triton 3.6 issues each tile's index and rows as cp.async groups and
+then waits for all of them (`async_wait {num = 0}`) at the top of every iteration, so a tile's
+load latency is not hidden; from 5 stages on it keeps several tiles in flight. This times
+each pass with today's launch configuration and with deeper-pipelined ones, one kernel
+changed at a time, on the same plan and inputs (B=4, bf16; do_bench medians), and checks
+each variant's outputs against today's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import triton
+from triton.testing import do_bench
+
+from scfa_kernels import _launch
+from scfa_kernels import config as kcfg
+from scfa_kernels.config import LaunchConfig
+from scfa_kernels.plan import hash_plan, qk_plan
+
+L = LaunchConfig
+# Candidates per pass, by today's tiles of that pass (the first of each list is today's).
+FWD = {
+    (64, 32, 4, 3): [L(64, 32, 4, 5), L(64, 64, 4, 5), L(128, 64, 4, 5)],
+    (128, 64, 4, 3): [L(128, 64, 4, 5), L(64, 64, 4, 5), L(64, 32, 4, 5)],
+    (128, 128, 4, 2): [L(128, 64, 4, 5), L(64, 64, 4, 5), L(128, 128, 4, 3)],
+    (64, 64, 4, 2): [L(64, 64, 4, 5), L(64, 32, 4, 5)],
+}
+DKDV = {
+    (32, 64, 4, 1): [L(32, 64, 4, 5), L(64, 64, 4, 5), L(32, 128, 4, 5)],
+    (32, 128, 4, 3): [L(32, 128, 4, 5), L(32, 64, 4, 5), L(64, 64, 4, 5)],
+    (64, 64, 4, 2): [L(32, 64, 4, 5), L(64, 64, 4, 5)],
+}
+DQ = {
+    (64, 32, 4, 3): [L(64, 32, 4, 5), L(128, 32, 4, 5), L(64, 64, 4, 5)],
+    (128, 32, 4, 5): [L(64, 32, 4, 5), L(64, 64, 4, 5)],
+    (64, 64, 4, 2): [L(64, 64, 4, 5), L(64, 32, 4, 5)],
+}
+POINTS = [
+    *[(16384, 48, 64, kind, p) for kind, p in (("hash", 1), ("hash", 2), ("hash", 8), ("hash", 32))],
+    *[(16384, 48, 64, "qk", p) for p in (0.2, 0.5, 0.8)],
+    *[(4096, 48, 64, kind, p) for kind, p in (("hash", 2), ("hash", 8), ("hash", 32), ("qk", 0.8))],
+    *[(32768, 48, 64, kind, p) for kind, p in (("hash", 8), ("hash", 32), ("qk", 0.8))],
+    *[(16384, 24, 128, kind, p) for kind, p in (("hash", 2), ("hash", 8), ("hash", 32), ("qk", 0.8))],
+]
+
+
+def _key(launch: LaunchConfig) -> tuple[int, int, int, int]:
+    return (launch.block_m, launch.block_n, launch.num_warps, launch.num_stages)
+
+
+def _median(fn) -> float:
+    return float(do_bench(fn, warmup=10, rep=60))
+
+
+def _point(T, H, D, kind, param, log):
+    B = 4
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, do = (
+        torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4)
+    )
+    if kind == "hash":
+        nb = int(param)
+        a, b = (torch.randint(0, nb, (B, T, H), device="cuda", generator=g, dtype=torch.int32)
+                for _ in range(2))  # fmt: skip
+        plan, mean_rows = hash_plan(a, b, nb), T / nb
+    else:
+        a, b = (torch.rand(B, T, H, device="cuda", generator=g) >= param for _ in range(2))
+        plan, mean_rows = qk_plan(a, b), T
+    scale = 1.0 / math.sqrt(D)
+    today = kcfg.select(q.device, q.dtype, D, mean_rows)
+    out, lse = _launch.forward(q, k, v, plan, scale, today)
+    grads = _launch.backward(do, q, k, v, out, lse, plan, scale, today)
+    base = {"T": T, "H": H, "D": D, "kind": kind, "param": param}
+
+    def fwd(cfg):
+        return _launch.forward(q, k, v, plan, scale, cfg)
+
+    def bwd(cfg):
+        return _launch.backward(do, q, k, v, out, lse, plan, scale, cfg)
+
+    def diff(got, want):
+        return max(float((x.float() - y.float()).abs().max()) for x, y in zip(got, want))
+
+    fwd_today, bwd_today = _median(lambda: fwd(today)), _median(lambda: bwd(today))
+    log({**base, "pass": "fwd", "tiles": _key(today.fwd), "today": True, "ms": fwd_today})
+    log({**base, "pass": "bwd", "dkdv": _key(today.dkdv), "dq": _key(today.dq), "today": True,
+         "ms": bwd_today})  # fmt: skip
+    for launch in FWD.get(_key(today.fwd), []):
+        cfg = dataclasses.replace(today, fwd=launch)
+        row = {**base, "pass": "fwd", "tiles": _key(launch)}
+        try:
+            got = fwd(cfg)
+            row["out_diff"] = float((got[0].float() - out.float()).abs().max())
+            row["ms"] = _median(lambda cfg=cfg: fwd(cfg))
+            row["today_over"] = fwd_today / row["ms"]
+        except Exception as exc:  # recorded, the sweep goes on
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        log(row)
+    for field, table in (("dkdv", DKDV), ("dq", DQ)):
+        for launch in table.get(_key(getattr(today, field)), []):
+            cfg = dataclasses.replace(today, **{field: launch})
+            row = {**base, "pass": "bwd", field: _key(launch)}
+            try:
+                row["grad_diff"] = diff(bwd(cfg), grads)
+                row["ms"] = _median(lambda cfg=cfg: bwd(cfg))
+                row["today_over"] = bwd_today / row["ms"]
+            except Exception as exc:
+                row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            log(row)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    def log(row: dict) -> None:
+        row["elapsed_s"] = round(time.perf_counter() - started, 1)
+        line = json.dumps(row)
+        print(line, flush=True)
+        with args.out.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    log({"what": "env", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+         "triton": triton.__version__})  # fmt: skip
+    for point in POINTS:
+        _point(*point, log)
+        torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
