@@ -47,12 +47,13 @@ DQ = {
     (128, 32, 4, 5): [L(64, 32, 4, 5), L(64, 64, 4, 5)],
     (64, 64, 4, 2): [L(64, 64, 4, 5), L(64, 32, 4, 5)],
 }
+HASH = (("hash", 2), ("hash", 8), ("hash", 32))
 POINTS = [
-    *[(16384, 48, 64, kind, p) for kind, p in (("hash", 1), ("hash", 2), ("hash", 8), ("hash", 32))],
+    *[(16384, 48, 64, kind, p) for kind, p in (("hash", 1), *HASH)],
     *[(16384, 48, 64, "qk", p) for p in (0.2, 0.5, 0.8)],
-    *[(4096, 48, 64, kind, p) for kind, p in (("hash", 2), ("hash", 8), ("hash", 32), ("qk", 0.8))],
-    *[(32768, 48, 64, kind, p) for kind, p in (("hash", 8), ("hash", 32), ("qk", 0.8))],
-    *[(16384, 24, 128, kind, p) for kind, p in (("hash", 2), ("hash", 8), ("hash", 32), ("qk", 0.8))],
+    *[(4096, 48, 64, kind, p) for kind, p in (*HASH, ("qk", 0.8))],
+    *[(32768, 48, 64, kind, p) for kind, p in (*HASH[1:], ("qk", 0.8))],
+    *[(16384, 24, 128, kind, p) for kind, p in (*HASH, ("qk", 0.8))],
 ]
 
 
@@ -91,7 +92,8 @@ def _point(T, H, D, kind, param, log):
         return _launch.backward(do, q, k, v, out, lse, plan, scale, cfg)
 
     def diff(got, want):
-        return max(float((x.float() - y.float()).abs().max()) for x, y in zip(got, want))
+        pairs = zip(got, want, strict=True)
+        return max(float((x.float() - y.float()).abs().max()) for x, y in pairs)
 
     fwd_today, bwd_today = _median(lambda: fwd(today)), _median(lambda: bwd(today))
     log({**base, "pass": "fwd", "tiles": _key(today.fwd), "today": True, "ms": fwd_today})
