@@ -1,6 +1,7 @@
 """Deeper software pipelines for the gathered loads (kernels/PERF.md, v12): a developer tool.
 
-    python tools/gpu_stages_probe.py --out FILE.jsonl
+    python tools/gpu_stages_probe.py --out FILE.jsonl [--round v12|v14] [--points v12|v14]
+                                     [--today-only] [--tag NAME]
 
 Our kernels load K/V (or Q/dO) rows through the sort permutation: the row index is itself a
 load. Below 5 stages Triton 3.6 issues each tile's index and rows as cp.async groups and
@@ -8,7 +9,10 @@ then waits for all of them (`async_wait {num = 0}`) at the top of every iteratio
 load latency is not hidden; from 5 stages on it keeps several tiles in flight. This times
 each pass with today's launch configuration and with deeper-pipelined ones, one kernel
 changed at a time, on the same plan and inputs (B=4, bf16; do_bench medians), and checks
-each variant's outputs against today's.
+each variant's outputs against today's. `--round v14` tries the candidates worth trying once
+the row index no longer sits in the pipeline (`load_index`, v14); `--today-only` times today's
+configuration alone (run it with another kernels tree first on PYTHONPATH to compare two trees
+in one session).
 """
 
 from __future__ import annotations
@@ -30,23 +34,41 @@ from scfa_kernels.config import LaunchConfig
 from scfa_kernels.plan import hash_plan, qk_plan
 
 L = LaunchConfig
-# Candidates per pass, by today's tiles of that pass (the first of each list is today's).
-FWD = {
+# Candidates per pass, by today's tiles of that pass (v12: 5 stages for the gathered loads).
+FWD_V12 = {
     (64, 32, 4, 3): [L(64, 32, 4, 5), L(64, 64, 4, 5), L(128, 64, 4, 5)],
     (128, 64, 4, 3): [L(128, 64, 4, 5), L(64, 64, 4, 5), L(64, 32, 4, 5)],
     (128, 128, 4, 2): [L(128, 64, 4, 5), L(64, 64, 4, 5), L(128, 128, 4, 3)],
     (64, 64, 4, 2): [L(64, 64, 4, 5), L(64, 32, 4, 5)],
 }
-DKDV = {
+DKDV_V12 = {
     (32, 64, 4, 1): [L(32, 64, 4, 5), L(64, 64, 4, 5), L(32, 128, 4, 5)],
     (32, 128, 4, 3): [L(32, 128, 4, 5), L(32, 64, 4, 5), L(64, 64, 4, 5)],
     (64, 64, 4, 2): [L(32, 64, 4, 5), L(64, 64, 4, 5)],
 }
-DQ = {
+DQ_V12 = {
     (64, 32, 4, 3): [L(64, 32, 4, 5), L(128, 32, 4, 5), L(64, 64, 4, 5)],
     (128, 32, 4, 5): [L(64, 32, 4, 5), L(64, 64, 4, 5)],
     (64, 64, 4, 2): [L(64, 64, 4, 5), L(64, 32, 4, 5)],
 }
+# v14: the row index loaded where the pipeliner cannot see it (`load_index`): shallower
+# pipelines and larger tiles become worth trying again.
+FWD_V14 = {
+    (64, 32, 4, 5): [L(64, 32, 4, 3), L(64, 32, 4, 4), L(128, 64, 4, 3)],
+    (128, 64, 4, 5): [L(128, 64, 4, 3), L(128, 64, 4, 4), L(128, 128, 4, 3)],
+    (128, 128, 4, 2): [L(128, 128, 4, 3), L(128, 64, 4, 3), L(128, 64, 4, 4)],
+}
+DKDV_V14 = {
+    (32, 64, 4, 1): [L(32, 64, 4, 3), L(32, 64, 4, 2), L(32, 128, 4, 3)],
+    (32, 128, 4, 3): [L(32, 64, 4, 3), L(64, 64, 4, 3), L(64, 128, 4, 3)],
+    (32, 64, 4, 5): [L(32, 64, 4, 3), L(64, 64, 4, 3)],
+}
+DQ_V14 = {
+    (64, 32, 4, 3): [L(64, 32, 4, 4), L(128, 32, 4, 3), L(64, 64, 4, 3)],
+    (128, 32, 4, 5): [L(128, 32, 4, 3), L(64, 32, 4, 3), L(128, 64, 4, 3)],
+    (64, 32, 4, 5): [L(64, 32, 4, 3), L(64, 64, 4, 3)],
+}
+ROUNDS = {"v12": (FWD_V12, DKDV_V12, DQ_V12), "v14": (FWD_V14, DKDV_V14, DQ_V14)}
 HASH = (("hash", 2), ("hash", 8), ("hash", 32))
 POINTS = [
     *[(16384, 48, 64, kind, p) for kind, p in (("hash", 1), *HASH)],
@@ -54,6 +76,12 @@ POINTS = [
     *[(4096, 48, 64, kind, p) for kind, p in (*HASH, ("qk", 0.8))],
     *[(32768, 48, 64, kind, p) for kind, p in (*HASH[1:], ("qk", 0.8))],
     *[(16384, 24, 128, kind, p) for kind, p in (*HASH, ("qk", 0.8))],
+]
+POINTS_V14 = [
+    *[(16384, 48, 64, kind, p) for kind, p in (*HASH, ("qk", 0.5), ("qk", 0.8))],
+    *[(4096, 48, 64, kind, p) for kind, p in (HASH[1], HASH[2], ("qk", 0.8))],
+    (32768, 48, 64, "hash", 32),
+    *[(16384, 24, 128, kind, p) for kind, p in (HASH[1], HASH[2], ("qk", 0.8))],
 ]
 
 
@@ -65,7 +93,8 @@ def _median(fn) -> float:
     return float(do_bench(fn, warmup=10, rep=60))
 
 
-def _point(T, H, D, kind, param, log):
+def _point(T, H, D, kind, param, log, tables):
+    fwd_table, dkdv_table, dq_table = tables
     B = 4
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v, do = (
@@ -99,7 +128,7 @@ def _point(T, H, D, kind, param, log):
     log({**base, "pass": "fwd", "tiles": _key(today.fwd), "today": True, "ms": fwd_today})
     log({**base, "pass": "bwd", "dkdv": _key(today.dkdv), "dq": _key(today.dq), "today": True,
          "ms": bwd_today})  # fmt: skip
-    for launch in FWD.get(_key(today.fwd), []):
+    for launch in fwd_table.get(_key(today.fwd), []):
         cfg = dataclasses.replace(today, fwd=launch)
         row = {**base, "pass": "fwd", "tiles": _key(launch)}
         try:
@@ -110,7 +139,7 @@ def _point(T, H, D, kind, param, log):
         except Exception as exc:  # recorded, the sweep goes on
             row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         log(row)
-    for field, table in (("dkdv", DKDV), ("dq", DQ)):
+    for field, table in (("dkdv", dkdv_table), ("dq", dq_table)):
         for launch in table.get(_key(getattr(today, field)), []):
             cfg = dataclasses.replace(today, **{field: launch})
             row = {**base, "pass": "bwd", field: _key(launch)}
@@ -126,21 +155,28 @@ def _point(T, H, D, kind, param, log):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--round", choices=sorted(ROUNDS), default="v14")
+    parser.add_argument("--today-only", action="store_true", help="no candidates")
+    parser.add_argument("--points", choices=["v12", "v14"], default="v12")
+    parser.add_argument("--tag", default="", help="written in every row")
     args = parser.parse_args(argv)
+    tables = ({}, {}, {}) if args.today_only else ROUNDS[args.round]
+    points = POINTS if args.points == "v12" else POINTS_V14
     args.out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
     def log(row: dict) -> None:
         row["elapsed_s"] = round(time.perf_counter() - started, 1)
+        row["tag"] = args.tag
         line = json.dumps(row)
         print(line, flush=True)
         with args.out.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
     log({"what": "env", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-         "triton": triton.__version__})  # fmt: skip
-    for point in POINTS:
-        _point(*point, log)
+         "triton": triton.__version__, "kernels": _launch.__file__})  # fmt: skip
+    for point in points:
+        _point(*point, log, tables)
         torch.cuda.empty_cache()
     return 0
 
