@@ -28,6 +28,9 @@ import torch
 import triton
 from triton.testing import do_bench
 
+from scfa_bench.measure.inputs import make_inputs, output_grad
+from scfa_bench.suite.grid import Point
+from scfa_bench.suite.schema import Shape
 from scfa_kernels import _launch
 from scfa_kernels import config as kcfg
 from scfa_kernels.config import LaunchConfig
@@ -95,22 +98,17 @@ def _median(fn) -> float:
 
 def _point(T, H, D, kind, param, log, tables):
     fwd_table, dkdv_table, dq_table = tables
-    B = 4
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v, do = (
-        torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4)
-    )
+    point = Point(T, n_buckets=int(param)) if kind == "hash" else Point(T, drop_rate=param)
+    inputs = make_inputs(Shape(4, H, D, "bf16"), point, seed=0, device="cuda")
+    q, k, v = inputs.leaves
     if kind == "hash":
-        nb = int(param)
-        a, b = (torch.randint(0, nb, (B, T, H), device="cuda", generator=g, dtype=torch.int32)
-                for _ in range(2))  # fmt: skip
-        plan, mean_rows = hash_plan(a, b, nb), T / nb
+        plan, mean_rows = hash_plan(inputs.q_hash, inputs.k_hash, point.n_buckets), T / param
     else:
-        a, b = (torch.rand(B, T, H, device="cuda", generator=g) >= param for _ in range(2))
-        plan, mean_rows = qk_plan(a, b), T
+        plan, mean_rows = qk_plan(inputs.q_keep, inputs.k_keep), T
     scale = 1.0 / math.sqrt(D)
     today = kcfg.select(q.device, q.dtype, D, mean_rows)
     out, lse = _launch.forward(q, k, v, plan, scale, today)
+    do = output_grad(out, seed=0)
     grads = _launch.backward(do, q, k, v, out, lse, plan, scale, today)
     base = {"T": T, "H": H, "D": D, "kind": kind, "param": param}
 

@@ -12,7 +12,7 @@ Per point (B=4, H=48, D=64 bf16, and D=128 at H=24) it records, each a do_bench 
 * `ours`: today's forward (`_launch.forward`: tile ranges + kernel, today's configuration);
 * `copy`: the gather of q, k and v into sorted rows (three launches);
 * `tma`: tile ranges + the descriptor forward, per tile configuration and WS on/off;
-* `limit_fwd`: cuDNN's forward on the limit's work (bucket-sized segments, compacted rows);
+* `limit_fwd`: the registry's `limit_hash` / `limit_qk` forward (cuDNN on the limit's work);
 and checks each variant's output and LSE against today's forward on the same plan.
 The plan, the sort and the backward are untouched: this measures the forward alone.
 """
@@ -28,10 +28,14 @@ from pathlib import Path
 import torch
 import triton
 import triton.language as tl
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.testing import do_bench
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from scfa_bench.impls.base import AttentionInputs
+from scfa_bench.impls.registry import get_spec
+from scfa_bench.measure.inputs import make_inputs
+from scfa_bench.suite.grid import Point
+from scfa_bench.suite.schema import Shape
 from scfa_kernels import _launch
 from scfa_kernels import config as kcfg
 from scfa_kernels._triton_common import (
@@ -284,35 +288,22 @@ def _median(fn) -> float:
     return float(do_bench(fn, warmup=25, rep=100))
 
 
-def _limit_fwd(B, H, D, T, kind, param, dtype):
-    """cuDNN's causal forward on the limit's work: nb equal segments, or (1-p)T kept rows."""
-    if kind == "hash":
-        batch, length = B * int(param), T // int(param)
-    else:
-        batch, length = B, max(1, round((1.0 - param) * T))
-    x = [torch.randn(batch, H, length, D, device="cuda", dtype=dtype) for _ in range(3)]
-
-    def run():
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            return torch.nn.functional.scaled_dot_product_attention(*x, is_causal=True)
-
-    return _median(run)
+def _limit_fwd(inputs: AttentionInputs, kind: str) -> float:
+    """The registry's limit (`limit_hash` / `limit_qk`), forward only, on this point."""
+    limit = get_spec(f"limit_{kind}").create()
+    with torch.no_grad():
+        return _median(limit.prepare(limit.effective_inputs(inputs)))
 
 
 def _point(kind, param, B, T, H, D, configs, log):
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v = (
-        torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3)
-    )
+    point = Point(T, n_buckets=int(param)) if kind == "hash" else Point(T, drop_rate=param)
+    inputs = make_inputs(Shape(B, H, D, "bf16"), point, seed=0, device="cuda")
+    q, k, v = inputs.leaves
     if kind == "hash":
-        nb = int(param)
-        a, b = (torch.randint(0, nb, (B, T, H), device="cuda", generator=g, dtype=torch.int32)
-                for _ in range(2))  # fmt: skip
-        plan = hash_plan(a, b, nb)
-        mean_rows = T / nb
+        plan = hash_plan(inputs.q_hash, inputs.k_hash, point.n_buckets)
+        mean_rows = T / point.n_buckets
     else:
-        a, b = (torch.rand(B, T, H, device="cuda", generator=g) >= param for _ in range(2))
-        plan = qk_plan(a, b)
+        plan = qk_plan(inputs.q_keep, inputs.k_keep)
         mean_rows = T
     sm_scale = 1.0 / math.sqrt(D)
     cfg = kcfg.select(q.device, q.dtype, D, mean_rows)
@@ -321,7 +312,7 @@ def _point(kind, param, B, T, H, D, configs, log):
     ours = _median(lambda: _launch.forward(q, k, v, plan, sm_scale, cfg))
     copies = sorted_copies(q, k, v, plan)
     copy = _median(lambda: sorted_copies(q, k, v, plan))
-    limit = _limit_fwd(B, H, D, T, kind, param, q.dtype)
+    limit = _limit_fwd(inputs, kind)
     f = cfg.fwd
     log({**base, "what": "ours", "ms": ours, "tiles": [f.block_m, f.block_n, f.num_warps,
                                                           f.num_stages]})  # fmt: skip
