@@ -93,6 +93,14 @@ def _time_steps(run: Callable[[], Tensor], steps: int, device: str) -> tuple[lis
     return samples, loss
 
 
+def _timer(config: StepConfig) -> str:
+    """How the step times were taken: events around replays of a captured step, events
+    around eager (or compiled) steps, or the wall clock on the CPU."""
+    if config.device != "cuda":
+        return "wall_clock"
+    return "cuda_graph" if config.cuda_graph else "cuda_event"
+
+
 def _peak_mib(run: Callable[[], Tensor], device: str) -> float | None:
     if device != "cuda":
         return None
@@ -149,7 +157,7 @@ def _measure(config: StepConfig, settings: MeasureSettings, sampler: Any) -> Ste
         gpu_ms=gpu_ms,
         loss=loss,
         n_params=step.n_params,
-        timer="cuda_event" if device == "cuda" else "wall_clock",
+        timer=_timer(config),
         telemetry=None if sampler is None else sampler.summary(),
     )
 

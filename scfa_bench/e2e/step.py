@@ -1,8 +1,8 @@
 """One training step of the model: its settings and the function that runs it.
 
 A step is forward + next-token loss + backward (bf16 or fp16 autocast on CUDA, float32 on the
-CPU), optionally the AdamW update, optionally through `torch.compile`. `e2e.measurement`
-measures it.
+CPU), optionally the AdamW update, optionally through `torch.compile`, optionally captured in
+a CUDA graph and replayed (`e2e.graphed`). `e2e.measurement` measures it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import Tensor
 
 from scfa_bench.constants import DEVICES, DTYPES
 from scfa_bench.e2e.attention import AttentionConfigError, AttentionUnavailable, build_attention
+from scfa_bench.e2e.graphed import capture_step
 from scfa_bench.e2e.model import DecoderLM, ModelConfig, ModelConfigError
 
 # The suite's dtype names (constants.DTYPES) as the autocast dtype of the step.
@@ -49,6 +50,7 @@ class StepConfig:
     dtype: str = "bf16"
     compile: bool = False
     optimizer: bool = False
+    cuda_graph: bool = False  # capture the step once, time its replays (CUDA only)
     device: str = "cuda"
     seed: int = 0
 
@@ -69,11 +71,15 @@ class StepConfig:
                 "through Triton's interpreter there, where bfloat16 products are wrong: "
                 "triton-lang/triton#11584)"
             )
-        for name in ("compile", "optimizer"):
+        for name in ("compile", "optimizer", "cuda_graph"):
             if not isinstance(getattr(self, name), bool):
                 raise StepConfigError(
                     f"{name}: expected true or false, got {getattr(self, name)!r}"
                 )
+        if self.cuda_graph and self.device != "cuda":
+            raise StepConfigError(
+                f"cuda_graph: a CUDA graph needs device 'cuda', got {self.device!r}"
+            )
 
     @property
     def tokens(self) -> int:
@@ -82,7 +88,8 @@ class StepConfig:
 
 @dataclass
 class TrainStep:
-    """A built step: `run()` does one step and returns its loss (a device scalar, no sync)."""
+    """A built step: `run()` does one step and returns its loss (a device scalar, no sync).
+    With `cuda_graph`, `run()` replays the captured step and returns the loss it writes."""
 
     config: StepConfig
     model: DecoderLM
@@ -124,7 +131,12 @@ def build_step(config: StepConfig) -> TrainStep:
         torch._dynamo.reset()
         forward = torch.compile(model, dynamic=False)
     optimizer = (
-        torch.optim.AdamW(model.parameters(), lr=ADAMW_LR, fused=device == "cuda")
+        torch.optim.AdamW(
+            model.parameters(),
+            lr=ADAMW_LR,
+            fused=device == "cuda",
+            capturable=config.cuda_graph,  # its step count stays on the device
+        )
         if config.optimizer
         else None
     )
@@ -144,6 +156,9 @@ def build_step(config: StepConfig) -> TrainStep:
         return loss.detach()
 
     n_params = sum(p.numel() for p in model.parameters())
+    if config.cuda_graph:
+        # Compilation and warm-up happen in the eager steps before the capture.
+        run = capture_step(run)
     return TrainStep(config=config, model=model, run=run, n_params=n_params)
 
 

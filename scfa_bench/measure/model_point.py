@@ -35,6 +35,7 @@ def step_config(suite: Suite, task: Task, device: str) -> StepConfig:
         dtype=model.dtype,
         compile=bool(point.compile),
         optimizer=model.optimizer,
+        cuda_graph=model.cuda_graph,
         device=device,
         seed=suite.seed,
     )

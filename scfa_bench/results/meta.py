@@ -107,6 +107,7 @@ def _model(suite: Suite) -> dict[str, Any] | None:
         "dtype": m.dtype,
         "compile": list(m.compile),
         "optimizer": m.optimizer,
+        "cuda_graph": m.cuda_graph,
     }
 
 

@@ -10,6 +10,9 @@ Keys (defaults in brackets):
 - `dtype` [bf16]: the autocast dtype on CUDA; CPU steps run in fp32.
 - `compile` [false]: true, false, or a list of both: a sweep axis (`torch.compile` of the model).
 - `optimizer` [false]: true adds the AdamW update to the step (mode `step+adamw`, else `step`).
+- `cuda_graph` [false]: true captures the step once in a CUDA graph (after eager warm-up steps)
+  and times its replays: the step paced by its GPU work, without the host's launch costs
+  (`scfa_bench.e2e.graphed`). Rows say `cuda_graph` in `timer`.
 - `steps` [{warmup: 3, timed: 10, profile: 3}]: steps before timing, timed, and profiled for the
   attention share (0: no profile).
 
@@ -42,6 +45,7 @@ MODEL_KEYS = (
     "dtype",
     "compile",
     "optimizer",
+    "cuda_graph",
     "steps",
 )
 NOT_IN_MODEL_SUITES = (
@@ -105,6 +109,7 @@ def parse_model(v: Validator, data: dict[str, Any], dtype_aliases: dict[str, str
         tokens_per_step=tokens,
         compile=compiles,
         optimizer=v.boolean(section.get("optimizer", False), "model.optimizer"),
+        cuda_graph=v.boolean(section.get("cuda_graph", False), "model.cuda_graph"),
         steps=counts,
     )
 

@@ -260,6 +260,9 @@ def _model_suite(
     model = parse_model(v, data, DTYPE_ALIASES)
     impls = v.seq(data["implementations"], "implementations", v.string)
     check_model_implementations(v, impls, sweep, model)
+    device = v.string(data.get("device", "auto"), "device", DEVICES)
+    if model.cuda_graph and device == "cpu":
+        raise v.fail("model.cuda_graph", "a CUDA graph needs device cuda (or auto), not cpu")
     return Suite(
         name=name,
         description=description,
@@ -270,7 +273,7 @@ def _model_suite(
         baseline=_named_baseline(v, data, impls) or default_model_baseline(impls),
         modes=(model.mode,),
         check=False,
-        device=v.string(data.get("device", "auto"), "device", DEVICES),
+        device=device,
         model=model,
         split_groups=split_groups,
     )

@@ -58,6 +58,7 @@ class ModelSettings:
     tokens_per_step: int | None = None
     compile: tuple[bool, ...] = (False,)
     optimizer: bool = False
+    cuda_graph: bool = False  # capture each step in a CUDA graph, time its replays
     steps: StepCounts = field(default_factory=StepCounts)
 
     def batch_for(self, seq_len: int) -> int:

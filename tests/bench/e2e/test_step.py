@@ -116,6 +116,8 @@ def test_bad_settings_come_back_as_a_status(overrides: dict, status: str, messag
         ({"dtype": "bf16"}, "the CPU step runs in fp32 only"),
         ({"device": "tpu"}, "device: expected one of"),
         ({"compile": "yes"}, "compile: expected true or false"),
+        ({"cuda_graph": 1}, "cuda_graph: expected true or false, got 1"),
+        ({"cuda_graph": True}, "cuda_graph: a CUDA graph needs device 'cuda', got 'cpu'"),
     ],
 )
 def test_bad_step_settings_raise_clear_errors(overrides: dict, message: str) -> None:

@@ -77,6 +77,7 @@ def test_tiny_model_suite_gets_defaults(tmp_path: Path) -> None:
     model = suite.model
     assert model is not None
     assert model.config.mlp_ratio == 4 and model.compile == (False,)
+    assert not model.cuda_graph
     assert (model.steps.warmup, model.steps.timed, model.steps.profile) == (3, 10, 3)
     assert model.batch_for(64) == 1 and suite.modes == ("step",)
     assert suite.baseline == "sdpa_math"  # identity has no attention: never the default
@@ -131,6 +132,14 @@ def test_tiny_model_suite_gets_defaults(tmp_path: Path) -> None:
             r"model.compile\[1\] \(line 9\): duplicate value True",
         ),
         (
+            ("  dtype: fp32", "  dtype: fp32\n  cuda_graph: sometimes"),
+            r"model.cuda_graph \(line 9\): expected true or false",
+        ),
+        (
+            ("  dtype: fp32", "  dtype: fp32\n  cuda_graph: true\ndevice: cpu"),
+            r"model.cuda_graph \(line 9\): a CUDA graph needs device cuda \(or auto\), not cpu",
+        ),
+        (
             ("  dtype: fp32", "  dtype: fp32\n  steps: {timed: 0}"),
             re.escape("model.steps.timed (line 9): expected an integer >= 1, got 0"),
         ),
@@ -157,6 +166,32 @@ def test_bad_model_suites_name_the_key_and_line(
     assert old in TINY
     text = error_of(tmp_path, TINY.replace(old, new, 1))
     assert re.search(message, text), text
+
+
+def test_cuda_graph_is_read_and_written_to_the_meta(tmp_path: Path) -> None:
+    from scfa_bench.results.meta import new_meta
+
+    env = dict.fromkeys(
+        (
+            "device_name",
+            "driver",
+            "cuda",
+            "torch",
+            "triton",
+            "python",
+            "platform",
+            "git_rev",
+            "hostname",
+            "device",
+            "nvml",
+            "clocks",
+        ),
+        "",
+    )
+    text = TINY.replace("  dtype: fp32", "  dtype: fp32\n  cuda_graph: true")
+    suite = load_suite(write(tmp_path, text))
+    assert suite.model is not None and suite.model.cuda_graph
+    assert new_meta(suite, env, [], "now")["model"]["cuda_graph"] is True
 
 
 def test_an_attention_suite_still_needs_a_shape(tmp_path: Path) -> None:

@@ -1,0 +1,60 @@
+"""A training step captured once in a CUDA graph and replayed: the step paced by its GPU work.
+
+At B=1 and long sequences a step's kernels are few and long, but each layer of sparse
+attention launches about a dozen of them from Python: the host, not the GPU, can set the
+step's pace (kernels/PERF.md, v8-v11). Replaying a captured step costs one launch, so the
+time of a graphed step is its GPU work; it is what a user who captures the step (as
+`torch.compile(mode="reduce-overhead")` or a hand-written capture does) would see.
+
+The recipe is PyTorch's whole-network capture: a few eager steps on a side stream (lazy
+initialisation, compilation, autotuning and library plans happen there, outside the capture),
+gradients set to None so that the captured backward allocates them in the graph's pool, then
+one captured step. Each replay recomputes the gradients from scratch (the same kernels write
+the same buffers), and random numbers drawn on the device (QK keep masks) are fresh in each
+replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+SIDE_STREAM_WARMUP_STEPS = 3
+
+
+def capture_step(
+    step: Callable[[], Tensor], warmup_steps: int = SIDE_STREAM_WARMUP_STEPS
+) -> Callable[[], Tensor]:
+    """Run `step` `warmup_steps` times on a side stream, capture one more call, and return
+    the function that replays it and returns the captured call's output.
+
+    `step` must begin by setting the gradients to None (so that the captured backward
+    allocates them) and return a detached loss. Raises what the capture raises (an
+    operation that cannot be captured, running out of memory).
+    """
+    if warmup_steps < 1:
+        raise ValueError(f"warmup_steps: expected an integer >= 1, got {warmup_steps!r}")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup_steps):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = step()
+
+    def replay() -> Tensor:
+        graph.replay()
+        return static_loss
+
+    # The graph owns its memory pool: keep it alive with the function that replays it.
+    replay.graph = graph  # type: ignore[attr-defined]
+    return replay
+
+
+__all__ = ["SIDE_STREAM_WARMUP_STEPS", "capture_step"]
