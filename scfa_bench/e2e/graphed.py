@@ -52,8 +52,11 @@ def capture_step(
         graph.replay()
         return static_loss
 
-    # The graph owns its memory pool: keep it alive with the function that replays it.
+    # The graph reads and writes memory by address: its own pool, and what the step holds from
+    # outside it (inputs, parameters, optimizer state). Keep both alive with the replay: freed,
+    # those blocks go to later allocations and replays read garbage (token ids out of range).
     replay.graph = graph  # type: ignore[attr-defined]
+    replay.step = step  # type: ignore[attr-defined]
     return replay
 
 

@@ -55,6 +55,18 @@ def test_replays_give_the_eager_loss_and_gradients(attention: str, compiled: boo
             torch.testing.assert_close(p_graphed.grad, p_eager.grad, rtol=2e-2, atol=2e-3)
 
 
+def test_replays_survive_other_allocations() -> None:
+    # The graph reads the step's token ids by address: they must outlive the capture even
+    # when the step function that made them is gone and other tensors are allocated.
+    graphed = build_step(config(attention="identity", n_buckets=None, cuda_graph=True))
+    expected = float(graphed.run())
+    clutter = [torch.randint(-(2**40), 2**40, (n,), device="cuda") for n in (512, 513, 1024, 4096)]
+    for _ in range(2):
+        assert float(graphed.run()) == expected
+    torch.cuda.synchronize()
+    del clutter
+
+
 def test_replays_draw_fresh_keep_masks() -> None:
     step = build_step(config(attention="scfa_qk", n_buckets=None, drop_rate=0.5, cuda_graph=True))
     losses = [float(step.run()) for _ in range(3)]
