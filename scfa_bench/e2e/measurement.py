@@ -129,11 +129,20 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _measure(config: StepConfig, settings: MeasureSettings, sampler: Any) -> StepMeasurement:
-    step = build_step(config)
     device = config.device
+    if config.cuda_graph:
+        # A replay allocates nothing: the step's memory is taken while it is built (eager
+        # warm-up steps and the capture, whose pool the graph then keeps).
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    step = build_step(config)
+    if config.cuda_graph:
+        torch.cuda.synchronize()
+        peak: float | None = torch.cuda.max_memory_allocated() / MIB
     for _ in range(settings.warmup_steps):
         step.run()
-    peak = _peak_mib(step.run, device)
+    if not config.cuda_graph:
+        peak = _peak_mib(step.run, device)
     with sampler if sampler is not None else contextlib.nullcontext():
         samples, last_loss = _time_steps(step.run, settings.timed_steps, device)
     median, q20, q80 = _quantiles(samples)
