@@ -169,29 +169,13 @@ def test_bad_model_suites_name_the_key_and_line(
 
 
 def test_cuda_graph_is_read_and_written_to_the_meta(tmp_path: Path) -> None:
+    from scfa_bench.measure.envinfo import environment
     from scfa_bench.results.meta import new_meta
 
-    env = dict.fromkeys(
-        (
-            "device_name",
-            "driver",
-            "cuda",
-            "torch",
-            "triton",
-            "python",
-            "platform",
-            "git_rev",
-            "hostname",
-            "device",
-            "nvml",
-            "clocks",
-        ),
-        "",
-    )
     text = TINY.replace("  dtype: fp32", "  dtype: fp32\n  cuda_graph: true")
     suite = load_suite(write(tmp_path, text))
     assert suite.model is not None and suite.model.cuda_graph
-    assert new_meta(suite, env, [], "now")["model"]["cuda_graph"] is True
+    assert new_meta(suite, environment("cpu"), [], "now")["model"]["cuda_graph"] is True
 
 
 def test_an_attention_suite_still_needs_a_shape(tmp_path: Path) -> None:
