@@ -205,3 +205,10 @@ def test_attention_share_is_attention_time_over_all_gpu_time() -> None:
     assert (times.attention_ms, times.total_ms) == (0.3, 1.0)
     assert times.attention_share == pytest.approx(0.3)
     assert split_kernel_times([], steps=1).attention_share is None
+
+
+def test_capture_needs_a_warm_up_step() -> None:
+    from scfa_bench.e2e.graphed import capture_step
+
+    with pytest.raises(ValueError, match="warmup_steps: expected an integer >= 1, got 0"):
+        capture_step(lambda: torch.zeros(()), warmup_steps=0)
