@@ -3,8 +3,7 @@
 At B=1 and long sequences a step's kernels are few and long, but each layer of sparse
 attention launches about a dozen of them from Python: the host, not the GPU, can set the
 step's pace (kernels/PERF.md, v8-v11). Replaying a captured step costs one launch, so the
-time of a graphed step is its GPU work; it is what a user who captures the step (as
-`torch.compile(mode="reduce-overhead")` or a hand-written capture does) would see.
+time of a graphed step is its GPU work, as for a user who captures the training step.
 
 The recipe is PyTorch's whole-network capture: a few eager steps on a side stream (lazy
 initialisation, compilation, autotuning and library plans happen there, outside the capture),
@@ -24,11 +23,30 @@ from torch import Tensor
 SIDE_STREAM_WARMUP_STEPS = 3
 
 
+class CapturedStep:
+    """Replays of one captured step: calling it replays the graph and returns the loss the
+    capture wrote (overwritten by each replay).
+
+    It holds the step function as well as the graph: the graph reads and writes memory by
+    address, its own pool and what the step holds from outside it (inputs, parameters,
+    optimizer state). Freed, those blocks would go to later allocations and replays would
+    read garbage (token ids out of range)."""
+
+    def __init__(self, step: Callable[[], Tensor], graph: torch.cuda.CUDAGraph, loss: Tensor):
+        self.step = step
+        self.graph = graph
+        self.loss = loss
+
+    def __call__(self) -> Tensor:
+        self.graph.replay()
+        return self.loss
+
+
 def capture_step(
     step: Callable[[], Tensor], warmup_steps: int = SIDE_STREAM_WARMUP_STEPS
-) -> Callable[[], Tensor]:
+) -> CapturedStep:
     """Run `step` `warmup_steps` times on a side stream, capture one more call, and return
-    the function that replays it and returns the captured call's output.
+    its replays.
 
     `step` must begin by setting the gradients to None (so that the captured backward
     allocates them) and return a detached loss. Raises what the capture raises (an
@@ -46,18 +64,8 @@ def capture_step(
 
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        static_loss = step()
-
-    def replay() -> Tensor:
-        graph.replay()
-        return static_loss
-
-    # The graph reads and writes memory by address: its own pool, and what the step holds from
-    # outside it (inputs, parameters, optimizer state). Keep both alive with the replay: freed,
-    # those blocks go to later allocations and replays read garbage (token ids out of range).
-    replay.graph = graph  # type: ignore[attr-defined]
-    replay.step = step  # type: ignore[attr-defined]
-    return replay
+        loss = step()
+    return CapturedStep(step, graph, loss)
 
 
-__all__ = ["SIDE_STREAM_WARMUP_STEPS", "capture_step"]
+__all__ = ["SIDE_STREAM_WARMUP_STEPS", "CapturedStep", "capture_step"]

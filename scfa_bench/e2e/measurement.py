@@ -23,7 +23,13 @@ from torch import Tensor
 
 from scfa_bench.e2e.attention import AttentionUnavailable
 from scfa_bench.e2e.kernel_share import profile_kernels, split_kernel_times
-from scfa_bench.e2e.step import SETTINGS_ERRORS, StepConfig, StepConfigError, build_step
+from scfa_bench.e2e.step import (
+    SETTINGS_ERRORS,
+    StepConfig,
+    StepConfigError,
+    TrainStep,
+    build_step,
+)
 
 QUANTILES = (0.5, 0.2, 0.8)
 MIB = 1024 * 1024
@@ -128,21 +134,26 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else repr(exc)}"
 
 
+def _build_captured(config: StepConfig) -> tuple[TrainStep, float]:
+    """A captured step and its peak memory, taken while it is built (eager warm-up steps and
+    the capture, whose pool the graph keeps): a replay allocates nothing."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    step = build_step(config)
+    torch.cuda.synchronize()
+    return step, torch.cuda.max_memory_allocated() / MIB
+
+
 def _measure(config: StepConfig, settings: MeasureSettings, sampler: Any) -> StepMeasurement:
     device = config.device
+    build_peak = None
     if config.cuda_graph:
-        # A replay allocates nothing: the step's memory is taken while it is built (eager
-        # warm-up steps and the capture, whose pool the graph then keeps).
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    step = build_step(config)
-    if config.cuda_graph:
-        torch.cuda.synchronize()
-        peak: float | None = torch.cuda.max_memory_allocated() / MIB
+        step, build_peak = _build_captured(config)
+    else:
+        step = build_step(config)
     for _ in range(settings.warmup_steps):
         step.run()
-    if not config.cuda_graph:
-        peak = _peak_mib(step.run, device)
+    peak = build_peak if config.cuda_graph else _peak_mib(step.run, device)
     with sampler if sampler is not None else contextlib.nullcontext():
         samples, last_loss = _time_steps(step.run, settings.timed_steps, device)
     median, q20, q80 = _quantiles(samples)
