@@ -4,8 +4,9 @@
 
 At T=16384, D=64, bf16, drop rate 0.8 (random keep masks), B x H = 1 x 12 and 4 x 48: the
 profiler's CUDA time per fwd+bwd call of every kernel, under the configuration `config.select`
-picks for QK-sparse (tiles for T rows) and under dK/dV launch configurations sized for the
-kept rows. Kernel times, not do_bench: at 1 x 12 the calls are host-bound (PERF.md, v6).
+picks for QK-sparse (tiles for T rows), under dK/dV launch configurations sized for the
+kept rows, and with dK/dV ranges cut into pieces whatever the grid's size. Kernel times, not
+do_bench: at 1 x 12 the calls are host-bound (PERF.md, v6).
 Writes DIR/qk_tiles_probe.json.
 """
 
@@ -24,6 +25,9 @@ from scfa_kernels import qk_sparse_attention
 
 T, D, DROP = 16384, 64, 0.8
 DKDV = ((32, 128, 4, 3), (32, 64, 4, 1), (64, 64, 4, 2), (32, 32, 4, 2), (16, 64, 4, 2))
+# dK/dV pieces without the host's small-grid gate (PERF.md v16, lever 3): the device gate alone
+# decides which ranges are cut.
+ANY_GRID_SPLIT = kcfg.RangeSplit(max_pieces=8, target_programs=1 << 30, min_tiles=4, min_seq_len=0)
 
 
 def kernel_ms(call, grads: list[torch.Tensor]) -> dict[str, float]:
@@ -52,6 +56,14 @@ def probe_shape(B: int, H: int) -> dict:
                 rows[f"dkdv {launch}"] = kernel_ms(call, [q, k, v])
         except Exception as exc:  # out of shared memory etc.: record and go on
             rows[f"dkdv {launch}"] = {"error": f"{type(exc).__name__}: {str(exc)[:100]}"}
+    for launch in (None, (32, 64, 4, 1)):
+        cfg = base if launch is None else dataclasses.replace(base, dkdv=kcfg.LaunchConfig(*launch))
+        name = f"dkdv {launch or 'selected'}, pieces on any grid"
+        try:
+            with kcfg.override(cfg), kcfg.override_split(dkdv=ANY_GRID_SPLIT):
+                rows[name] = kernel_ms(call, [q, k, v])
+        except Exception as exc:
+            rows[name] = {"error": f"{type(exc).__name__}: {str(exc)[:100]}"}
     print(f"B={B} H={H} (selected: {base})")
     for name, kernels in rows.items():
         total = sum(t for t in kernels.values() if isinstance(t, float))
