@@ -7,24 +7,24 @@ import torch
 
 from scfa_bench.e2e.measurement import MeasureSettings, measure_step
 from scfa_bench.e2e.model import ModelConfig
-from scfa_bench.e2e.step import StepConfig, build_step
+from scfa_bench.e2e.step import build_step
+
+from .step_configs import step_config_factory
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 
 SMALL = ModelConfig(layers=2, d_model=128, heads=2, mlp_ratio=4, vocab=256)
 
 
-def config(**overrides: object) -> StepConfig:
-    fields: dict = {
-        "model": SMALL,
-        "batch": 1,
-        "seq_len": 512,
-        "attention": "scfa_hash",
-        "n_buckets": 4,
-        "dtype": "bf16",
-        "device": "cuda",
-    }
-    return StepConfig(**(fields | overrides))
+config = step_config_factory(
+    model=SMALL,
+    batch=1,
+    seq_len=512,
+    attention="scfa_hash",
+    n_buckets=4,
+    dtype="bf16",
+    device="cuda",
+)
 
 
 @pytest.mark.parametrize(

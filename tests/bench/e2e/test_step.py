@@ -13,20 +13,15 @@ from scfa_bench.e2e.measurement import MeasureSettings, is_out_of_memory, measur
 from scfa_bench.e2e.model import ModelConfig
 from scfa_bench.e2e.step import StepConfig, StepConfigError, build_step
 
+from .step_configs import step_config_factory
+
 TINY = ModelConfig(layers=2, d_model=32, heads=2, mlp_ratio=4, vocab=64)
 QUICK = MeasureSettings(warmup_steps=1, timed_steps=3, profile_steps=0)
 
 
-def config(**overrides: object) -> StepConfig:
-    fields: dict = {
-        "model": TINY,
-        "batch": 2,
-        "seq_len": 64,
-        "attention": "sdpa_math",
-        "dtype": "fp32",
-        "device": "cpu",
-    }
-    return StepConfig(**(fields | overrides))
+config = step_config_factory(
+    model=TINY, batch=2, seq_len=64, attention="sdpa_math", dtype="fp32", device="cpu"
+)
 
 
 def test_measurement_on_the_cpu_has_sane_fields() -> None:
