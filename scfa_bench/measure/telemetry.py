@@ -169,11 +169,20 @@ def run_sm_clock(rows: Any) -> float | None:
 def run_telemetry(rows: Any, device: str) -> dict[str, Any]:
     """The run's telemetry for its meta: how it was sampled, its SM clock, the throttled rows;
     a note when nothing was sampled."""
+    summary = rows_telemetry(rows)
+    if summary is None:
+        note = TelemetrySampler.for_current_device(device).note or "no telemetry samples"
+        return {"sampled": False, "note": note}
+    return summary
+
+
+def rows_telemetry(rows: Any) -> dict[str, Any] | None:
+    """The meta's telemetry summary of these rows, from their telemetry cells alone (so a merge
+    can summarise the rows of all its parts); None when no row carries a clock."""
     rows = list(rows)
     clock = run_sm_clock(rows)
     if clock is None:
-        note = TelemetrySampler.for_current_device(device).note or "no telemetry samples"
-        return {"sampled": False, "note": note}
+        return None
     return {
         "sampled": True,
         "period_s": DEFAULT_PERIOD_S,

@@ -17,6 +17,7 @@ from typing import Any
 
 from scfa_bench.constants import MODES
 from scfa_bench.errors import InputError
+from scfa_bench.measure.telemetry import rows_telemetry
 from scfa_bench.results.limits import fill_fraction_of_limit
 from scfa_bench.results.meta import meta_path_for, write_meta
 from scfa_bench.results.reader import Results, read_results
@@ -200,7 +201,12 @@ def merge(
         rows.sort(key=lambda r: (position.get(r.key, len(position)), _fallback_order(r, baseline)))
     else:
         rows.sort(key=lambda r: _fallback_order(r, baseline))
-    return Merged(rows, _merge_meta(parts, devices), report)
+    meta = _merge_meta(parts, devices)
+    # The first part's summary covers only its rows: summarise the merged rows instead.
+    telemetry = rows_telemetry(rows)
+    if telemetry is not None:
+        meta["telemetry"] = telemetry
+    return Merged(rows, meta, report)
 
 
 def write_merged(merged: Merged, out_csv: Path) -> Path:

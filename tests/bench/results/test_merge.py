@@ -168,3 +168,33 @@ def test_meta_and_written_files(tmp_path: Path) -> None:
     assert meta_path == meta_path_for(out)
     assert [row_cells(r) for r in read_results(out).rows] == [row_cells(r) for r in merged.rows]
     assert read_meta(meta_path)["merge_report"]["duplicates"] == []
+
+
+def test_telemetry_summarises_every_part(tmp_path: Path) -> None:
+    """The merged meta's telemetry counts the throttled rows and extremes of all parts, not
+    those of the first part (whose meta the merge starts from)."""
+    rows = suite_rows(seq_lens=(1024, 2048), drop_rates=())
+    clocks = [1980 - 15 * i for i in range(len(rows))]
+    for i, (row, clock) in enumerate(zip(rows, clocks, strict=True)):
+        row.update(
+            sm_mhz_median=clock,
+            sm_mhz_min=clock - 100,
+            temp_c_max=40 + i,
+            throttled="yes" if i % 3 == 0 else "no",
+        )
+    parts = split(rows, 3, seed=2)
+    first_only = {"sampled": True, "throttled_rows": 0, "sm_mhz_min": 9999.0}
+    metas = [default_meta(telemetry=first_only) for _ in parts]
+    merged = merge(write_parts(tmp_path, parts, metas))
+    telemetry = merged.meta["telemetry"]
+    assert telemetry["throttled_rows"] == sum(1 for r in rows if r["throttled"] == "yes") > 0
+    assert telemetry["sm_mhz_min"] == min(clocks) - 100
+    assert telemetry["temp_c_max"] == 40 + len(rows) - 1
+    assert telemetry["sm_mhz_median"] == pytest.approx(sorted(clocks)[len(clocks) // 2], abs=8)
+
+
+def test_telemetry_of_parts_without_samples_is_kept(tmp_path: Path) -> None:
+    note = {"sampled": False, "note": "no NVML"}
+    parts = split(suite_rows(seq_lens=(1024,), drop_rates=()), 2, seed=4)
+    merged = merge(write_parts(tmp_path, parts, [default_meta(telemetry=note)] * 2))
+    assert merged.meta["telemetry"] == note
