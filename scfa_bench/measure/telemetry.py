@@ -167,21 +167,16 @@ def run_sm_clock(rows: Any) -> float | None:
 
 
 def run_telemetry(rows: Any, device: str) -> dict[str, Any]:
-    """The run's telemetry for its meta: how it was sampled, its SM clock, the throttled rows;
-    a note when nothing was sampled."""
+    """The run's telemetry for its meta (`rows_telemetry`); a note when nothing was sampled."""
     summary = rows_telemetry(rows)
-    if summary is None:
-        note = TelemetrySampler.for_current_device(device).note or "no telemetry samples"
-        return {"sampled": False, "note": note}
-    return summary
+    note = TelemetrySampler.for_current_device(device).note if summary is None else None
+    return summary or {"sampled": False, "note": note or "no telemetry samples"}
 
 
 def rows_telemetry(rows: Any) -> dict[str, Any] | None:
-    """The meta's telemetry summary of these rows, from their telemetry cells alone (so a merge
-    can summarise the rows of all its parts); None when no row carries a clock."""
+    """Sampling, SM clock and throttled rows from the rows' cells alone (None: no clock)."""
     rows = list(rows)
-    clock = run_sm_clock(rows)
-    if clock is None:
+    if (clock := run_sm_clock(rows)) is None:
         return None
     return {
         "sampled": True,
