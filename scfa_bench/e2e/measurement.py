@@ -146,14 +146,11 @@ def _build_captured(config: StepConfig) -> tuple[TrainStep, float]:
 
 def _measure(config: StepConfig, settings: MeasureSettings, sampler: Any) -> StepMeasurement:
     device = config.device
-    build_peak = None
-    if config.cuda_graph:
-        step, build_peak = _build_captured(config)
-    else:
-        step = build_step(config)
+    step, peak = _build_captured(config) if config.cuda_graph else (build_step(config), None)
     for _ in range(settings.warmup_steps):
         step.run()
-    peak = build_peak if config.cuda_graph else _peak_mib(step.run, device)
+    if peak is None:  # uncaptured: the peak of one more step
+        peak = _peak_mib(step.run, device)
     with sampler if sampler is not None else contextlib.nullcontext():
         samples, last_loss = _time_steps(step.run, settings.timed_steps, device)
     median, q20, q80 = _quantiles(samples)
