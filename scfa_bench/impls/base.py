@@ -34,6 +34,10 @@ class AttentionInputs:
     # rows -> (B, H, R, T) bool: the mask of what an implementation computes when it is not
     # the point's pattern (approximate ones); the check's reference then uses it.
     reference_mask: Callable[[Tensor], Tensor] | None = None
+    # (q rows (B, R, H, D), k, v, rows) -> float32 output of those rows, differentiable: the
+    # reference of an implementation whose attention is not a masked softmax over (B, T, H, D)
+    # keys (entmax, gated branches, grouped KV heads). Replaces the masked reference when set.
+    reference_attention: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None = None
 
     @property
     def leaves(self) -> list[Tensor]:
@@ -51,7 +55,10 @@ class Implementation(Protocol):
     * `effective_inputs(inputs) -> AttentionInputs`: the tensors and pattern the implementation
       really computes attention over, when they are not the point's (limits: segment ids or
       compacted rows; approximate ones: the same tensors with `reference_mask`). `prepare`,
-      the check and the timing then use them; the density stays the point's.
+      the check and the timing then use them;
+    * `measured_density(inputs) -> float`: the fraction of causal (query, key) pairs the method
+      really attends, measured from its own selection or mask on the effective inputs (methods
+      that choose their keys themselves); without it the row's density is the point's pattern's.
     """
 
     def available(self, device: str) -> tuple[bool, str]:

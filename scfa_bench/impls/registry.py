@@ -27,6 +27,9 @@ _BUILTIN_MODULES = (
     "scfa_bench.impls.reformer",
     "scfa_bench.impls.flash",
     "scfa_bench.impls.limits",
+    "scfa_bench.impls.moba",
+    "scfa_bench.impls.adasplash",
+    "scfa_bench.impls.nsa",
 )
 
 
@@ -46,6 +49,8 @@ class ImplSpec:
     head_dims: tuple[int, ...] | None = None  # exactly these; None: see the two below
     max_head_dim: int | None = None
     head_dim_multiple: int = 1
+    # Query heads must be a multiple of this (grouped-query methods: query heads per KV head).
+    heads_multiple: int = 1
     kind: str = "exact"  # one of IMPL_KINDS
     # Whether its calls can be captured in a CUDA graph: False keeps do_bench's clock for its
     # rows in a suite timed by graph replays (timing.cuda_graph).
@@ -74,11 +79,20 @@ class ImplSpec:
         allowed = self.dtypes.get(device, ())
         return f"{self.name} on {device} supports {', '.join(allowed) or 'no dtype'}, not {dtype}"
 
-    def unsupported(self, device: str, dtype: str, head_dim: int) -> str | None:
-        """Why this implementation cannot run (device, dtype, head dim) at all, or None."""
+    def heads_problem(self, heads: int) -> str | None:
+        """Why `heads` query heads cannot run, or None."""
+        if heads % self.heads_multiple:
+            return f"{self.name} needs a multiple of {self.heads_multiple} heads, not {heads}"
+        return None
+
+    def unsupported(
+        self, device: str, dtype: str, head_dim: int, heads: int | None = None
+    ) -> str | None:
+        """Why this implementation cannot run (device, dtype, head dim, heads) at all, or None."""
         if device not in self.devices:
             return f"{self.name} runs on {', '.join(self.devices)}, not {device}"
-        return self.dtype_problem(dtype, device) or self.head_dim_problem(head_dim)
+        problem = self.dtype_problem(dtype, device) or self.head_dim_problem(head_dim)
+        return problem or (None if heads is None else self.heads_problem(heads))
 
     def supports_text(self) -> str:
         """One line for `scfa-bench list`: dtypes per device and head dims."""
@@ -107,6 +121,7 @@ def register(
     head_dims: tuple[int, ...] | None = None,
     max_head_dim: int | None = None,
     head_dim_multiple: int = 1,
+    heads_multiple: int = 1,
     kind: str | None = None,
     cuda_graph: bool = True,
 ) -> Callable[[Callable[[], Implementation]], Callable[[], Implementation]]:
@@ -148,6 +163,7 @@ def register(
             head_dims=None if head_dims is None else tuple(head_dims),
             max_head_dim=max_head_dim,
             head_dim_multiple=head_dim_multiple,
+            heads_multiple=heads_multiple,
             kind=impl_kind,
             cuda_graph=cuda_graph,
         )

@@ -88,14 +88,17 @@ def _reference_outputs(
 
     want_grads = do_rows is not None
     q, k, v = (x.detach().requires_grad_(want_grads) for x in inputs.leaves)
-    b, t, h, _ = q.shape
+    b, t, h = q.shape[0], q.shape[1], q.shape[2]
     chunk = max(1, _CHUNK_ELEMENTS // (b * h * t))
     rows = rows.to(q.device)
     outs = []
     for start in range(0, rows.numel(), chunk):
         part = rows[start : start + chunk]
         with torch.set_grad_enabled(want_grads):
-            out = reference.masked_attention(q[:, part], k, v, mask_fn(part))
+            if inputs.reference_attention is not None:
+                out = inputs.reference_attention(q[:, part], k, v, part)
+            else:
+                out = reference.masked_attention(q[:, part], k, v, mask_fn(part))
             if do_rows is not None:
                 (out * do_rows[:, start : start + chunk].float()).sum().backward()
         outs.append(out.detach())

@@ -93,7 +93,9 @@ def measure_task(
             extra = {"impl_kind": spec.kind, **extra}
             yield ModeMeasurement(mode, status, error, **extra)  # type: ignore[arg-type]
 
-    reason = spec.unsupported(device, suite.shape.dtype, suite.shape.head_dim)
+    reason = spec.unsupported(
+        device, suite.shape.dtype, suite.shape.head_dim, suite.shape.heads
+    )
     if reason:
         yield from all_modes("unavailable", reason)
         return
@@ -120,6 +122,8 @@ def measure_task(
         # Limits and approximations compute attention over other inputs or another mask.
         effective = getattr(impl, "effective_inputs", lambda x: x)(inputs)
         forward = impl.prepare(effective)
+        if hasattr(impl, "measured_density"):  # methods that choose their own keys
+            allowed = float(impl.measured_density(effective))
         check_err = approx_err = None
         if _should_check(suite, task):
             check = lambda on, grads, rows: check_against_reference(

@@ -1,0 +1,194 @@
+"""`nsa_*`: Native Sparse Attention (NSA; Yuan et al. 2025, DeepSeek) through fla-core's Triton
+kernels (`fla.ops.nsa.parallel_nsa`; `pip install 'scfa-bench[peers]'`).
+
+NSA is grouped-query attention: `G` query heads share one key/value head, and fla-core needs `G` a
+power of two and at least 16. Here G = 16: a point with H query heads uses the keys and values of
+heads 0, 16, 32, ... (H / 16 KV heads), so every point's heads must be a multiple of 16.
+
+Per query, two branches, mixed by gates (fixed at 0.5 each here; a model learns them):
+* compression: attention over the mean key / value of each block of `block_size` positions that
+  lies wholly in the past;
+* selection: exact attention over the keys of `block_counts` blocks chosen by the compressed
+  attention's probabilities (summed over the group), the first, the previous and the own block
+  always chosen, causal inside.
+The sliding-window branch needs the CUDA-built `flash_attn` and is left out (window 0).
+
+The kind is `approximate`. The check compares with our own float32 reference of the two branches
+(`nsa_reference`) given the blocks fla-core chose on the same inputs; `density` is the fraction of
+causal (query, key) pairs inside the chosen blocks (the compressed branch's block means are not
+counted as pairs). Sequence lengths must be multiples of `block_size`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+
+from scfa_bench.impls.base import AttentionInputs, ImplUnavailable
+from scfa_bench.impls.registry import register
+
+GROUP = 16
+GATE = 0.5
+INSTALL = "pip install 'scfa-bench[peers]' (or: pip install fla-core einops)"
+
+
+def selection_mask(block_indices: Tensor, block_size: int, group: int, rows: Tensor) -> Tensor:
+    """(B, HQ, R, T) bool: key s is in a block chosen for query row t (of its KV head) and s <= t.
+
+    block_indices: (B, T, H_kv, S) int64, -1 for an empty slot."""
+    t = block_indices.shape[1]
+    rows = rows.to(block_indices.device)
+    chosen = block_indices[:, rows].permute(0, 2, 1, 3)  # (B, H_kv, R, S)
+    key_block = torch.arange(t, device=rows.device) // block_size
+    hit = (chosen.unsqueeze(-1) == key_block.view(1, 1, 1, 1, -1)).any(dim=-2)
+    causal = torch.arange(t, device=rows.device).view(1, -1) <= rows.view(-1, 1)
+    return (hit & causal).repeat_interleave(group, dim=1)
+
+
+def selection_density(block_indices: Tensor, block_size: int) -> float:
+    """Pairs inside the chosen blocks (causal) / causal pairs, over every query and KV head."""
+    b, t, h_kv, _ = block_indices.shape
+    pos = torch.arange(t, device=block_indices.device).view(1, t, 1, 1)
+    # distinct chosen blocks only: an index chosen twice counts once
+    sorted_idx = torch.sort(block_indices, dim=-1).values
+    first = torch.ones_like(sorted_idx, dtype=torch.bool)
+    first[..., 1:] = sorted_idx[..., 1:] != sorted_idx[..., :-1]
+    start = sorted_idx * block_size
+    seen = (pos - start + 1).clamp(min=0, max=block_size)
+    seen = torch.where((sorted_idx >= 0) & first, seen, torch.zeros_like(seen))
+    return float(seen.sum(dtype=torch.float64) / (b * h_kv * t * (t + 1) / 2))
+
+
+def nsa_reference(
+    block_indices: Tensor, block_size: int, gate: float = GATE
+) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+    """(q rows (B, R, HQ, D), k (B, T, H_kv, D), v, rows) -> gated compression + selection
+    output of those rows, float32, differentiable."""
+    from scfa_kernels import reference
+
+    def attend(q_rows: Tensor, k: Tensor, v: Tensor, rows: Tensor) -> Tensor:
+        b, t, h_kv, d = k.shape
+        group = q_rows.shape[2] // h_kv
+        rows = rows.to(k.device)
+        k_rep, v_rep = (x.float().repeat_interleave(group, dim=2) for x in (k, v))
+        mask = selection_mask(block_indices, block_size, group, rows)
+        selected = reference.masked_attention(q_rows.float(), k_rep, v_rep, mask)
+        n_blocks = t // block_size
+        k_cmp, v_cmp = (
+            x.float().view(b, n_blocks, block_size, h_kv, d).mean(dim=2) for x in (k, v)
+        )
+        k_cmp, v_cmp = (x.repeat_interleave(group, dim=2) for x in (k_cmp, v_cmp))
+        whole = (torch.arange(n_blocks, device=k.device) + 1) * block_size - 1
+        visible = (whole.view(1, -1) <= rows.view(-1, 1)).expand(b, q_rows.shape[2], -1, -1)
+        compressed = reference.masked_attention(q_rows.float(), k_cmp, v_cmp, visible)
+        return gate * selected + gate * compressed
+
+    return attend
+
+
+class _Nsa:
+    kind = "approximate"
+    block_size = 64
+    block_counts = 16
+
+    def available(self, device: str) -> tuple[bool, str]:
+        if device != "cuda" or not torch.cuda.is_available():
+            return False, "fla-core's NSA runs on CUDA only"
+        try:
+            importlib.import_module("fla.ops.nsa")
+        except ImportError as exc:
+            return False, f"fla-core is not installed ({exc}): {INSTALL}"
+        return True, ""
+
+    def _kv_heads(self, inputs: AttentionInputs) -> AttentionInputs:
+        _, t, h, _ = inputs.q.shape
+        if h % GROUP:
+            raise ImplUnavailable(f"NSA needs a multiple of {GROUP} query heads, not {h}")
+        if t % self.block_size:
+            raise ImplUnavailable(f"NSA needs T a multiple of {self.block_size}, not {t}")
+        k, v = (
+            x.detach()[:, :, ::GROUP].contiguous().requires_grad_(x.requires_grad)
+            for x in (inputs.k, inputs.v)
+        )
+        return replace(inputs, k=k, v=v)
+
+    def choose_blocks(self, q: Tensor, k: Tensor) -> Tensor:
+        """fla-core's own choice: (B, T, H_kv, S) block indices from the compressed branch."""
+        from fla.ops.nsa.compression import parallel_nsa_compression
+        from fla.ops.nsa.parallel import parallel_nsa_topk
+        from fla.ops.utils.pooling import mean_pooling
+
+        scale = q.shape[-1] ** -0.5
+        with torch.no_grad():
+            k_cmp = mean_pooling(k, self.block_size, None)
+            # Only the log-sum-exp of the compressed scores feeds the choice: any values do.
+            _, lse = parallel_nsa_compression(
+                q=q, k=k_cmp, v=k_cmp, TK=k.shape[1], block_size=self.block_size, scale=scale
+            )
+            return parallel_nsa_topk(
+                q=q,
+                k=k_cmp,
+                lse=lse,
+                TK=k.shape[1],
+                block_counts=self.block_counts,
+                block_size=self.block_size,
+                scale=scale,
+            )
+
+    def effective_inputs(self, inputs: AttentionInputs) -> AttentionInputs:
+        grouped = self._kv_heads(inputs)
+        chosen = self.choose_blocks(grouped.q, grouped.k)
+        return replace(grouped, reference_attention=nsa_reference(chosen, self.block_size))
+
+    def measured_density(self, inputs: AttentionInputs) -> float:
+        return selection_density(self.choose_blocks(inputs.q, inputs.k), self.block_size)
+
+    def prepare(self, inputs: AttentionInputs) -> Callable[[], Tensor]:
+        from fla.ops.nsa import parallel_nsa
+
+        q, k, v = inputs.leaves
+        if k.shape[2] == q.shape[2]:  # not yet grouped (prepare called without effective_inputs)
+            q, k, v = self._kv_heads(inputs).leaves
+        gate = torch.full(q.shape[:3], GATE, device=q.device, dtype=q.dtype)
+        return lambda: parallel_nsa(
+            q,
+            k,
+            v,
+            g_cmp=gate,
+            g_slc=gate,
+            block_counts=self.block_counts,
+            block_size=self.block_size,
+        )
+
+
+_DESC = "NSA (fla-core, approximate): compression + {s} chosen blocks of 64, 16 q heads per KV"
+
+
+@register(
+    name="nsa",
+    pattern="dense",
+    devices=("cuda",),
+    dtypes=("fp16", "bf16"),
+    max_head_dim=256,
+    heads_multiple=GROUP,
+    description=_DESC.format(s=16),
+)
+class Nsa(_Nsa):
+    block_counts = 16
+
+
+@register(
+    name="nsa_s4",
+    pattern="dense",
+    devices=("cuda",),
+    dtypes=("fp16", "bf16"),
+    max_head_dim=256,
+    heads_multiple=GROUP,
+    description=_DESC.format(s=4),
+)
+class NsaFewBlocks(_Nsa):
+    block_counts = 4
