@@ -110,25 +110,20 @@ def model_table(rows: Sequence[ResultRow], baseline: str) -> list[str]:
     points = sorted({(r.compile or False, r.seq_len, r.batch) for r in rows})
     header = ["T (B)", "compile", f"`{baseline}` step (GPU) ms", *(s[0] for s in series)]
     body = []
-    for compiled, seq_len, batch in points:
-
-        def at(members: Sequence[ResultRow]) -> ResultRow | None:
-            return next(
-                (
-                    r
-                    for r in members
-                    if r.seq_len == seq_len and r.batch == batch and bool(r.compile) == compiled
-                ),
-                None,
-            )
-
-        base = at([r for r in rows if r.impl == baseline])
+    for point in points:
+        base = _at([r for r in rows if r.impl == baseline], point)
+        compiled, seq_len, batch = point
         cells = [f"{seq_len} ({batch})", "on" if compiled else "off", _step_cell(base, None)]
         for _, members in series:
-            row = at(members)
+            row = _at(members, point)
             cells.append(MISSING if row is None else _step_cell(row, row.speedup))
         body.append(cells)
     return md_table(header, body)
+
+
+def _at(members: Sequence[ResultRow], point: tuple[bool, int, int]) -> ResultRow | None:
+    """The row of a model point (compiled, seq_len, batch), if measured."""
+    return next((r for r in members if (bool(r.compile), r.seq_len, r.batch) == point), None)
 
 
 def _step_cell(row: ResultRow | None, speedup: float | None) -> str:

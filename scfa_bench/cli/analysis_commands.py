@@ -1,6 +1,6 @@
-"""`plot`, `report`, `check` and `tables`: reading finished runs. The logic lives in `scfa_bench.analysis`;
-plotting (matplotlib) is imported only by the commands that draw, so `check` and the rest of the
-CLI work even where matplotlib cannot be imported.
+"""`plot`, `report`, `check` and `tables`: reading finished runs. The logic lives in
+`scfa_bench.analysis`; plotting (matplotlib) is imported only by the commands that draw, so
+`check` and the rest of the CLI work even where matplotlib cannot be imported.
 """
 
 from __future__ import annotations
