@@ -138,7 +138,7 @@ def render_headline(current: Sequence[Source]) -> str:
         raise InputError(f"no committed baseline on a card named {HEADLINE_CARD!r}")
     header = ["speedup over the baseline", *(f"T={t}" for t in HEADLINE_SEQ_LENS)]
     lines = [GENERATED_NOTE, "", *rt.md_table(header, body), ""]
-    lines += [f"From {s.provenance}; baseline `{_baseline(s)}`." for s in used]
+    lines += [f"- {s.provenance}; baseline `{_baseline(s)}`." for s in used]
     return "\n".join(lines)
 
 
