@@ -1,8 +1,7 @@
 """Plan kernels: each tile's range of sorted rows, by binary search on the composite keys.
 
 With the counting sort (`_triton_sort.py`) they replace `torch.sort` + `torch.searchsorted`
-(about 1.4 ms at T=16384, B*H=192 on an H100, see docs/performance-notes.md) with a handful
-of small launches.
+(about 1.4 ms at T=16384, B*H=192 on an H100, see PERF.md) with a handful of small launches.
 """
 
 from __future__ import annotations

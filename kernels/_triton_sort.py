@@ -8,7 +8,7 @@ Two launches over (side, batch*head row, chunk of CHUNK slots), queries and keys
    own rows within the chunk and writes them to their sorted slots.
 
 Every program does one chunk, so the time is two short launches plus the bytes, not a
-serial scan of the row (docs/performance-notes.md). Outputs are (2, BH, T): queries, then keys.
+serial scan of the row (PERF.md, v5). Outputs are (2, BH, T): queries, then keys.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tile sizes, warps and pipeline depth per device, dtype and head dim.
 
-Chosen by measurement (see docs/performance-notes.md); `override` lets a tuning script try others.
+Chosen by measurement (see PERF.md); `override` lets a tuning script try others.
 
 Why on the host and not with `triton.autotune`: the best tiles depend on the mean bucket
 size (T / n_buckets), which autotune keys cannot see without reading the bucket ids (a
@@ -30,8 +30,7 @@ class LaunchConfig:
 
 @dataclass(frozen=True)
 class RangeSplit:
-    """When a tile's range may be cut into pieces run by separate programs
-    (docs/performance-notes.md).
+    """When a tile's range may be cut into pieces run by separate programs (PERF.md, v7).
 
     A range whose tiles set the kernel's length alone (the tiles of a large bucket; the
     first key tiles of QK-sparse's kept rows, which every later kept query sees) is cut into
@@ -68,7 +67,7 @@ class RangeSplit:
 
 def ceil_div(a: int, b: int) -> int:
     """Host-side ceil(a / b) for launch grids: `triton.cdiv` is a constexpr function in newer
-    Triton, about 10 us per host call (docs/performance-notes.md)."""
+    Triton, about 10 us per host call (PERF.md, v10)."""
     return -(-a // b)
 
 
@@ -130,9 +129,8 @@ _INTERPRETER = KernelConfig(
     dq_split=_INTERPRETER_SPLIT,
 )
 
-# Measured on an H100 (docs/performance-notes.md, sweeps at T=16384): large buckets (and
-# QK-sparse, whose kept rows form one bucket) want big tiles; small buckets waste less with
-# small tiles.
+# Measured on an H100 (PERF.md, v2 and v3 sweeps at T=16384): large buckets (and QK-sparse, whose
+# kept rows form one bucket) want big tiles; small buckets waste less with small tiles.
 _CUDA_LARGE_BUCKETS = KernelConfig(
     fwd=LaunchConfig(128, 128, 4, 2),
     dkdv=LaunchConfig(32, 128, 4, 3),  # v3 sweep: deeper pipeline, 3% over (64, 64, 4, 2)

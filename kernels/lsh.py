@@ -6,7 +6,7 @@ generator); the projection and the argmax run in one kernel (``_triton_lsh``) re
 the custom ops ``scfa::lsh_buckets`` and ``scfa::lsh_buckets_pair``, so ``torch.compile``
 sees no graph break and nothing reads device memory on the host. Eager calls of the public
 functions launch the kernel directly: the operators' Python dispatch costs more host time than
-the launch itself (docs/performance-notes.md).
+the launch itself (kernels/PERF.md, v11).
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ class _EagerSparseAttention(torch.autograd.Function):
 
     A custom operator's Python dispatch (default filling, autograd and backend redispatch,
     the dynamo-disable wrapper) costs about as much host time as the kernels' GPU time at
-    small batch x heads (docs/performance-notes.md). Eager calls take this path; calls traced by
+    small batch x heads (PERF.md, v6). Eager calls take this path; calls traced by
     `torch.compile` keep the operators, which the compiler sees as opaque nodes.
     """
 

@@ -82,7 +82,7 @@ class SparsityPlan:
         return self.perm.shape[-1]
 
     # Built once per plan: a launch reads them about 27 times per fwd+bwd, and each build is
-    # three tensor views (~10 us of host time; docs/performance-notes.md).
+    # three tensor views (~10 us of host time; PERF.md, v10).
     @functools.cached_property
     def queries(self) -> SortedRows:
         return SortedRows(self.perm[0], self.bucket[0], self.composite[0])
@@ -95,7 +95,7 @@ class SparsityPlan:
 # Counting sort handles up to this many buckets; more fall back to torch.sort.
 COUNTING_SORT_MAX_BUCKETS = 64
 # The counting sort ranks rows within a chunk by a one-hot (chunk x buckets) cumulative
-# sum up to this many buckets, above by sorting the chunk (docs/performance-notes.md).
+# sum up to this many buckets, above by sorting the chunk (PERF.md, v4).
 _ONE_HOT_MAX_BUCKETS = 8
 _ONE_HOT_ELEMENTS = 8192
 _SORT_CHUNK = 1024

@@ -25,9 +25,9 @@ class Tolerance:
 
 
 # The kernels against the float32 reference of the same rounded inputs, per input dtype.
-# Seen on an H100 at T <= 16384 (`python -m scfa_kernels.verify`): bfloat16 out 1.4e-3..2.2e-3,
-# grads 2.3e-3..2.7e-3; float16 1.8e-4..3.4e-4; float32 (true float32 products) ~1e-6. The
-# interpreter's float32 is numpy's (~1e-7). About 10x headroom everywhere.
+# Seen on an H100 at T <= 16384 (PERF.md): bfloat16 out 1.4e-3..2.2e-3, grads 2.3e-3..2.7e-3;
+# float16 1.8e-4..3.4e-4; float32 (true float32 products) ~1e-6. The interpreter's float32
+# is numpy's (~1e-7). About 10x headroom everywhere.
 TOLERANCES: dict[torch.dtype, Tolerance] = {
     torch.float16: Tolerance(out=5e-3, grad=1e-2),
     torch.bfloat16: Tolerance(out=2e-2, grad=3e-2),
