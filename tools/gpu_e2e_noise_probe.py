@@ -1,4 +1,4 @@
-"""Why some T=16384 model steps spread (kernels/PERF.md, v8): a developer tool.
+"""Why some T=16384 model steps spread (docs/performance-notes.md): a developer tool.
 
     python tools/gpu_e2e_noise_probe.py --out DIR [--seq-len 16384] [--steps 30]
 

@@ -1,4 +1,5 @@
-"""Where the attention time of a GPT-2-small step goes (a developer tool for kernels/PERF.md).
+"""Where the attention time of a GPT-2-small step goes: a developer tool for
+docs/performance-notes.md.
 
     python tools/gpu_e2e_probe.py --out DIR [--seq-len 16384]
 

@@ -1,4 +1,4 @@
-"""Where the host time of one sparse attention call goes (kernels/PERF.md, v8, next lever 1).
+"""Where the host time of one sparse attention call goes (docs/performance-notes.md).
 
     python tools/gpu_host_cost_probe.py --out DIR [--seq-len 16384] [--calls 50]
         [--pattern "hash nb=8"] ... [--path eager] ...

@@ -1,4 +1,5 @@
-"""QK-sparse at a high drop rate: GPU time of each kernel under other dK/dV tiles (kernels/PERF.md).
+"""QK-sparse at a high drop rate: GPU time of each kernel under other dK/dV tiles
+(docs/performance-notes.md).
 
     python tools/gpu_qk_tiles_probe.py --out DIR
 
@@ -6,7 +7,7 @@ At T=16384, D=64, bf16, drop rate 0.8 (random keep masks), B x H = 1 x 12 and 4 
 profiler's CUDA time per fwd+bwd call of every kernel, under the configuration `config.select`
 picks for QK-sparse (tiles for T rows), under dK/dV launch configurations sized for the
 kept rows, and with dK/dV ranges cut into pieces whatever the grid's size. Kernel times, not
-do_bench: at 1 x 12 the calls are host-bound (PERF.md, v6).
+do_bench: at 1 x 12 the calls are host-bound (docs/performance-notes.md, "Small grids").
 Writes DIR/qk_tiles_probe.json.
 """
 
@@ -25,7 +26,7 @@ from scfa_kernels import qk_sparse_attention
 
 T, D, DROP = 16384, 64, 0.8
 DKDV = ((32, 128, 4, 3), (32, 64, 4, 1), (64, 64, 4, 2), (32, 32, 4, 2), (16, 64, 4, 2))
-# dK/dV pieces without the host's small-grid gate (PERF.md v16, lever 3): the device gate alone
+# dK/dV pieces without the host's small-grid gate (docs/performance-notes.md): the device gate alone
 # decides which ranges are cut.
 ANY_GRID_SPLIT = kcfg.RangeSplit(max_pieces=8, target_programs=1 << 30, min_tiles=4, min_seq_len=0)
 

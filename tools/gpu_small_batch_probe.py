@@ -2,7 +2,7 @@
 
     python tools/gpu_small_batch_probe.py --out DIR
 
-A developer tool (kernels/PERF.md, v6): for each shape it prints
+A developer tool (docs/performance-notes.md, "Small grids"): for each shape it prints
 * do_bench medians of forward and fwd+bwd (ours with n_buckets, cuDNN), ours both through
   the public function and through the `scfa` custom operator called directly (the same path
   on main; on a branch whose public function skips the operator's dispatch for eager calls,

@@ -1,13 +1,13 @@
-"""Long ranges cut into pieces (kernels/PERF.md, v7): with and without, in one run.
+"""Long ranges cut into pieces (docs/performance-notes.md): with and without, in one run.
 
     python tools/gpu_split_probe.py --out DIR [--seq-len 16384] [--skip-model]
 
 A developer tool. Every measurement is taken twice, under the configuration's default
 `RangeSplit` ("split") and under `config.NO_SPLIT` ("whole"), on the same card:
 * kernels alone, fwd+bwd, bf16, D=64: the profiler's kernel time per call (what a model step
-  pays: at B=1 the calls are host-bound, PERF.md v6) and the do_bench median, with cuDNN's
-  for the ratio; at B x H = 1 x 12 (hash nb=8, nb=32 with uniform ids, nb=8 with one bucket
-  holding 60% of the ids, QK p=0.8), 4 x 48 (nb=8) and the CI gate's 4 x 16 at T=4096;
+  pays: at B=1 the calls are host-bound, docs/performance-notes.md) and the do_bench median,
+  with cuDNN's for the ratio; at B x H = 1 x 12 (hash nb=8, nb=32 with uniform ids, nb=8 with
+  one bucket holding 60% of the ids, QK p=0.8), 4 x 48 (nb=8) and the CI gate's 4 x 16 at T=4096;
 * a GPT-2-small training step (B=1, eager, the e2e suites' model and LSH buckets): the median
   step time over 10 steps (CUDA events) and the attention kernels' GPU time per step.
 Writes DIR/split_probe.json.

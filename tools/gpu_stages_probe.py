@@ -1,4 +1,4 @@
-"""Deeper software pipelines for the gathered loads (kernels/PERF.md, v12): a developer tool.
+"""Deeper software pipelines for the gathered loads (docs/performance-notes.md): a developer tool.
 
     python tools/gpu_stages_probe.py --out FILE.jsonl [--round v12|v14] [--points v12|v14]
                                      [--today-only] [--tag NAME]

@@ -1,5 +1,5 @@
 """Where a host-paced model step spends its host time, and what the GPU waits for (a
-developer tool; kernels/PERF.md, v11).
+developer tool; docs/performance-notes.md, "The host path").
 
     python tools/gpu_step_host_profile.py --out DIR [--seq-len 16384] [--steps 5]
 

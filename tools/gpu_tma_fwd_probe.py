@@ -1,4 +1,4 @@
-"""Issue 9's Hopper levers on the forward (kernels/PERF.md, v12): a developer tool.
+"""Hopper levers on the forward (docs/performance-notes.md): a developer tool.
 
     python tools/gpu_tma_fwd_probe.py --out FILE.jsonl [--seq-lens 16384 4096]
 

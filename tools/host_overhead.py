@@ -5,7 +5,7 @@
 Runs on any machine: the plan and the launch functions are replaced by stand-ins that only
 allocate their outputs, so what remains is the public function's checks, the custom
 operators' dispatch and the autograd plumbing. Printed per call, in microseconds, against a
-trivial autograd op on the same tensors. A developer tool for kernels/PERF.md (v6): at small
+trivial autograd op on the same tensors. A developer tool for docs/performance-notes.md: at small
 batch x heads the GPU work of a call is short enough for host time to show in its timing.
 """
 

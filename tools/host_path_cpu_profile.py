@@ -1,5 +1,5 @@
 """The Python host path of one eager fwd+bwd call, on the CPU, with every Triton launch stubbed
-out (kernels/PERF.md, v9, next lever 1).
+out (docs/performance-notes.md, "The host path").
 
     python tools/host_path_cpu_profile.py [--seq-len 1024] [--calls 200] [--pattern hash8]
         [--cprofile FILE]

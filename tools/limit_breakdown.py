@@ -1,4 +1,4 @@
-"""Where our fwd+bwd loses to the limit, per point: a developer tool for kernels/PERF.md (v8).
+"""Where our fwd+bwd loses to the limit, per point: a developer tool for docs/performance-notes.md.
 
     python tools/limit_breakdown.py PROFILE_DIR [PROFILE_DIR ...] --out FILE.md
 

@@ -7,7 +7,7 @@ fwd+bwd), `plan` (the sort and tile ranges alone), `sparse_sweep`, `small_t_swee
 (launch configurations per kernel), `profile` and `host` (kernel against host time per call
 at short T). Appends JSON lines to DIR/tune.jsonl. The numbers users see come from
 `scfa-bench run`; this script exists to choose configurations and find costs
-(kernels/PERF.md). Times are `triton.testing.do_bench` medians, as the harness takes them.
+(docs/performance-notes.md). Times are `triton.testing.do_bench` medians, as the harness takes them.
 Correctness on a GPU: `python -m scfa_kernels.verify`.
 """
 

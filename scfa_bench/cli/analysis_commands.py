@@ -1,6 +1,6 @@
-"""`plot`, `report` and `check`: reading finished runs. The logic lives in `scfa_bench.analysis`;
-plotting (matplotlib) is imported only by the commands that draw, so `check` and the rest of the
-CLI work even where matplotlib cannot be imported.
+"""`plot`, `report`, `check` and `tables`: reading finished runs. The logic lives in
+`scfa_bench.analysis`; plotting (matplotlib) is imported only by the commands that draw, so
+`check` and the rest of the CLI work even where matplotlib cannot be imported.
 """
 
 from __future__ import annotations
@@ -143,8 +143,46 @@ CHECK_HELP = (
 )
 
 
+@reports_input_errors
+def tables_command(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Write nothing; exit 1 when a committed page differs from its rendering.",
+        ),
+    ] = False,
+    root: Annotated[
+        Path, typer.Option(help="Repository root holding README.md and results/baselines/.")
+    ] = Path("."),
+) -> None:
+    """Render the README's headline table and docs/results.md from results/baselines/."""
+    from scfa_bench.analysis import tables
+
+    if check:
+        diffs = tables.page_diffs(root)
+        for diff in diffs:
+            typer.echo(diff, nl=False)
+        if diffs:
+            err_console.print(
+                f"[bold red]{len(diffs)} page(s) differ from results/baselines/:[/] "
+                "run `scfa-bench tables` and commit the result",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1)
+        typer.echo("pages match results/baselines/")
+        return
+    written = tables.write_pages(root)
+    for path in written:
+        typer.echo(f"written {path}")
+    if not written:
+        typer.echo("pages already match results/baselines/")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `plot`, `report` and `check` to the app."""
+    """Add `plot`, `report`, `check` and `tables` to the app."""
     app.command("plot")(plot_command)
     app.command("report")(report_command)
     app.command("check", help=CHECK_HELP)(check_command)
+    app.command("tables")(tables_command)

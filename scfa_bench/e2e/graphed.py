@@ -2,7 +2,7 @@
 
 At B=1 and long sequences a step's kernels are few and long, but each layer of sparse
 attention launches about a dozen of them from Python: the host, not the GPU, can set the
-step's pace (kernels/PERF.md, v8-v11). Replaying a captured step costs one launch, so the
+step's pace (docs/performance-notes.md). Replaying a captured step costs one launch, so the
 time of a graphed step is its GPU work, as for a user who captures the training step.
 
 The recipe is PyTorch's whole-network capture: a few eager steps on a side stream (lazy

@@ -1,4 +1,4 @@
-"""The harness's shape (ARCHITECTURE.md): stages import only earlier stages, no import cycles,
+"""The harness's shape (docs/architecture.md): stages import only earlier stages, no import cycles,
 one definition of each shared constant, modules of a readable size."""
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ def _stage(module: str) -> int:
 def test_every_module_belongs_to_a_stage() -> None:
     for module in MODULES:
         parts = module.split(".")
-        assert len(parts) == 1 or parts[1] in STAGES, f"{module}: add its stage to ARCHITECTURE.md"
+        assert len(parts) == 1 or parts[1] in STAGES, (
+            f"{module}: add its stage to docs/architecture.md"
+        )
 
 
 def later_stage_imports(graph: dict[str, set[str]]) -> list[str]:

@@ -320,7 +320,8 @@ def test_from_rotations_equal_the_operators(device, dtype):
 
 
 def test_from_rotations_skip_the_operators_when_eager(device):
-    # The operators' Python dispatch costs more host time than the launch (PERF.md, v11).
+    # The operators' Python dispatch costs more host time than the launch
+    # (docs/performance-notes.md).
     rotations = lsh_rotations(3, 16, 8, generator=_gen(34), device=device)
     q = _x(t=20, seed=35).to(device)
     with _OpsSeen() as seen:

@@ -70,8 +70,8 @@ def _out_and_grads(fn, leaves, do):
 
 @pytest.mark.parametrize("kind", ["hash", "qk"])
 def test_eager_path_equals_the_custom_operator(device, kind):
-    """Eager calls skip the operators' dispatch (PERF.md, v6): same kernels, so the same bits,
-    with out-of-range ids / dropped rows included."""
+    """Eager calls skip the operators' dispatch (docs/performance-notes.md): same kernels, so
+    the same bits, with out-of-range ids / dropped rows included."""
     q, k, v = make_qkv(B, T, H, D, torch.float32, device, seed=4)
     do = torch.randn((B, T, H, D), generator=generator(4)).to(device)
     if kind == "hash":

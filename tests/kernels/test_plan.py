@@ -148,7 +148,8 @@ def test_density_counts_allowed_pairs(device: str) -> None:
 
 
 def test_host_grid_helpers_match_triton() -> None:
-    # The host-side copies exist for speed (PERF.md, v10); they must give Triton's answers.
+    # The host-side copies exist for speed (docs/performance-notes.md); they must give
+    # Triton's answers.
     import triton
 
     from scfa_kernels.config import ceil_div, next_power_of_2

@@ -1,6 +1,6 @@
 """Committed baselines against the kernels in this tree: the CI gate's baseline must have been
 measured on exactly these kernels (a kernel change re-records it), and every other committed
-run either was too or is listed here as history (the README says which)."""
+run either was too or is listed here as history (docs/results.md marks runs of older kernels)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scfa_bench.measure.envinfo import kernels_hash
 
 ROOT = Path(__file__).resolve().parents[3]
 BASELINES = ROOT / "results" / "baselines"
-# Runs of older kernels kept as history (README, "Which runs are of the final kernels"), by
+# Runs of older kernels kept as history (docs/results.md lists or marks them), by
 # path under results/baselines without the suffix. A suite may have both: a history run on one
 # card and a current one on another.
 HISTORY = {
@@ -60,5 +60,5 @@ def test_other_baselines_are_current_or_listed_as_history() -> None:
         else:
             assert meta.get("kernels_hash") == current, (
                 f"{path.name} ({name}) was measured on other kernels: re-record it, or list it "
-                "as history here and in the README"
+                "as history here"
             )
