@@ -144,3 +144,11 @@ def test_report_and_plots_flag_wall_clock_runs(tmp_path: Path) -> None:
     gpu = write_results(tmp_path / "gpu.csv", grid(), meta=default_meta())
     gpu_text = report.render_report(prepare(read_results(gpu)), [], tmp_path)
     assert WALL_CLOCK_WARNING not in gpu_text
+
+
+def test_check_prints_bracketed_paths_in_warnings(tmp_path: Path, cli: typer.Typer) -> None:
+    """Warnings go through rich: '[h100]' in a path must print as text, not vanish as a tag."""
+    new, base = pair(tmp_path / "[h100]", grid(), grid(), kernels_hash="a" * 64)
+    result = runner.invoke(cli, ["check", str(new), "--baseline", str(base)])
+    assert result.exit_code == 0
+    assert f"warning: baseline {base} was measured" in "".join(result.output.split("\n"))
