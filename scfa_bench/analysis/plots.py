@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from scfa_bench.analysis import stats
 from scfa_bench.analysis.frame import PreparedResults
@@ -257,5 +257,9 @@ def _heatmap_figure(rows: pd.DataFrame, axis: str, baseline: str | None) -> Figu
         ax.set_ylabel("bucket count" if axis == "n_buckets" else "drop rate p")
         ax.set_title(impl, fontsize=10)
     assert image is not None
-    fig.colorbar(image, ax=axes, label=f"speedup over {baseline or 'baseline'} (x)")
+    colorbar = fig.colorbar(image, ax=axes, label=f"speedup over {baseline or 'baseline'} (x)")
+    # A log colour scale: the same powers of two and plain labels as the log line plots.
+    colorbar.locator = LogLocator(base=2)
+    colorbar.formatter = FuncFormatter(readable_tick)
+    colorbar.minorformatter = NullFormatter()
     return fig

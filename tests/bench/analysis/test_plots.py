@@ -253,3 +253,14 @@ def test_narrow_ranges_keep_every_panel_linear(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_readable_tick(value: float, text: str) -> None:
     assert plots.readable_tick(value) == text
+
+
+def test_heatmap_colour_scale_reads_plainly(tmp_path: Path) -> None:
+    rows = suite_rows(seq_lens=(256, 512), n_buckets=(2, 32), drop_rates=(), modes=("fwd",))
+    frame = load(write_results(tmp_path / "run.csv", rows)).frame
+    figure = plots._heatmap_figure(frame[frame["n_buckets"].notna()], "n_buckets", "sdpa_cudnn")
+    FigureCanvasAgg(figure).draw()
+    (colorbar,) = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
+    labels = [t.get_text() for t in colorbar.get_yticklabels() if t.get_text()]
+    assert "1" in labels and "2" in labels and "0.5" in labels
+    assert all(READABLE_TICK.match(text) for text in labels), labels
