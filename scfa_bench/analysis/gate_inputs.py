@@ -2,7 +2,7 @@
 same clock on both sides, and whether both measured the same kernels.
 
 Wall-clock (CPU, Triton interpreter) times of one machine vary by large factors between runs
-(two consecutive smoke runs differed up to 347x on one row, issue 12), so the gate refuses them
+(two consecutive smoke runs on one machine differed up to 347x on one row), so the gate refuses them
 unless asked, and then uses a wider threshold. A baseline recorded on other kernels
 (`kernels_hash` in the meta differs) is stale: a warning, or bad input when required.
 """

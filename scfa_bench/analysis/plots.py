@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from scfa_bench.analysis import stats
 from scfa_bench.analysis.frame import PreparedResults
@@ -116,8 +116,8 @@ def _line_figure(kind: str, rows: pd.DataFrame, baseline: str | None) -> Figure:
     fig, axes = _panel_grid(len(panels))
     value_col = {"runtime": "ms_median", "speedup": "speedup"}.get(kind, kind)
     rows = rows.assign(fraction_of_ideal=stats.fraction_of_ideal(rows["speedup"], rows["density"]))
+    plotted: list[float] = []  # every panel's values: they share one y scale
     for ax, panel in zip(axes, panels, strict=True):
-        plotted: list[float] = []
         if panel in sparse:
             axis = impl_axis(rows, panel)
             assert axis is not None
@@ -135,7 +135,10 @@ def _line_figure(kind: str, rows: pd.DataFrame, baseline: str | None) -> Figure:
                 line = rows[rows["impl"] == impl]
                 label = f"{impl} (dense)"
                 plotted += _draw_line(ax, line, value_col, label, dense_colors(n % 10), "--")
-        _style_line_axes(ax, kind, plotted, baseline)
+    # One y scale for the whole figure: panels side by side must read the same way.
+    log_y = _wants_log_axis(kind, plotted)
+    for ax in axes:
+        _style_line_axes(ax, kind, baseline, log_y)
     return fig
 
 
@@ -154,32 +157,51 @@ def _draw_line(
     return plotted
 
 
-def _style_line_axes(ax: Axes, kind: str, plotted: Sequence[float], baseline: str | None) -> None:
-    _seq_len_axis(ax, ax.get_lines())
+def _wants_log_axis(kind: str, plotted: Sequence[float]) -> bool:
+    """A log y axis when the positive values (and the 1x line of ratio plots) span more than
+    `_LOG_RANGE` times."""
     finite = [v for v in plotted if v > 0 and math.isfinite(v)]
+    if kind != "runtime":
+        finite.append(1.0)
+    return bool(finite) and max(finite) / min(finite) > _LOG_RANGE
+
+
+def readable_tick(value: float, _pos: object = None) -> str:
+    """A log-axis tick as people read it: '1024', '2', '0.5', '0.001', and '1/1024' rather than
+    '0.000976562' for a power of two whose decimal needs more than three digits."""
+    if not math.isfinite(value) or value <= 0:
+        return ""
+    if value >= 1:
+        return str(int(value)) if value == int(value) and value < 1e6 else f"{value:.3g}"
+    text = f"{value:.3g}"
+    if float(text) == value and "e" not in text:
+        return text
+    inverse = 1.0 / value
+    if abs(inverse - round(inverse)) <= 1e-9 * inverse:
+        return f"1/{round(inverse)}"
+    return text
+
+
+def _style_line_axes(ax: Axes, kind: str, baseline: str | None, log_y: bool) -> None:
+    _seq_len_axis(ax, ax.get_lines())
     if kind == "runtime":
         ax.set_ylabel("time (ms, median; band q20-q80)")
     elif kind == "speedup":
         ax.axhline(1.0, color="black", linewidth=1, linestyle=":", label="1x (no speedup)")
         ax.set_ylabel(f"speedup over {baseline or 'baseline'} (x)")
-        finite.append(1.0)
     elif kind == "fraction_of_limit":
         ax.axhline(
             1.0, color="black", linewidth=1, linestyle=":", label="limit (dense on the work)"
         )
         ax.set_ylabel("limit time / measured time")
-        finite.append(1.0)
     else:
         ax.axhline(1.0, color="black", linewidth=1, linestyle=":", label="ideal (1 / density)")
         ax.set_ylabel("measured / ideal speedup")
-        finite.append(1.0)
-    if finite and max(finite) / min(finite) > _LOG_RANGE:
-        if kind == "runtime":
-            ax.set_yscale("log")
-        else:
-            # Ratios read best on powers of two with plain numbers (0.5, 1, 2, 4, ...).
-            ax.set_yscale("log", base=2)
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    if log_y:
+        # Powers of two with plain labels (1/8, 0.25, 0.5, 1, 2, 4, ...) for times and ratios.
+        ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(FuncFormatter(readable_tick))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     elif kind in ("fraction_of_ideal", "fraction_of_limit"):
         ax.set_ylim(bottom=0)
     ax.grid(True, which="major", alpha=0.3)
@@ -235,5 +257,9 @@ def _heatmap_figure(rows: pd.DataFrame, axis: str, baseline: str | None) -> Figu
         ax.set_ylabel("bucket count" if axis == "n_buckets" else "drop rate p")
         ax.set_title(impl, fontsize=10)
     assert image is not None
-    fig.colorbar(image, ax=axes, label=f"speedup over {baseline or 'baseline'} (x)")
+    colorbar = fig.colorbar(image, ax=axes, label=f"speedup over {baseline or 'baseline'} (x)")
+    # A log colour scale: the same powers of two and plain labels as the log line plots.
+    colorbar.locator = LogLocator(base=2)
+    colorbar.formatter = FuncFormatter(readable_tick)
+    colorbar.minorformatter = NullFormatter()
     return fig

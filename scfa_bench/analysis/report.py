@@ -64,7 +64,7 @@ def render_report(
     results, frame = data.results, data.frame
     parts = [
         _header(results, frame),
-        _environment(results),
+        _environment(results, frame),
         _speedup_section(frame, results.baseline, results.wall_clock),
         model_steps_section(frame, results.baseline),
         report_sections.limits_section(frame),
@@ -112,16 +112,18 @@ def _state_banner(results: Results) -> str:
     return f"\n\n> **This run is {results.state}**: {text}{detail}"
 
 
-def _environment(results: Results) -> str:
+def _environment(results: Results, frame: pd.DataFrame) -> str:
     lines = ["## Environment", ""]
+    # The rows' `timer` says how each was timed (the meta only what the suite asked for).
+    clocks = f"| clocks | {_cell(report_sections.clocks_text(frame))} |"
     if not results.meta:
-        lines.append(f"No meta file found beside `{results.path.name}`.")
-        return "\n".join(lines)
+        lines += [f"No meta file found beside `{results.path.name}`.", "", "| | |", "|---|---|"]
+        return "\n".join([*lines, clocks])
     lines += ["| | |", "|---|---|", f"| run state | {results.state} |"]
     for key, label in _ENV_KEYS:
         if key in results.meta:
             lines.append(f"| {label} | {_cell(_format_meta(key, results.meta[key]))} |")
-    return "\n".join(lines)
+    return "\n".join([*lines, clocks])
 
 
 def _format_meta(key: str, value: Any) -> str:
@@ -133,12 +135,8 @@ def _format_meta(key: str, value: Any) -> str:
             f"{value.get('dtype')}"
         )
     if key == "timing" and isinstance(value, dict) and "warmup_ms" in value:
-        clock = (
-            "CUDA-graph replays (where the implementation can be captured)"
-            if value.get("cuda_graph")
-            else "do_bench"
-        )
-        return f"warm-up {value.get('warmup_ms')} ms, repetitions {value.get('rep_ms')} ms, {clock}"
+        graphs = ", CUDA graphs where they can be captured" if value.get("cuda_graph") else ""
+        return f"warm-up {value.get('warmup_ms')} ms, repetitions {value.get('rep_ms')} ms{graphs}"
     if isinstance(value, list | tuple):
         return "`" + " ".join(str(v) for v in value) + "`"
     if isinstance(value, dict):

@@ -18,6 +18,34 @@ from scfa_bench.results.reader import Results
 _POINT_COLUMNS = ("impl", "mode", "seq_len", "n_buckets", "drop_rate")
 
 
+# How a row's time was taken, by its `timer` column and whether it is a model step.
+_CLOCK_TEXT = {
+    (False, "cuda_event"): "triton's do_bench (CUDA events, L2 flushed between calls)",
+    (
+        False,
+        "cuda_graph",
+    ): "CUDA-graph replays, each timed with CUDA events (L2 flushed before each)",
+    (False, "wall_clock"): "wall clock on the CPU (time.perf_counter around each call)",
+    (True, "cuda_event"): "CUDA events around back-to-back training steps",
+    (True, "cuda_graph"): "CUDA events around replays of a captured training step",
+    (True, "wall_clock"): "wall clock on the CPU around each training step",
+}
+
+
+def clocks_text(frame: pd.DataFrame) -> str:
+    """What timed the run's rows, from their `timer` column: 'CLOCK: N rows; ...'."""
+    timed = frame[frame["timer"].fillna("") != ""]
+    if timed.empty:
+        return "no row was timed"
+    is_model = timed["model"].fillna("") != ""
+    counts = pd.DataFrame({"model": is_model, "timer": timed["timer"]}).value_counts(sort=False)
+    parts = []
+    for (model, timer), n in sorted(counts.items(), key=lambda item: (item[0][0], item[0][1])):
+        text = _CLOCK_TEXT.get((bool(model), str(timer)), f"timer {timer}")
+        parts.append(f"{text}: {n} row{'s' if n != 1 else ''}")
+    return "; ".join(parts)
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     clean = lambda c: str(c).replace("|", "\\|").replace("\n", " ")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

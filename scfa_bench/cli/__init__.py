@@ -14,10 +14,13 @@ import typer
 
 from scfa_bench.cli import analysis_commands, profile_commands, run_commands, shard_commands
 
+# Plain help text (no rich markup): rich would read "[default: ...]" and other bracketed text
+# in option help as markup tags and drop it.
 app = typer.Typer(
     help="Benchmark Sparse Causal Flash Attention kernels against dense baselines.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 

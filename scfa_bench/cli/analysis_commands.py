@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from scfa_bench.analysis import clocks, gate, gate_table
 from scfa_bench.cli.common import err_console, reports_input_errors, wide_console
@@ -106,18 +107,18 @@ def check_command(
         require_same_kernels=require_same_kernels,
     )
     for warning in result.warnings:
-        err_console.print(f"[yellow]{warning}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]{escape(warning)}[/]", highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps({**result.to_dict(), "clocks": asdict(clock)}, indent=2))
     else:
         console = wide_console()
         console.print(gate_table.result_table(result))
         style = "bold yellow" if clock.differs else "dim"
-        console.print(f"[{style}]{'WARNING: ' if clock.differs else ''}{clock.message}[/]")
+        console.print(f"[{style}]{'WARNING: ' if clock.differs else ''}{escape(clock.message)}[/]")
         verdict = "PASS" if result.passed else f"FAIL: {len(result.failing)} failing row(s)"
         if result.new_ok_rows == 0:
             verdict = f"FAIL: {new_csv} has no ok row at all"
-        console.print(f"[bold]{verdict}[/]")
+        console.print(f"[bold]{escape(verdict)}[/]")
     raise typer.Exit(result.exit_code)
 
 

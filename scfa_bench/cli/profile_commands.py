@@ -61,7 +61,7 @@ def profile(
         if measured.status != "ok" or measured.stages is None:
             failed += measured.status in ("error", "incorrect")
             line = f"{title}: {measured.status}: {measured.error or 'no profile'}"
-            console.print(line, highlight=False, soft_wrap=True)
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
             sections += [f"### {title}", "", f"{measured.status}: {measured.error}", ""]
             continue
         ms = None if measured.timing is None else measured.timing.ms_median
@@ -71,10 +71,10 @@ def profile(
         (folder / f"{stem}.md").write_text(text, encoding="utf-8")
         trace = export_trace(measured.profiler, folder / f"{stem}.trace.json")
         sections += [text, f"Trace: [{trace.name}]({trace.name})", ""]
-        console.print(text, highlight=False, soft_wrap=True)
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
     index = folder / "README.md"
     index.write_text("\n".join(sections) + "\n", encoding="utf-8")
-    console.print(f"profile written to {folder}", highlight=False)
+    console.print(f"profile written to {folder}", markup=False, highlight=False)
     if failed:
         raise typer.Exit(EXIT_FAILURE)
 

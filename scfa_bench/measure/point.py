@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from scfa_bench.impls.base import AttentionInputs, ImplUnavailable, is_out_of_memory
-from scfa_bench.impls.registry import get_spec
-from scfa_bench.measure.correctness import check_against_reference, sample_rows
-from scfa_bench.measure.inputs import make_inputs, output_grad
+from scfa_bench.impls.base import (
+    AttentionInputs,
+    Implementation,
+    ImplUnavailable,
+    is_out_of_memory,
+)
+from scfa_bench.impls.registry import ImplSpec, get_spec
+from scfa_bench.measure.inputs import output_grad
 from scfa_bench.measure.memory import nvml_used_mib, peak_allocated_mib
 from scfa_bench.measure.metrics import dense_causal_flops, tflops
-from scfa_bench.measure.metrics import density as pattern_density
+from scfa_bench.measure.prepared_call import Failure, PreparedCall, build_and_check
 from scfa_bench.measure.profile_call import profile_call
 from scfa_bench.measure.stages import StageProfile, profile_stages
 from scfa_bench.measure.telemetry import TelemetrySampler, TelemetrySummary
@@ -75,117 +79,91 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _should_check(suite: Suite, task: Task) -> bool:
-    limit = suite.max_check_seq_len
-    return suite.check and (limit is None or task.point.seq_len <= limit)
-
-
 def measure_task(
     suite: Suite, task: Task, device: str, *, with_stages: bool = False
 ) -> Iterator[ModeMeasurement]:
     """Check `task` once, then time and measure each of its modes on `device`; with
     `with_stages` (CUDA), also profile each mode and split its GPU time into stages."""
     spec = get_spec(task.impl)
-    modes = task.modes
-
-    def all_modes(status: str, error: str, **extra: object) -> Iterator[ModeMeasurement]:
-        for mode in modes:
-            extra = {"impl_kind": spec.kind, **extra}
-            yield ModeMeasurement(mode, status, error, **extra)  # type: ignore[arg-type]
-
-    reason = spec.unsupported(
-        device, suite.shape.dtype, suite.shape.head_dim, suite.shape.heads
-    )
+    reason = spec.unsupported(device, suite.shape.dtype, suite.shape.head_dim, suite.shape.heads)
     if reason:
-        yield from all_modes("unavailable", reason)
+        yield from _every_mode(task.modes, spec.kind, ("unavailable", reason, {}))
         return
     impl = spec.create()
     ok, reason = impl.available(device)
     if not ok:
-        yield from all_modes("unavailable", reason)
+        yield from _every_mode(task.modes, spec.kind, ("unavailable", reason, {}))
         return
-
-    failure: tuple[str, str, dict[str, object]] | None = None
-    try:
-        needs_grad = spec.has_backward and any(m != "fwd" for m in modes)
-        inputs = make_inputs(
-            suite.shape,
-            task.point,
-            seed=suite.seed,
-            device=device,
-            buckets=suite.buckets,
-            requires_grad=needs_grad,
-        )
-        allowed = pattern_density(
-            q_hash=inputs.q_hash, k_hash=inputs.k_hash, q_keep=inputs.q_keep, k_keep=inputs.k_keep
-        )
-        # Limits and approximations compute attention over other inputs or another mask.
-        effective = getattr(impl, "effective_inputs", lambda x: x)(inputs)
-        forward = impl.prepare(effective)
-        if hasattr(impl, "measured_density"):  # methods that choose their own keys
-            allowed = float(impl.measured_density(effective))
-        check_err = approx_err = None
-        if _should_check(suite, task):
-            check = lambda on, grads, rows: check_against_reference(
-                forward,
-                on,
-                dtype=suite.shape.dtype,
-                rows=sample_rows(rows, suite.check_rows, seed=suite.seed),
-                with_grads=grads,
-                seed=suite.seed,
-            )
-            result = check(effective, needs_grad, effective.q.shape[1])
-            check_err = result.rel_err
-            if not result.passed:
-                extra = {"density": allowed, "check_rel_err": check_err}
-                failure = ("incorrect", result.detail, extra)
-            elif spec.kind == "approximate":  # how far from the exact sparse attention
-                approx_err = check(inputs, False, task.point.seq_len).rel_err
-    except ImplUnavailable as exc:
-        failure = ("unavailable", str(exc), {})
-    except Exception as exc:
-        if is_out_of_memory(exc):
-            inputs = None  # type: ignore[assignment]
-            free_memory()
-            failure = ("oom", short_error(exc), {})
-        else:
-            failure = ("error", short_error(exc), {})
-    if failure is not None:
-        status, error, extra = failure
-        yield from all_modes(status, error, **extra)
+    prepared = _prepare_call(suite, task, spec, impl, device)
+    if not isinstance(prepared, PreparedCall):
+        yield from _every_mode(task.modes, spec.kind, prepared)
         return
+    for mode in task.modes:
+        yield _measure_prepared_mode(suite, task, spec, device, mode, prepared, with_stages)
 
+
+def _every_mode(modes: Sequence[str], kind: str, failure: Failure) -> Iterator[ModeMeasurement]:
+    """The same failure for each mode of a task."""
+    status, error, extra = failure
     for mode in modes:
-        common = {
-            "density": allowed,
-            "check_rel_err": check_err,
-            "impl_kind": spec.kind,
-            "approx_rel_err": approx_err,
-        }
-        if mode != "fwd" and not spec.has_backward:
-            yield ModeMeasurement(mode, "unavailable", f"{spec.name} has no backward", **common)
-            continue
-        try:
-            measured = _measure_mode(
-                suite,
-                device,
-                mode,
-                forward,
-                effective,
-                task.point.seq_len,
-                with_stages,
-                cuda_graph=device == "cuda" and suite.timing.cuda_graph and spec.cuda_graph,
-                **common,
-            )
-        except Exception as exc:
-            oom = is_out_of_memory(exc)
-            if oom:
-                free_memory()
-            measured = ModeMeasurement(mode, "oom" if oom else "error", short_error(exc), **common)
-        finally:
-            for x in effective.leaves:
-                x.grad = None
-        yield measured
+        yield ModeMeasurement(mode, status, error, **{"impl_kind": kind, **extra})
+
+
+def _prepare_call(
+    suite: Suite, task: Task, spec: ImplSpec, impl: Implementation, device: str
+) -> PreparedCall | Failure:
+    """Build the inputs, prepare the call and check it; a failure instead of raising."""
+    failure: Failure
+    try:
+        return build_and_check(suite, task, spec, impl, device)
+    except ImplUnavailable as exc:
+        return ("unavailable", str(exc), {})
+    except Exception as exc:
+        failure = ("oom" if is_out_of_memory(exc) else "error", short_error(exc), {})
+    # Outside the except block the traceback, and with it the inputs, are gone: free them.
+    if failure[0] == "oom":
+        free_memory()
+    return failure
+
+
+def _measure_prepared_mode(
+    suite: Suite,
+    task: Task,
+    spec: ImplSpec,
+    device: str,
+    mode: str,
+    prepared: PreparedCall,
+    with_stages: bool,
+) -> ModeMeasurement:
+    """One mode of a checked call: `ok` with its measurements, or why not."""
+    common: dict[str, Any] = {
+        "density": prepared.density,
+        "check_rel_err": prepared.check_rel_err,
+        "impl_kind": spec.kind,
+        "approx_rel_err": prepared.approx_rel_err,
+    }
+    if mode != "fwd" and not spec.has_backward:
+        return ModeMeasurement(mode, "unavailable", f"{spec.name} has no backward", **common)
+    try:
+        return _measure_mode(
+            suite,
+            device,
+            mode,
+            prepared.forward,
+            prepared.inputs,
+            task.point.seq_len,
+            with_stages,
+            cuda_graph=device == "cuda" and suite.timing.cuda_graph and spec.cuda_graph,
+            **common,
+        )
+    except Exception as exc:
+        oom = is_out_of_memory(exc)
+        if oom:
+            free_memory()
+        return ModeMeasurement(mode, "oom" if oom else "error", short_error(exc), **common)
+    finally:
+        for x in prepared.inputs.leaves:
+            x.grad = None
 
 
 def _time_mode(

@@ -1,6 +1,6 @@
-"""Honest numbers (issue 12): wall-clock runs are refused by `check` unless allowed (then with
+"""Honest numbers: wall-clock runs are refused by `check` unless allowed (then with
 a wider threshold), flagged in reports and plots; a run without an ok row fails `check`; a
-baseline measured on other kernels is flagged (issue 9)."""
+baseline measured on other kernels is flagged."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def pair(tmp_path: Path, new_rows: list, base_rows: list, **meta: Any) -> tuple[
 
 
 def test_check_refuses_wall_clock_runs(tmp_path: Path, cli: typer.Typer) -> None:
-    """Issue 12: two consecutive CPU smoke runs 'regressed' up to 347x."""
+    """Two consecutive CPU smoke runs once 'regressed' up to 347x."""
     new, base = pair(tmp_path, cpu_rows(), cpu_rows())
     result = runner.invoke(cli, ["check", str(new), "--baseline", str(base)])
     assert result.exit_code == 2
@@ -97,7 +97,7 @@ def test_allow_wall_clock_uses_a_wider_threshold_and_disjoint_intervals(
 
 
 def test_check_of_a_run_without_ok_rows_fails(tmp_path: Path, cli: typer.Typer) -> None:
-    """Issue 12: every row failed, baseline too: 'PASS, 162 still failing'. Now exit 1."""
+    """Every row failed, baseline too: once 'PASS, 162 still failing'; now exit 1."""
     failed = set_status(grid(), "error", "InterpreterError: boom", suite="test")
     new, base = pair(tmp_path, failed, set_status(grid(), "error", "boom", suite="test"))
     result = runner.invoke(cli, ["check", str(new), "--baseline", str(base)])
@@ -144,3 +144,11 @@ def test_report_and_plots_flag_wall_clock_runs(tmp_path: Path) -> None:
     gpu = write_results(tmp_path / "gpu.csv", grid(), meta=default_meta())
     gpu_text = report.render_report(prepare(read_results(gpu)), [], tmp_path)
     assert WALL_CLOCK_WARNING not in gpu_text
+
+
+def test_check_prints_bracketed_paths_in_warnings(tmp_path: Path, cli: typer.Typer) -> None:
+    """Warnings go through rich: '[h100]' in a path must print as text, not vanish as a tag."""
+    new, base = pair(tmp_path / "[h100]", grid(), grid(), kernels_hash="a" * 64)
+    result = runner.invoke(cli, ["check", str(new), "--baseline", str(base)])
+    assert result.exit_code == 0
+    assert f"warning: baseline {base} was measured" in "".join(result.output.split("\n"))

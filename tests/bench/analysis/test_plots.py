@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import typer
 from matplotlib import image as mpimg
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from typer.testing import CliRunner
 
 from scfa_bench.analysis import plot_plan, plots
@@ -63,21 +65,24 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[plots
     return csv, plots.make_plots(load(csv), tmp / "out")
 
 
-def test_every_figure_of_a_full_run_is_planned(full_run) -> None:
-    _, files = full_run
-    stems = {f.spec.stem for f in files}
-    expected = {
+def _full_run_stems() -> set[str]:
+    return {
         f"{kind}_{plot_plan.mode_slug(mode)}"
         for kind in plot_plan.KINDS
         for mode in ("fwd", "bwd", "fwd+bwd")
     }
-    assert stems == expected
+
+
+def test_every_figure_of_a_full_run_is_planned(full_run) -> None:
+    _, files = full_run
+    assert {f.spec.stem for f in files} == _full_run_stems()
     # Report order: fwd+bwd first.
     assert files[0].spec.mode == "fwd+bwd"
 
 
 def test_every_plot_file_is_a_valid_nontrivial_image(full_run) -> None:
     _, files = full_run
+    assert {f.spec.stem for f in files} == _full_run_stems()  # the loop below checks them all
     for plot_file in files:
         assert_real_png(plot_file.png)
         text = svg_text(plot_file.svg)
@@ -87,6 +92,7 @@ def test_every_plot_file_is_a_valid_nontrivial_image(full_run) -> None:
 
 def test_titles_name_card_dtype_and_shape(full_run) -> None:
     _, files = full_run
+    assert {f.spec.stem for f in files} == _full_run_stems()  # the loop below checks them all
     for plot_file in files:
         assert H100 in plot_file.spec.title
         assert "bf16, B=4 H=48 D=64" in plot_file.spec.title
@@ -197,3 +203,64 @@ def test_cli_plot_exit_2_on_bad_input(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["plot", str(tmp_path / "missing.csv")])
     assert result.exit_code == 2
     assert "not found" in result.stderr
+
+
+# A log tick people can read: an integer, a short decimal, or 1/N (not 0.000976562, 10^-3).
+READABLE_TICK = re.compile(r"^(\d{1,7}|\d+\.\d{1,4}|0\.0\d{0,3}|1/\d+)$")
+
+
+def _drawn_line_figure(kind: str, frame) -> list:
+    figure = plots._line_figure(kind, frame, "sdpa_cudnn")
+    FigureCanvasAgg(figure).draw()
+    return [ax for ax in figure.axes if ax.get_visible()]
+
+
+@pytest.mark.parametrize("kind", ["speedup", "runtime"])
+def test_log_axes_are_shared_by_all_panels_and_read_plainly(tmp_path: Path, kind: str) -> None:
+    rows = suite_rows(seq_lens=(256, 512, 1024), n_buckets=(2, 4), drop_rates=(0.2, 0.5))
+    frame = load(write_results(tmp_path / "run.csv", rows)).frame
+    frame = frame[frame["mode"] == "fwd"].copy()
+    # Hash-sparse speedups stay within 2x of 1 (a linear panel on its own); the QK-sparse
+    # ones fall to 1/2048 (a log panel): the figure must pick one scale for both.
+    hash_rows, qk_rows = frame["impl"] == "scfa_hash", frame["impl"] == "scfa_qk"
+    frame.loc[hash_rows, "speedup"] = 1.5
+    frame.loc[qk_rows, "speedup"] = np.geomspace(2.0**-11, 2.0, qk_rows.sum())
+    frame.loc[qk_rows, ["ms_median", "ms_q20", "ms_q80"]] = 2.0**-10
+    axes = _drawn_line_figure(kind, frame)
+    assert len(axes) == 2
+    assert [ax.get_yscale() for ax in axes] == ["log", "log"]
+    assert {ax.get_xscale() for ax in axes} == {"log"}
+    for ax in axes:
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert labels, "a log axis without tick labels"
+        unreadable = [text for text in labels if not READABLE_TICK.match(text)]
+        assert not unreadable, f"{ax.get_title()}: {unreadable}"
+
+
+def test_narrow_ranges_keep_every_panel_linear(tmp_path: Path) -> None:
+    rows = suite_rows(seq_lens=(256, 512), n_buckets=(2, 4), drop_rates=(0.2, 0.5))
+    frame = load(write_results(tmp_path / "run.csv", rows)).frame
+    frame = frame[frame["mode"] == "fwd"].copy()
+    frame.loc[frame["impl"].isin(["scfa_hash", "scfa_qk"]), "speedup"] = 1.5
+    axes = _drawn_line_figure("speedup", frame)
+    assert [ax.get_yscale() for ax in axes] == ["linear", "linear"]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(2.0**-10, "1/1024"), (0.5, "0.5"), (0.0625, "0.0625"), (1.0, "1"), (4.0, "4"),
+     (0.001, "0.001"), (2048.0, "2048"), (1.5, "1.5")],
+)  # fmt: skip
+def test_readable_tick(value: float, text: str) -> None:
+    assert plots.readable_tick(value) == text
+
+
+def test_heatmap_colour_scale_reads_plainly(tmp_path: Path) -> None:
+    rows = suite_rows(seq_lens=(256, 512), n_buckets=(2, 32), drop_rates=(), modes=("fwd",))
+    frame = load(write_results(tmp_path / "run.csv", rows)).frame
+    figure = plots._heatmap_figure(frame[frame["n_buckets"].notna()], "n_buckets", "sdpa_cudnn")
+    FigureCanvasAgg(figure).draw()
+    (colorbar,) = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
+    labels = [t.get_text() for t in colorbar.get_yticklabels() if t.get_text()]
+    assert "1" in labels and "2" in labels and "0.5" in labels
+    assert all(READABLE_TICK.match(text) for text in labels), labels

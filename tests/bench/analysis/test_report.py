@@ -15,7 +15,15 @@ from scfa_bench.analysis.frame import PreparedResults, prepare
 from scfa_bench.cli.analysis_commands import register
 from scfa_bench.results.reader import read_results
 
-from ..results_factory import H100, make_row, set_status, suite_rows, write_results
+from ..results_factory import (
+    H100,
+    default_meta,
+    make_row,
+    model_rows,
+    set_status,
+    suite_rows,
+    write_results,
+)
 
 
 def load(path: Path) -> PreparedResults:
@@ -152,3 +160,34 @@ def test_cli_report_exit_codes(tmp_path: Path) -> None:
     assert (tmp_path / "rep" / "README.md").is_file()
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "nope.csv")])
     assert bad.exit_code == 2 and "not found" in bad.stderr
+
+
+def _environment_of(tmp_path: Path, rows: list[dict], meta: dict | None = None) -> str:
+    text = report.render_report(load(write_results(tmp_path / "run.csv", rows, meta)), [], tmp_path)
+    return text[text.index("## Environment") : text.index("## Speedups")]
+
+
+def test_report_names_do_bench_only_for_rows_it_timed(tmp_path: Path) -> None:
+    rows = suite_rows(seq_lens=(512,), n_buckets=(2,), drop_rates=(), modes=("fwd",))
+    wall = [{**r, "timer": "wall_clock", "device": "cpu"} for r in rows]
+    env = _environment_of(tmp_path, wall, default_meta(device_name="cpu"))
+    full = report.render_report(load(tmp_path / "run.csv"), [], tmp_path)
+    assert "do_bench" not in full
+    assert (
+        f"| clocks | wall clock on the CPU (time.perf_counter around each call): {len(rows)} rows |"
+        in env
+    )
+
+    mixed = [{**r, "timer": "cuda_graph"} if r["impl"] == "scfa_hash" else r for r in rows]
+    env = _environment_of(tmp_path, mixed)
+    n_graph = sum(r["impl"] == "scfa_hash" for r in rows)
+    assert f"do_bench (CUDA events, L2 flushed between calls): {len(rows) - n_graph} rows" in env
+    assert "CUDA-graph replays, each timed with CUDA events" in env
+    assert f"(L2 flushed before each): {n_graph} row |" in env
+
+
+def test_report_describes_model_step_clocks_not_do_bench(tmp_path: Path) -> None:
+    rows = model_rows(seq_lens=(4096,))
+    env = _environment_of(tmp_path, rows)
+    assert "do_bench" not in env
+    assert f"CUDA events around back-to-back training steps: {len(rows)} rows" in env
