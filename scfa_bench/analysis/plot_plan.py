@@ -20,6 +20,7 @@ KINDS = (
     "heatmap_drop_rate",
     "fraction_of_ideal",
     "fraction_of_limit",
+    "speed_vs_density",
 )
 _KIND_TITLES = {
     "runtime": "Runtime",
@@ -28,6 +29,7 @@ _KIND_TITLES = {
     "heatmap_drop_rate": "Speedup over {baseline} by drop rate",
     "fraction_of_ideal": "Fraction of ideal speedup (speedup x density)",
     "fraction_of_limit": "Fraction of the limit (limit time / time)",
+    "speed_vs_density": "Speedup over {baseline} against the density each method attends",
 }
 
 
@@ -157,6 +159,8 @@ def figure_rows(kind: str, rows: pd.DataFrame, baseline: str | None) -> pd.DataF
         return rows[sparse]
     if kind == "fraction_of_limit":
         return rows[sparse & (rows["impl_kind"] != "limit")]
+    if kind == "speed_vs_density":
+        return rows[(rows["impl"] != baseline) & (rows["impl_kind"] != "limit")]
     axis = kind.removeprefix("heatmap_")
     return rows[rows[axis].notna()]
 
@@ -170,8 +174,10 @@ def drawable_rows(kind: str, rows: pd.DataFrame, baseline: str | None) -> pd.Dat
     if kind == "fraction_of_limit":
         return picked[picked["fraction_of_limit"].notna() & (picked["fraction_of_limit"] > 0)]
     picked = picked[picked["speedup"].notna() & (picked["speedup"] > 0)]
-    if kind == "fraction_of_ideal":
+    if kind in ("fraction_of_ideal", "speed_vs_density"):
         picked = picked[picked["density"].notna() & (picked["density"] > 0)]
+    if kind == "speed_vs_density" and picked[picked["density"] < 1]["impl"].nunique() < 2:
+        return picked.iloc[0:0]  # one sparse method alone: the speedup figure says it all
     return picked
 
 

@@ -72,6 +72,8 @@ def _render(data: PreparedResults, spec: FigureSpec, png: Path, svg: Path) -> No
     left_out = left_out[left_out["status"] != "ok"]
     if spec.kind.startswith("heatmap_"):
         fig = _heatmap_figure(drawable, spec.kind.removeprefix("heatmap_"), data.baseline)
+    elif spec.kind == "speed_vs_density":
+        fig = density_figure(drawable, data.baseline)
     else:
         fig = _line_figure(spec.kind, drawable, data.baseline)
     wall_clock = data.results.wall_clock
@@ -215,6 +217,38 @@ def _seq_len_axis(ax: Axes, lines) -> None:
         ax.set_xticks(seq_lens, [seq_len_label(t) for t in seq_lens])
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("sequence length T (tokens, log2)")
+
+
+def density_figure(rows: pd.DataFrame, baseline: str | None) -> Figure:
+    """One panel per sequence length: each method's speedup against the fraction of causal
+    pairs it attends (its own measured density), the choice a user makes between methods."""
+    seq_lens = sorted(int(t) for t in rows["seq_len"].unique())
+    fig, axes = _panel_grid(len(seq_lens))
+    impls = sorted(rows["impl"].unique())
+    colors, markers = colormaps["tab10"], "osD^v<>ph*"
+    for ax, seq_len in zip(axes, seq_lens, strict=True):
+        at = rows[rows["seq_len"] == seq_len]
+        for n, impl in enumerate(impls):
+            points = at[at["impl"] == impl].sort_values("density")
+            if points.empty:
+                continue
+            style = {"color": colors(n % 10), "marker": markers[n % len(markers)]}
+            ax.plot(points["density"], points["speedup"], "-", label=impl, linewidth=1, **style)
+        ax.axhline(
+            1.0, color="black", linewidth=1, linestyle=":", label=f"{baseline or 'baseline'}"
+        )
+        ax.set_title(f"sequence length T = {seq_len_label(seq_len)}", fontsize=10)
+    for ax in axes:  # one scale for every panel: log-log, readable ticks
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(FuncFormatter(readable_tick))
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("density (fraction of causal pairs attended, log2)")
+        ax.set_ylabel(f"speedup over {baseline or 'baseline'} (x)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    return fig
 
 
 def _heatmap_figure(rows: pd.DataFrame, axis: str, baseline: str | None) -> Figure:

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from scfa_bench.analysis import plot_plan, plots, report_sections, stats
+from scfa_bench.analysis.density_bands import density_section
 from scfa_bench.analysis.frame import REPORT_MODES, PreparedResults
 from scfa_bench.analysis.model_report import model_steps_section
 from scfa_bench.constants import WALL_CLOCK_WARNING
@@ -69,6 +70,7 @@ def render_report(
         model_steps_section(frame, results.baseline),
         report_sections.limits_section(frame),
         report_sections.approximation_section(frame),
+        density_section(frame),
         report_sections.telemetry_section(results, frame),
         report_sections.stages_section(frame),
         _plots_section(plot_files, out_dir),
