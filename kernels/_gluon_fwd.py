@@ -73,7 +73,7 @@ def _gluon_available() -> bool:
 def _tma_compatible(t: torch.Tensor) -> bool:
     """(B, T, H, D) viewable as 2-D (B*T, H*D) rows for TMA: unit feature stride, batch
     stride T rows, 16-byte aligned base and row stride."""
-    B, T, H, D = t.shape
+    T, D = t.shape[1], t.shape[3]
     size = t.element_size()
     return (
         t.stride(3) == 1
@@ -413,12 +413,8 @@ if GLUON_IMPORT_ERROR is None:
         )
 
         q_smem = gl.allocate_shared_memory(q_desc.dtype, q_desc.block_type.shape, q_desc.layout)
-        k_smem = gl.allocate_shared_memory(
-            k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout
-        )
-        v_smem = gl.allocate_shared_memory(
-            v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout
-        )
+        k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
+        v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
         bars = gl.allocate_shared_memory(gl.int64, [STAGES + 1, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(STAGES + 1):
             mbarrier.init(bars.index(i), count=1)
