@@ -72,6 +72,30 @@ def _source(kernel, signature, constexprs):
     return GluonASTSource(fn=kernel, signature=signature, constexprs=consts)
 
 
+def ptxas_report(ptx: str, arch: int = 90) -> str:
+    """Registers, spills and serialisation notices of Triton's bundled ptxas on `ptx`
+    (empty if that ptxas is not found)."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import triton
+
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not ptxas.exists():
+        return ""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernel.ptx"
+        src.write_text(ptx)
+        cmd = [str(ptxas), f"-arch=sm_{arch}a", "-v", str(src), "-o", str(Path(tmp) / "k.cubin")]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    lines = (done.stdout + done.stderr).splitlines()
+    keep = ("registers", "spill", "C7514", "error")
+    return "; ".join(
+        line.split(":", 1)[-1].strip() for line in lines if any(k in line for k in keep)
+    )
+
+
 def check_all() -> list[tuple[str, str]]:
     """(case, verdict) for bf16/fp16 x D 64/128."""
     results = []
@@ -83,10 +107,9 @@ def check_all() -> list[tuple[str, str]]:
                 compiled = compile_case(dtype, head_dim)
                 ptx = compiled.asm["ptx"]
                 missing = [op for op in ("wgmma", "cp.async.bulk.tensor") if op not in ptx]
-                regs = getattr(compiled, "n_regs", None)
-                spills = getattr(compiled, "n_spills", None)
-                extra = f" (regs {regs}, spills {spills})" if regs is not None else ""
-                verdict = "ok" + extra if not missing else f"FAILED: PTX lacks {missing}"
+                report = ptxas_report(ptx)
+                extra = f" [ptxas: {report}]" if report else ""
+                verdict = ("ok" if not missing else f"FAILED: PTX lacks {missing}") + extra
             except Exception as exc:  # reported per case, the rest still compiles
                 verdict = f"FAILED: {type(exc).__name__}: {exc}"
             results.append((label, f"{verdict} ({time.perf_counter() - started:.1f} s)"))

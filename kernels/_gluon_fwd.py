@@ -15,13 +15,16 @@ permutation is the identity). Any other program (ids out of range, several bucke
 its rows with plain loads into shared memory and runs unpipelined wgmma: correct, slow. The
 host (`use_hopper_forward`) therefore sends only the dense case here.
 
-The fast path's loop, per key tile j (S_j = Q K_j^T already in registers):
-  issue S_{j+1} (async wgmma) | softmax of S_j | wait for P_{j-1} V_{j-1} | prefetch tile
-  j+2 by TMA | rescale the output | issue P_j V_j (async) | wait for S_{j+1}.
-The softmax of tile j runs while the tensor cores compute S_{j+1} (and finish P_{j-1} V),
-which is the overlap Triton's pipeliner does not make (FlashAttention-3's intra-warpgroup
-overlap, Shah et al. 2024). The last iteration recomputes S of its own tile instead of a
-predicated issue (one extra QK^T per query tile).
+The fast path's loop, per key tile j (S_j = Q K_j^T already in registers; P_{j-1} V_{j-1}
+maybe still on the tensor cores):
+  issue S_{j+1} (async wgmma) | softmax of S_j | wait for both | prefetch tile j+2 by TMA |
+  rescale the output | issue P_j V_j (async, left in flight into the next iteration).
+The softmax of tile j runs while the tensor cores compute S_{j+1} and finish P_{j-1} V,
+the overlap Triton's pipeliner does not make (FlashAttention-3's intra-warpgroup overlap,
+Shah et al. 2024). The wait is for zero outstanding groups: with "all but one", ptxas
+(Triton 3.6's) cannot tell which group retired and serialises every wgmma (its C7514
+notice). The last iteration recomputes S of its own tile instead of a predicated issue
+(one extra Q K^T per query tile).
 
 The 2-D TMA view of q/k/v is (B*T, H*D): a key tile whose slots pass T reads the next
 batch's rows (or zeros past the end); those slots are masked (they lie after the range's
@@ -177,6 +180,55 @@ if GLUON_IMPORT_ERROR is None:
         tma.async_copy_global_to_shared(v_desc, [row, col], bar, v_smem.index(stage), pred=ok)
 
     @gluon.jit
+    def _tma_loop(
+        k_desc, v_desc, q_smem, k_smem, v_smem, bars, k_row, col, j_begin, j_end, n, start,
+        q_pos, q_bucket, k_perm_bh, k_bucket_bh, T, qk_scale, state,
+        MASKED: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+        s_layout: gl.constexpr, o_layout: gl.constexpr,
+    ):  # fmt: skip
+        """Key tiles [j_begin, j_end) of the fast path. `state` = (S of tile j_begin in
+        registers, the output accumulator with P V of the previous tile maybe in flight,
+        row max, row sum)."""
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        s, acc, m_i, l_i = state
+        s_zero = gl.zeros_like(s)
+
+        for j in range(j_begin, j_end):
+            # S_{j+1} on the tensor cores while this tile's softmax runs (the last
+            # iteration recomputes its own tile: no predicated issue).
+            nxt = gl.minimum(j + 1, n - 1)
+            mbarrier.wait(bars.index(nxt % STAGES), (nxt // STAGES) & 1)
+            k_next = k_smem.index(nxt % STAGES).permute((1, 0))
+            s_next = warpgroup_mma(q_smem, k_next, s_zero, use_acc=False, is_async=True)
+            p, alpha, m_i, l_i = _softmax_step(
+                s,
+                m_i,
+                l_i,
+                q_pos,
+                q_bucket,
+                k_perm_bh,
+                k_bucket_bh,
+                start + j * BLOCK_N,
+                T,
+                qk_scale,
+                MASKED,
+                BLOCK_N,
+                s_layout,
+            )
+            # S_{j+1} and P_{j-1} V_{j-1} done: tile j-1's stage is free.
+            acc, s_next = warpgroup_mma_wait(num_outstanding=0, deps=(acc, s_next))
+            # wgmma waits are per warpgroup: the other one may still read that stage.
+            gl.thread_barrier()
+            _issue_kv(
+                k_desc, v_desc, k_smem, v_smem, bars, j + STAGES - 1, n, k_row, col, STAGES, BLOCK_N
+            )
+            acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+            p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
+            acc = warpgroup_mma(p_op, v_smem.index(j % STAGES), acc, is_async=True)
+            s = s_next
+        return s, acc, m_i, l_i
+
+    @gluon.jit
     def _attend_tma(
         q_desc,
         k_desc,
@@ -205,7 +257,6 @@ if GLUON_IMPORT_ERROR is None:
         o_layout: gl.constexpr,
     ):
         """The fast path: the key range [start, start + n * BLOCK_N) by TMA, pipelined."""
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
         row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
         q_bar = bars.index(STAGES)
         mbarrier.expect(q_bar, q_desc.block_type.nbytes)
@@ -221,39 +272,64 @@ if GLUON_IMPORT_ERROR is None:
         acc = warpgroup_mma_init(gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout))
         m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=row_layout)
         l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_layout)
-        for j in range(n):
-            # S_{j+1} on the tensor cores while this tile's softmax runs (the last
-            # iteration recomputes its own tile: no predicated issue).
-            nxt = gl.minimum(j + 1, n - 1)
-            mbarrier.wait(bars.index(nxt % STAGES), (nxt // STAGES) & 1)
-            k_next = k_smem.index(nxt % STAGES).permute((1, 0))
-            s_next = warpgroup_mma(q_smem, k_next, s_zero, use_acc=False, is_async=True)
-            p, alpha, m_i, l_i = _softmax_step(
-                s,
-                m_i,
-                l_i,
-                q_pos,
-                q_bucket,
-                k_perm_bh,
-                k_bucket_bh,
-                start + j * BLOCK_N,
-                T,
-                qk_scale,
-                j >= n_full,
-                BLOCK_N,
-                s_layout,
-            )
-            # P_{j-1} V_{j-1} done (only S_{j+1} may still run): tile j-1's stage is free.
-            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
-            # wgmma waits are per warpgroup: the other one may still read that stage.
-            gl.thread_barrier()
-            _issue_kv(
-                k_desc, v_desc, k_smem, v_smem, bars, j + STAGES - 1, n, k_row, col, STAGES, BLOCK_N
-            )
-            acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-            p_op = gl.convert_layout(p.to(q_desc.dtype), p_layout)
-            acc = warpgroup_mma(p_op, v_smem.index(j % STAGES), acc, is_async=True)
-            s = warpgroup_mma_wait(num_outstanding=1, deps=(s_next,))
+        # Leading tiles every query may see, then the rest with the mask: two loops with
+        # the mask a compile-time choice (a branch inside one loop would split the
+        # wgmma pipeline across basic blocks, which ptxas serialises).
+        n_unmasked = gl.minimum(n_full, n)
+        state = (s, acc, m_i, l_i)
+        state = _tma_loop(
+            k_desc,
+            v_desc,
+            q_smem,
+            k_smem,
+            v_smem,
+            bars,
+            k_row,
+            col,
+            0,
+            n_unmasked,
+            n,
+            start,
+            q_pos,
+            q_bucket,
+            k_perm_bh,
+            k_bucket_bh,
+            T,
+            qk_scale,
+            state,
+            False,
+            BLOCK_N,
+            STAGES,
+            s_layout,
+            o_layout,
+        )
+        state = _tma_loop(
+            k_desc,
+            v_desc,
+            q_smem,
+            k_smem,
+            v_smem,
+            bars,
+            k_row,
+            col,
+            n_unmasked,
+            n,
+            n,
+            start,
+            q_pos,
+            q_bucket,
+            k_perm_bh,
+            k_bucket_bh,
+            T,
+            qk_scale,
+            state,
+            True,
+            BLOCK_N,
+            STAGES,
+            s_layout,
+            o_layout,
+        )
+        s, acc, m_i, l_i = state
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         return acc, m_i, l_i
 
