@@ -81,19 +81,38 @@ def ptxas_report(ptx: str, arch: int = 90) -> str:
 
     import triton
 
-    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-    if not ptxas.exists():
+    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    # Triton 3.9 writes PTX newer than its `ptxas` reads; its `ptxas-blackwell` reads it.
+    done = None
+    for name in ("ptxas", "ptxas-blackwell"):
+        if not (bin_dir / name).exists():
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "kernel.ptx"
+            src.write_text(ptx)
+            out = str(Path(tmp) / "k.cubin")
+            cmd = [str(bin_dir / name), f"-arch=sm_{arch}a", "-v", str(src), "-o", out]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode == 0:
+            break
+    if done is None:
         return ""
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "kernel.ptx"
-        src.write_text(ptx)
-        cmd = [str(ptxas), f"-arch=sm_{arch}a", "-v", str(src), "-o", str(Path(tmp) / "k.cubin")]
-        done = subprocess.run(cmd, capture_output=True, text=True)
     lines = (done.stdout + done.stderr).splitlines()
     keep = ("registers", "spill", "C7514", "error")
     return "; ".join(
         line.split(":", 1)[-1].strip() for line in lines if any(k in line for k in keep)
     )
+
+
+def _error_chain(exc: BaseException) -> str:
+    """The whole message of a compile error and of each error behind it (Triton's
+    CompilationError shows the failing call site; the cause says why)."""
+    parts = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 6:
+        parts.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    return "\n  caused by ".join(parts)
 
 
 def check_all() -> list[tuple[str, str]]:
@@ -109,9 +128,14 @@ def check_all() -> list[tuple[str, str]]:
                 missing = [op for op in ("wgmma", "cp.async.bulk.tensor") if op not in ptx]
                 report = ptxas_report(ptx)
                 extra = f" [ptxas: {report}]" if report else ""
-                verdict = ("ok" if not missing else f"FAILED: PTX lacks {missing}") + extra
+                if missing:
+                    verdict = f"FAILED: PTX lacks {missing}" + extra
+                elif "C7514" in report:  # ptxas serialises the wgmmas: no overlap left
+                    verdict = "FAILED: wgmma serialised" + extra
+                else:
+                    verdict = "ok" + extra
             except Exception as exc:  # reported per case, the rest still compiles
-                verdict = f"FAILED: {type(exc).__name__}: {exc}"
+                verdict = "FAILED: " + _error_chain(exc)
             results.append((label, f"{verdict} ({time.perf_counter() - started:.1f} s)"))
     return results
 

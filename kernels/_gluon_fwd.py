@@ -50,6 +50,11 @@ try:  # Gluon is experimental: absent from old Triton, moved between releases.
     )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+    # The TMA load's name: `async_copy_global_to_shared` up to Triton 3.6, removed in
+    # favour of `async_load` (same arguments) by 3.9.
+    _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+    # The CTA barrier: `thread_barrier` up to 3.6, `barrier` by 3.9.
+    _cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
     GLUON_IMPORT_ERROR: str | None = None
 except Exception as exc:  # pragma: no cover - depends on the installed Triton
     GLUON_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
@@ -176,8 +181,8 @@ if GLUON_IMPORT_ERROR is None:
         bar = bars.index(stage)
         mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes, pred=ok)
         row = row0 + tile * BLOCK_N
-        tma.async_copy_global_to_shared(k_desc, [row, col], bar, k_smem.index(stage), pred=ok)
-        tma.async_copy_global_to_shared(v_desc, [row, col], bar, v_smem.index(stage), pred=ok)
+        _tma_load(k_desc, [row, col], bar, k_smem.index(stage), pred=ok)
+        _tma_load(v_desc, [row, col], bar, v_smem.index(stage), pred=ok)
 
     @gluon.jit
     def _tma_loop(
@@ -218,7 +223,7 @@ if GLUON_IMPORT_ERROR is None:
             # S_{j+1} and P_{j-1} V_{j-1} done: tile j-1's stage is free.
             acc, s_next = warpgroup_mma_wait(num_outstanding=0, deps=(acc, s_next))
             # wgmma waits are per warpgroup: the other one may still read that stage.
-            gl.thread_barrier()
+            _cta_barrier()
             _issue_kv(
                 k_desc, v_desc, k_smem, v_smem, bars, j + STAGES - 1, n, k_row, col, STAGES, BLOCK_N
             )
@@ -260,7 +265,7 @@ if GLUON_IMPORT_ERROR is None:
         row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
         q_bar = bars.index(STAGES)
         mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [q_row, col], q_bar, q_smem)
+        _tma_load(q_desc, [q_row, col], q_bar, q_smem)
         for t in gl.static_range(STAGES - 1):
             _issue_kv(k_desc, v_desc, k_smem, v_smem, bars, t, n, k_row, col, STAGES, BLOCK_N)
         mbarrier.wait(q_bar, 0)
@@ -419,11 +424,11 @@ if GLUON_IMPORT_ERROR is None:
             v = _gather_rows(
                 V, v_base, k_perm_bh, slot0, BLOCK_N, T, stride_vt, T, BLOCK_N, HEAD_DIM, ld_layout
             )
-            gl.thread_barrier()  # every warpgroup is done with the previous tile
+            _cta_barrier()  # every warpgroup is done with the previous tile
             k_smem.store(k)
             v_smem.store(v)
             fence_async_shared()
-            gl.thread_barrier()
+            _cta_barrier()
             s = warpgroup_mma(q_smem, k_smem.permute((1, 0)), s_zero, use_acc=False)
             p, alpha, m_i, l_i = _softmax_step(
                 s,
