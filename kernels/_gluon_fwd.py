@@ -599,9 +599,18 @@ def _descriptor(t: torch.Tensor, rows: int, head_dim: int) -> TensorDescriptor:
     return TensorDescriptor(t, [B * T, H * D], [t.stride(1), 1], [rows, head_dim], layout)
 
 
-def forward(q, k, v, plan, sm_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan,
+    sm_scale: float,
+    out: torch.Tensor | None = None,
+    lse: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, T, H, D), lse (BH, T) float32, base 2, sorted order): the Gluon forward on
-    the plan's query tile ranges. Callers check `use_hopper_forward` first."""
+    the plan's query tile ranges. Callers check `use_hopper_forward` first. `out` / `lse`:
+    buffers to write into (a check poisons them to see unwritten elements)."""
     from .plan import query_tile_ranges
 
     B, T, H, D = q.shape
@@ -611,8 +620,10 @@ def forward(q, k, v, plan, sm_scale: float) -> tuple[torch.Tensor, torch.Tensor]
         q, k, v = (t.contiguous() for t in (q, k, v))
     n_tiles = -(-T // block_m)
     ranges = query_tile_ranges(plan, block_m, block_n, None)
-    out = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device)
-    lse = torch.empty((BH, T), dtype=torch.float32, device=q.device)
+    if out is None:
+        out = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device)
+    if lse is None:
+        lse = torch.empty((BH, T), dtype=torch.float32, device=q.device)
     descs = (_descriptor(q, block_m, D), _descriptor(k, block_n, D), _descriptor(v, block_n, D))
     rows = (plan.queries.perm, plan.queries.bucket, plan.queries.composite)
     rows += (plan.keys.perm, plan.keys.bucket, plan.keys.composite)
