@@ -25,8 +25,9 @@ _POINTERS = {
 _DESCRIPTORS = {"q_desc": "BLOCK_M", "k_desc": "BLOCK_N", "v_desc": "BLOCK_N"}
 
 
-def compile_case(dtype: str, head_dim: int, arch: int = 90):
-    """The compiled kernel (triton.compile's result) for `dtype` ("bf16"/"fp16")."""
+def compile_case(dtype: str, head_dim: int, arch: int = 90, tiles=None):
+    """The compiled kernel (triton.compile's result) for `dtype` ("bf16"/"fp16"); `tiles`:
+    (BLOCK_M, BLOCK_N, num_warps, STAGES) instead of the forward's own."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -34,7 +35,7 @@ def compile_case(dtype: str, head_dim: int, arch: int = 90):
     from . import _gluon_fwd
 
     kernel = _gluon_fwd.hopper_attention_fwd_kernel
-    block_m, block_n, num_warps, stages = _gluon_fwd.tile_shape(head_dim)
+    block_m, block_n, num_warps, stages = tiles or _gluon_fwd.tile_shape(head_dim)
     constexprs = {
         "BLOCK_M": block_m,
         "BLOCK_N": block_n,

@@ -461,6 +461,8 @@ if GLUON_IMPORT_ERROR is None:
         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
         STAGES: gl.constexpr, num_warps: gl.constexpr,
     ):  # fmt: skip
+        # The loop waits for tile j+1 before issuing tile j+STAGES-1: at least 3 stages.
+        gl.static_assert(STAGES >= 3)
         # Program order as the portable kernel: the last query tile of each row first.
         pid = gl.program_id(0)
         bh = pid // n_tiles
@@ -607,15 +609,17 @@ def forward(
     sm_scale: float,
     out: torch.Tensor | None = None,
     lse: torch.Tensor | None = None,
+    tiles: tuple[int, int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, T, H, D), lse (BH, T) float32, base 2, sorted order): the Gluon forward on
     the plan's query tile ranges. Callers check `use_hopper_forward` first. `out` / `lse`:
-    buffers to write into (a check poisons them to see unwritten elements)."""
+    buffers to write into (a check poisons them to see unwritten elements). `tiles`:
+    (BLOCK_M, BLOCK_N, num_warps, STAGES) instead of `tile_shape` (tuning probes)."""
     from .plan import query_tile_ranges
 
     B, T, H, D = q.shape
     BH = B * H
-    block_m, block_n, num_warps, stages = tile_shape(D)
+    block_m, block_n, num_warps, stages = tiles or tile_shape(D)
     if not all(_tma_compatible(t) for t in (q, k, v)):
         q, k, v = (t.contiguous() for t in (q, k, v))
     n_tiles = -(-T // block_m)

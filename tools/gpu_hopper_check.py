@@ -69,6 +69,8 @@ def force_portable(on: bool) -> Iterator[None]:
 
 
 OUT: Path | None = None
+STARTED = time.perf_counter()
+VARIANT_BUDGET_S = 100.0  # the tile variants are timed only if the run is this young
 
 
 def run_part(record: dict, name: str, fn: Callable[[], object]) -> object:
@@ -217,7 +219,24 @@ def time_point(B: int, H: int, T: int, D: int, record: dict) -> dict:
         "portable_kernel": lambda: _launch.forward(q, k, v, plan, scale, cfg),
         "gluon_kernel": lambda: _gluon_fwd.forward(q, k, v, plan, scale),
     }
+    if D == 64 and time.perf_counter() - STARTED < VARIANT_BUDGET_S:
+        # Other tiles of the Gluon kernel, for tuning (timed only, checked on the way:
+        # their output is compared with the default tiles' below).
+        for label, tiles in (
+            ("gluon_kernel_n64", (128, 64, 8, 3)),
+            ("gluon_kernel_n64_s4", (128, 64, 8, 4)),
+        ):
+            variants[label] = lambda t=tiles: _gluon_fwd.forward(q, k, v, plan, scale, tiles=t)
     point = {"shape": {"B": B, "H": H, "T": T, "D": D}, "ms": {}, "tflops": {}}
+    for label in [n for n in variants if n.startswith("gluon_kernel_")]:
+        ok = run_part(
+            record,
+            f"agree B={B} H={H} T={T} D={D} {label}",
+            lambda n=label: float(
+                (variants[n]()[0].float() - variants["gluon_kernel"]()[0].float()).abs().max()
+            ),
+        )
+        point.setdefault("variant_max_diff", {})[label] = ok
     for name, fn in variants.items():
         tag = f"time B={B} H={H} T={T} D={D} {name}"
 
@@ -235,6 +254,7 @@ def time_point(B: int, H: int, T: int, D: int, record: dict) -> dict:
 
 def table(points: list[dict]) -> str:
     names = ["cudnn", "portable_api", "gluon_api", "portable_kernel", "gluon_kernel"]
+    names += sorted({n for p in points for n in p["ms"] if n not in names})
     lines = ["| B x H, T, D | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for p in points:
         s, ms = p["shape"], p["ms"]
