@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _launch
+from . import _gluon_fwd, _launch
 from . import config as _config
 from .plan import SparsityPlan, hash_plan, qk_plan
 
@@ -31,11 +31,22 @@ def mean_bucket_rows(seq_len: int, n_buckets: int) -> float:
 
 
 def _forward(
-    q: Tensor, k: Tensor, v: Tensor, plan: SparsityPlan, sm_scale: float, n_buckets: int
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    plan: SparsityPlan,
+    sm_scale: float,
+    n_buckets: int,
+    dense: bool = False,
 ) -> _ForwardOutputs:
+    """`dense`: hash-sparse with one bucket, whose plan keeps rows in order (the Gluon
+    Hopper forward's case, `_gluon_fwd.use_hopper_forward`)."""
     T, D = q.shape[1], q.shape[-1]
     cfg = _config.select(q.device, q.dtype, D, mean_bucket_rows(T, n_buckets))
-    out, lse = _launch.forward(q, k, v, plan, sm_scale, cfg)
+    if _gluon_fwd.use_hopper_forward(q, cfg, dense=dense):
+        out, lse = _gluon_fwd.forward(q, k, v, plan, sm_scale)
+    else:
+        out, lse = _launch.forward(q, k, v, plan, sm_scale, cfg)
     return out, lse, plan.perm, plan.bucket, plan.composite
 
 
@@ -65,7 +76,7 @@ def hash_sparse_attention_op(
     """Ids outside [0, n_buckets) match nothing: such a query outputs 0, such a key is
     seen by no query."""
     plan = hash_plan(q_hash, k_hash, n_buckets)
-    return _forward(q, k, v, plan, sm_scale, n_buckets)
+    return _forward(q, k, v, plan, sm_scale, n_buckets, dense=n_buckets == 1)
 
 
 @torch.library.custom_op("scfa::qk_sparse_attention", mutates_args=())
@@ -157,9 +168,9 @@ class _EagerSparseAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, perm, bucket, composite, sm_scale, n_buckets):
+    def forward(ctx, q, k, v, perm, bucket, composite, sm_scale, n_buckets, dense):
         plan = SparsityPlan(perm=perm, bucket=bucket, composite=composite)
-        out, lse, *_plan = _forward(q, k, v, plan, sm_scale, n_buckets)
+        out, lse, *_plan = _forward(q, k, v, plan, sm_scale, n_buckets, dense)
         ctx.save_for_backward(q, k, v, out, lse, perm, bucket, composite)
         ctx.sm_scale = sm_scale
         ctx.n_buckets = n_buckets
@@ -172,7 +183,7 @@ class _EagerSparseAttention(torch.autograd.Function):
         cfg = _config.select(q.device, q.dtype, D, mean_bucket_rows(T, ctx.n_buckets))
         plan = SparsityPlan(perm=perm, bucket=bucket, composite=composite)
         dq, dk, dv = _launch.backward(do, q, k, v, out, lse, plan, ctx.sm_scale, cfg)
-        return dq, dk, dv, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None
 
 
 def hash_sparse_attention_eager(
@@ -181,7 +192,7 @@ def hash_sparse_attention_eager(
     """`hash_sparse_attention_op(...)[0]` for eager calls (same kernels, same result)."""
     plan = hash_plan(q_hash, k_hash, n_buckets)
     return _EagerSparseAttention.apply(
-        q, k, v, plan.perm, plan.bucket, plan.composite, sm_scale, n_buckets
+        q, k, v, plan.perm, plan.bucket, plan.composite, sm_scale, n_buckets, n_buckets == 1
     )
 
 
@@ -190,4 +201,6 @@ def qk_sparse_attention_eager(
 ) -> Tensor:
     """`qk_sparse_attention_op(...)[0]` for eager calls (same kernels, same result)."""
     plan = qk_plan(q_keep, k_keep)
-    return _EagerSparseAttention.apply(q, k, v, plan.perm, plan.bucket, plan.composite, sm_scale, 1)
+    return _EagerSparseAttention.apply(
+        q, k, v, plan.perm, plan.bucket, plan.composite, sm_scale, 1, False
+    )

@@ -177,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
                 failed += 1
                 verdict = f"FAILED: {type(exc).__name__}: {str(exc).strip()[:2000]}"
             print(f"sm_{arch} {label}: {verdict} ({time.perf_counter() - started:.1f} s)")
+    if 90 in args.archs:  # the Gluon Hopper forward, where this Triton has Gluon
+        from scfa_kernels import _gluon_compile, _gluon_fwd
+
+        if _gluon_fwd.GLUON_IMPORT_ERROR is None:
+            for label, verdict in _gluon_compile.check_all():
+                failed += not verdict.startswith("ok")
+                print(f"sm_90 {label}: {verdict}")
     print(f"triton {triton.__version__}: {'all kernels compile' if not failed else 'FAILED'}")
     return 1 if failed else 0
 
