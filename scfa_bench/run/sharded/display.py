@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol
 
-from scfa_bench.run.parts import Shard, count_rows, current_point
+from scfa_bench.run.sharded.state import Shard, count_rows, current_point
 
 
 class Display(Protocol):
