@@ -49,10 +49,12 @@ def wide_console() -> Console:
 
 
 def load_suite_reporting(path: Path) -> Suite:
-    """Parse a suite (once per command) and print what parsing warns about."""
+    """Parse a suite (once per command), printing each warning (an unused sweep axis) on
+    stderr; its plugins are not imported here (`register_plugins`)."""
     from scfa_bench.suite.parse import load_suite
 
-    return load_suite(path)
+    warn = lambda message: err_console.print(message, style="yellow", highlight=False)
+    return load_suite(path, warn=warn)
 
 
 def register_plugins(suite: Suite, allow: bool) -> None:
