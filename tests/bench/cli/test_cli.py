@@ -128,3 +128,90 @@ def test_ctrl_c_exits_130_and_keeps_the_csv(tmp_path: Path) -> None:
     assert result.exit_code == 130, result.output
     rows = read_rows(next(tmp_path.glob("stop-*.csv")))
     assert [(r.impl, r.status) for r in rows] == [("sdpa_math", "ok")]  # the finished row
+
+
+TINY = (
+    "name: tiny\nshape: {batch: 1, heads: 1, head_dim: 16, dtype: fp32}\n"
+    "sweep: {seq_len: [16]}\nimplementations: [sdpa_math]\nmodes: [fwd, bwd]\n"
+    "timing: {warmup_ms: 0, rep_ms: 1}\ndevice: cpu\n"
+)
+
+
+def _failing_meta_writes(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
+    """Meta writes fail (full disk) from the `after`+1-th on; the CSV's writes still work."""
+    from scfa_bench.results import meta as meta_module
+
+    real, calls = meta_module.replace_file, []
+
+    def replace_file(path: Path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) > after:
+            raise OSError(28, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(meta_module, "replace_file", replace_file)
+
+
+def test_a_meta_that_cannot_be_written_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of the run cannot be recorded: exit 2 and a message saying the meta still
+    says `running`, though every row is in the CSV."""
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY)
+    _failing_meta_writes(monkeypatch, after=1)  # the start is recorded, the end is not
+    result = runner.invoke(app, ["run", str(suite), "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "meta was not written" in text and "No space left on device" in text
+    assert "still says state `running`" in text and "Traceback" not in text
+    assert len(read_rows(next(tmp_path.glob("tiny-*.csv")))) == 2
+
+
+def test_a_failed_run_says_its_meta_was_not_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV write fails (full disk) and so does the meta's: the one error line names both."""
+    from scfa_bench.results import writer
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY)
+    _failing_meta_writes(monkeypatch, after=1)
+
+    def full(self, row) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer.ResultWriter, "write", full)
+    result = runner.invoke(app, ["run", str(suite), "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "cannot write" in text and "meta was not written" in text
+
+
+def test_list_fits_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    long = [line for line in result.output.splitlines() if len(line) > 80]
+    assert not long, "\n".join(long)
+    assert "scfa_hash" in result.output and "devices" in result.output
+    details = runner.invoke(app, ["list", "--details", "--device", "cpu"])
+    assert details.exit_code == 0 and "availability on cpu" in details.output
+
+
+def test_a_long_cpu_run_is_refused_with_its_estimate(tmp_path: Path) -> None:
+    """On the CPU, without a terminal to ask, a run predicted past the budget exits 2 at once
+    with the estimate; --yes (or a larger budget) lets it start."""
+    suite = tmp_path / "long.yaml"
+    suite.write_text(TINY.replace("seq_len: [16]", "seq_len: [16384]"))
+    result = runner.invoke(app, ["run", str(suite), "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "hours on the CPU" in text and "--yes" in text and "not started" in text
+    assert not list(tmp_path.glob("long-*"))  # nothing written
+    small = tmp_path / "small.yaml"
+    small.write_text(TINY.replace("seq_len: [16]", "seq_len: [256]"))  # ~13 s predicted
+    args = ["run", str(small), "--out", str(tmp_path), "--no-progress", "--dry-run"]
+    assert runner.invoke(app, args).exit_code == 0  # a dry run measures nothing
+    result = runner.invoke(app, [*args[:-1], "--max-cpu-minutes", "0.1"])
+    assert result.exit_code == 2 and "budget of 0.1 min" in " ".join(result.output.split())
