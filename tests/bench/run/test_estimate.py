@@ -44,3 +44,26 @@ def test_eta_from_the_rows_measured_in_this_run() -> None:
     assert eta_seconds(10.0, 2, 0) == 0.0
     assert format_eta(None) == "-:--:--"
     assert format_eta(3725.4) == "1:02:05"
+
+
+def test_progress_bar_eta_ignores_resumed_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 of 10 rows resumed from the file, then 2 measured in 10 s: 6 left at 5 s each."""
+    import io
+
+    from rich.console import Console
+
+    from scfa_bench.run import progress
+
+    clock = iter([100.0, 110.0])
+
+    class Clock:  # this module's clock only (rich keeps its own)
+        @staticmethod
+        def monotonic() -> float:
+            return next(clock)
+
+    monkeypatch.setattr(progress, "time", Clock)
+    reporter = progress.RichReporter(Console(file=io.StringIO()), "t")
+    reporter.start(10, 2)
+    reporter.advance(2)
+    reporter.stop()
+    assert reporter._progress.tasks[0].fields["eta"] == "0:00:30"
