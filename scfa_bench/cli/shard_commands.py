@@ -15,6 +15,7 @@ from scfa_bench.cli.common import (
     console,
     err_console,
     print_outcome_rows,
+    register_plugins,
     reports_input_errors,
 )
 from scfa_bench.constants import FAILING_STATUSES
@@ -60,6 +61,7 @@ def run_sharded_command(request: Any, suite: Any) -> None:
 
     if request.way == "local" and request.resume is None:
         confirm_cpu_time(request, suite, expand(suite), workers=shard_count(request))
+    register_plugins(suite, request.allow_plugins)  # refused here, before any worker starts
     outcome = run_sharded(request, suite, _display(request, suite))
     if outcome.interrupted:
         how = "--executor slurm" if request.way == "slurm" else f"--gpus {request.gpus or 'all'}"

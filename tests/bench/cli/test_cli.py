@@ -215,3 +215,40 @@ def test_a_long_cpu_run_is_refused_with_its_estimate(tmp_path: Path) -> None:
     assert runner.invoke(app, args).exit_code == 0  # a dry run measures nothing
     result = runner.invoke(app, [*args[:-1], "--max-cpu-minutes", "0.1"])
     assert result.exit_code == 2 and "budget of 0.1 min" in " ".join(result.output.split())
+
+
+PLUGIN = """
+import torch
+
+def dense(q, k, v):  # (batch, seq, heads, dim), as the kernels take them
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return out.transpose(1, 2)
+
+dense.devices = ("cpu",)
+"""
+
+
+@pytest.fixture
+def plugin_suite(tmp_path: Path):
+    """A suite naming a file plugin beside it; the registry is restored afterwards."""
+    (tmp_path / "mine.py").write_text(PLUGIN)
+    suite = tmp_path / "plug.yaml"
+    suite.write_text(TINY.replace("[sdpa_math]", "[sdpa_math, 'mine.py:dense']"))
+    before = set(registry.all_specs())
+    yield suite
+    for name in set(registry.all_specs()) - before:
+        registry.unregister(name)
+
+
+def test_plugins_run_only_with_allow_plugins(plugin_suite: Path, tmp_path: Path) -> None:
+    args = ["run", str(plugin_suite), "--out", str(tmp_path / "r"), "--no-progress"]
+    dry = runner.invoke(app, [*args, "--dry-run"])  # parsing and the grid import nothing
+    assert dry.exit_code == 0 and "mine.py:dense" in dry.output, dry.output
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "--allow-plugins" in refused.output
+    assert "mine.py:dense" in refused.output and not (tmp_path / "r").exists()
+    result = runner.invoke(app, [*args, "--allow-plugins"])
+    assert result.exit_code == 0, result.output
+    rows = read_rows(next((tmp_path / "r").glob("tiny-*.csv")))
+    assert {(r.impl, r.status) for r in rows} == {("sdpa_math", "ok"), ("mine.py:dense", "ok")}

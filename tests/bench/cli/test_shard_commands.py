@@ -186,3 +186,30 @@ def test_force_resumes_a_gpus_run_of_a_changed_suite(tiny: Path, tmp_path: Path)
     assert code == 0, output
     assert "shard 0 done" in output and "shard 1 done" in output
     assert len(read_results(next(tmp_path.glob("tiny-*.csv"))).rows) == 6
+
+
+@pytest.mark.slow
+def test_workers_import_plugins_when_allowed(tiny: Path, tmp_path: Path) -> None:
+    """The supervisor passes --allow-plugins on: each worker registers the suite's plugin
+    from the file it reads again."""
+    from scfa_bench.impls import registry
+
+    (tmp_path / "mine.py").write_text(
+        "from scfa_kernels import reference\n\n"
+        "def mine(q, k, v, q_hash, k_hash):\n"
+        "    return reference.hash_sparse_attention(q, k, v, q_hash, k_hash).to(q.dtype)\n\n"
+        "mine.devices = ('cpu',)\n"
+    )
+    tiny.write_text(TINY.replace("[naive_hash, sdpa_math]", "[sdpa_math, 'mine.py:mine']"))
+    before = set(registry.all_specs())
+    try:
+        args = ("run", tiny, "--gpus", "0,1", "--out", tmp_path / "r", "--no-progress")
+        code, output = run(*args)
+        assert code == 2 and "--allow-plugins" in output
+        code, output = run(*args, "--allow-plugins")
+    finally:
+        for name in set(registry.all_specs()) - before:
+            registry.unregister(name)
+    assert code == 0, output
+    rows = read_results(next((tmp_path / "r").glob("tiny-*.csv"))).rows
+    assert {r.impl for r in rows if r.status == "ok"} == {"sdpa_math", "mine.py:mine"}
