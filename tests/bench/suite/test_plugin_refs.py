@@ -18,6 +18,7 @@ from scfa_bench.impls import registry
 from scfa_bench.impls.plugins import ENTRY_POINT_GROUP, register_suite_plugins
 from scfa_bench.suite.grid import expand, impl_axes
 from scfa_bench.suite.parse import load_suite
+from scfa_bench.suite.plugin_refs import resolve_reference, static_pattern
 
 # Any import of it leaves MARKER next to it: the evidence that plugin code ran.
 EVIL = """
@@ -231,3 +232,30 @@ def test_entry_points_need_no_consent(folder: Path, monkeypatch: pytest.MonkeyPa
     suite = load_suite(write_suite(folder, "ep_for_test"))
     assert register_suite_plugins(suite, allow=False) == []
     assert registry.get_spec("ep_for_test").pattern == "dense"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("def f(q, k, v, q_hash, k_hash): ...", "hash"),
+        ("def f(q, k, v, q_keep, k_keep): ...", "qk"),
+        ("def f(q, k, v, q_hash, *k_hash): ...", "hash"),  # as inspect.signature names them
+        ("def f(q, k, v): ...\nf.pattern = 'qk'", "qk"),
+        ("def f(q, k, v): ...\nif True:\n    f.pattern = 'qk'", "qk"),
+        ("def f(q, k, v): ...\nf.pattern = 'qk'\nf.pattern = 'hash'", None),
+        ("def f(q, k, v): ...\nsetattr(f, 'pattern', 'hash')", None),
+        ("def f(q, k, v): ...\nf.pattern, x = 'hash', 1", None),
+        ("def f(q, k, v): ...\nf = g", None),  # rebound: the def is not what registers
+        ("from x import f", None),
+        ("@wrap\ndef f(q, k, v): ...", None),
+        ("class f:\n    pattern = 'hash'", "hash"),
+        ("class f(Base): ...", None),  # inherited or missing: registration says
+        ("def f(q, k, v): ...\nf.pattern = 'sparse'", None),
+    ],
+)
+def test_static_pattern_only_when_the_source_is_plain(
+    tmp_path: Path, source: str, expected: str | None
+) -> None:
+    (tmp_path / "p.py").write_text(source + "\n")
+    ref = resolve_reference("p.py:f", tmp_path)
+    assert static_pattern(ref) == expected
