@@ -83,8 +83,11 @@ def _resolve_module(target: str) -> Path | None:
     parts = target.split(".")
     if not all(part.isidentifier() for part in parts):
         raise UnresolvedReference(f"{target!r} is not a module name")
+    if target in sys.modules:  # already imported by someone else: reading it runs nothing
+        origin = getattr(sys.modules[target], "__file__", None)
+        return Path(origin) if origin and origin.endswith(".py") else None
     loaded = sys.modules.get(parts[0])
-    if loaded is not None:  # already imported by someone else: reading it runs nothing
+    if loaded is not None:
         locations = list(getattr(loaded, "__path__", []))
         origin = getattr(loaded, "__file__", None)
     else:
