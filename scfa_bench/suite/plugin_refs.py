@@ -15,18 +15,13 @@ import ast
 import importlib.machinery
 import importlib.util
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from scfa_bench.constants import PATTERN_AXES
 
 # Parameter names that select a function plugin's pattern (as `impls.plugins` reads them).
 PATTERN_PARAMS = {"hash": ("q_hash", "k_hash"), "qk": ("q_keep", "k_keep")}
-
-
-_UNCLEAR = "<not a literal pattern>"
 
 
 class UnresolvedReference(Exception):
@@ -88,8 +83,11 @@ def _resolve_module(target: str) -> Path | None:
     parts = target.split(".")
     if not all(part.isidentifier() for part in parts):
         raise UnresolvedReference(f"{target!r} is not a module name")
+    if target in sys.modules:  # already imported by someone else: reading it runs nothing
+        origin = getattr(sys.modules[target], "__file__", None)
+        return Path(origin) if origin and origin.endswith(".py") else None
     loaded = sys.modules.get(parts[0])
-    if loaded is not None:  # already imported by someone else: reading it runs nothing
+    if loaded is not None:
         locations = list(getattr(loaded, "__path__", []))
         origin = getattr(loaded, "__file__", None)
     else:
@@ -123,42 +121,67 @@ def _find_in(name: str, locations: list[str]) -> tuple[str | None, list[str]] | 
 
 def static_pattern(ref: PluginRef) -> str | None:
     """The pattern of the referenced function or class, read from its source without running
-    it: a literal `pattern` (class attribute, or `fn.pattern = "..."` at top level), else a
-    function's parameter names. None when the source does not say it plainly."""
+    it, by the rules `impls.plugins` applies to the object: a `pattern` attribute, else a
+    function's parameter names. None (known only at registration) unless the source says it
+    plainly: the name is bound once, by an undecorated top-level `def` or `class`, and its
+    `pattern` is set at most once, to a string literal."""
     if ref.source is None or "." in ref.attr:
         return None
     try:
         tree = ast.parse(ref.source.read_text(encoding="utf-8"), str(ref.source))
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
         return None
-    defs = [n for n in tree.body if getattr(n, "name", None) == ref.attr]
-    node = defs[-1] if defs else None
-    if isinstance(node, ast.ClassDef):
-        declared = _literal_pattern(node.body, ast.Name, lambda t: t.id == "pattern")
-        return None if declared == _UNCLEAR else declared
-    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+    bindings = [node for node in ast.walk(tree) if _binds(node, ref.attr)]
+    node = bindings[0] if len(bindings) == 1 else None
+    if node not in tree.body or getattr(node, "decorator_list", True):
         return None
-    declared = _literal_pattern(
-        tree.body,
-        ast.Attribute,
-        lambda t: t.attr == "pattern" and isinstance(t.value, ast.Name) and t.value.id == ref.attr,
-    )
-    if declared is not None:
-        return None if declared == _UNCLEAR else declared
+    sets = [n for n in ast.walk(tree) if _sets_pattern_of(n, ref.attr)]
+    if isinstance(node, ast.ClassDef):
+        sets += [n for n in node.body if _sets_pattern_of(n, None)]
+    if len(sets) > 1:
+        return None
+    if sets:
+        value = getattr(sets[0], "value", None)
+        literal = value.value if isinstance(value, ast.Constant) else None
+        return literal if isinstance(literal, str) and literal in PATTERN_AXES else None
+    if isinstance(node, ast.ClassDef):
+        return None  # a plugin class must declare its pattern
     args = node.args
-    names = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
-    return next((p for p, params in PATTERN_PARAMS.items() if set(params) <= names), "dense")
+    params = (*args.posonlyargs, *args.args, args.vararg, *args.kwonlyargs, args.kwarg)
+    names = {a.arg for a in params if a is not None}
+    return next((p for p, needed in PATTERN_PARAMS.items() if set(needed) <= names), "dense")
 
 
-def _literal_pattern(
-    body: list[ast.stmt], kind: type, matches: Callable[[Any], bool]
-) -> str | None:
-    """The value of the last `<target> = "<pattern>"` in `body` whose target is a `kind` node
-    that `matches`; _UNCLEAR when that value is not a literal pattern; None when never set."""
-    found = None
-    for stmt in body:
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else []
-        if any(isinstance(t, kind) and matches(t) for t in targets):
-            value = stmt.value.value if isinstance(stmt.value, ast.Constant) else None
-            found = value if value in PATTERN_AXES else _UNCLEAR
-    return found
+def _binds(node: ast.AST, name: str) -> bool:
+    """Whether `node` (re)binds `name` (anywhere: a nested binding makes it unclear too)."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return node.name == name
+    if isinstance(node, ast.Name):
+        return node.id == name and isinstance(node.ctx, ast.Store | ast.Del)
+    if isinstance(node, ast.alias):
+        return (node.asname or node.name.split(".")[0]) == name
+    return isinstance(node, ast.Global | ast.Nonlocal) and name in node.names
+
+
+def _sets_pattern_of(node: ast.AST, owner: str | None) -> bool:
+    """Whether `node` sets `<owner>.pattern` (owner None: a bare `pattern`, in a class body),
+    by assignment or `setattr`."""
+    if isinstance(node, ast.Call) and owner is not None:
+        func, args = node.func, node.args
+        return isinstance(func, ast.Name) and func.id == "setattr" and _is_name(args[:1], owner)
+    targets: list[ast.AST] = []
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+        targets = [node.target]
+    for target in (t for whole in targets for t in ast.walk(whole)):  # tuples unpacked too
+        if owner is None and isinstance(target, ast.Name) and target.id == "pattern":
+            return True
+        if isinstance(target, ast.Attribute) and target.attr == "pattern":
+            if owner is not None and _is_name([target.value], owner):
+                return True
+    return False
+
+
+def _is_name(nodes: list[ast.AST], name: str) -> bool:
+    return len(nodes) == 1 and isinstance(nodes[0], ast.Name) and nodes[0].id == name
