@@ -5,7 +5,7 @@ with speedups over the baseline filled in as soon as the baseline row exists and
 the whole file at the end. Ctrl-C stops the sweep; the CSV keeps every finished row and the
 outcome says `interrupted`. The meta says `state: running` while the run goes and how it ended
 afterwards (`complete`, `interrupted`, `failed`); a file that cannot be written stops the run
-with an `OutputError` (exit 2).
+with an `OutputError` (exit 2), which also says when the meta could not record the end.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class RunOptions:
     resume: Path | None = None  # a CSV of an earlier run of the same suite: skip its rows
     device: str | None = None  # overrides the suite's device
     argv: tuple[str, ...] = ()
-    # Restricts the expanded grid (one shard of it, `run.shard`); None runs every task.
+    # Restricts the expanded grid (one shard of it, `run.sharded.plan`); None runs every task.
     select: Callable[[list[Task]], list[Task]] | None = None
     force: bool = False  # resume even though the suite file changed since the run
     profile_stages: bool = False  # also profile every row: stage times in `stage_ms`

@@ -200,9 +200,7 @@ def supervise_slurm(
             f"stopped waiting; jobs {', '.join(running)} keep running on the cluster (scancel "
             f"them, or wait and resume {run.parts_dir} to merge)"
         )
-        outcome = interrupted_outcome(SlurmOutcome, run.parts_dir)
-        outcome.running_jobs = running  # type: ignore[attr-defined]
-        return outcome
+        return interrupted_outcome(SlurmOutcome, run.parts_dir, running_jobs=running)
     display.close()
     return finish(run.suite, run.shards, run.state, run.parts_dir, SlurmOutcome)
 

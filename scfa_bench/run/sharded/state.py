@@ -173,8 +173,11 @@ def is_complete(shard: Shard) -> bool:
     return shard.keys <= done_keys(read_results(shard.part, with_meta=False))
 
 
-def interrupted_outcome(kind: type[ShardedOutcome], parts_dir: Path) -> ShardedOutcome:
-    return kind(None, parts_dir, interrupted=True, exit_code=EXIT_INTERRUPTED)
+def interrupted_outcome(
+    kind: type[ShardedOutcome], parts_dir: Path, **extra: Any
+) -> ShardedOutcome:
+    """A run stopped by Ctrl-C (or SIGTERM): nothing merged, every finished row kept."""
+    return kind(None, parts_dir, interrupted=True, exit_code=EXIT_INTERRUPTED, **extra)
 
 
 def finish(

@@ -201,19 +201,22 @@ def test_list_fits_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_long_cpu_run_is_refused_with_its_estimate(tmp_path: Path) -> None:
     """On the CPU, without a terminal to ask, a run predicted past the budget exits 2 at once
-    with the estimate; --yes (or a larger budget) lets it start."""
+    with the estimate (the smoke suite at T=16384: days of interpreter time); a dry run
+    measures nothing and is never refused."""
+    smoke = (ROOT / "suites/smoke.yaml").read_text()
     suite = tmp_path / "long.yaml"
-    suite.write_text(TINY.replace("seq_len: [16]", "seq_len: [16384]"))
-    result = runner.invoke(app, ["run", str(suite), "--out", str(tmp_path), "--no-progress"])
+    suite.write_text(smoke.replace("seq_len: [32, 48]", "seq_len: [16384]"))
+    args = ["run", str(suite), "--out", str(tmp_path / "r"), "--no-progress", "--device", "cpu"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert "hours on the CPU" in text and "--yes" in text and "not started" in text
-    assert not list(tmp_path.glob("long-*"))  # nothing written
+    assert not (tmp_path / "r").exists()  # nothing written
+    assert runner.invoke(app, [*args, "--dry-run"]).exit_code == 0
     small = tmp_path / "small.yaml"
-    small.write_text(TINY.replace("seq_len: [16]", "seq_len: [256]"))  # ~13 s predicted
-    args = ["run", str(small), "--out", str(tmp_path), "--no-progress", "--dry-run"]
-    assert runner.invoke(app, args).exit_code == 0  # a dry run measures nothing
-    result = runner.invoke(app, [*args[:-1], "--max-cpu-minutes", "0.1"])
+    small.write_text(smoke)  # about 25 s predicted: past a budget of 6 s
+    args[1] = str(small)
+    result = runner.invoke(app, [*args, "--max-cpu-minutes", "0.1"])
     assert result.exit_code == 2 and "budget of 0.1 min" in " ".join(result.output.split())
 
 

@@ -10,13 +10,28 @@ from scfa_bench.run.progress import eta_seconds, format_eta
 
 
 def test_smoke_sized_rows_cost_under_a_second_and_long_ones_hours() -> None:
-    assert 0.2 < row_cpu_seconds(1, 2, 32) < 1.0  # the smoke suite: ~0.6 s a row
-    assert row_cpu_seconds(1, 2, 16384) > 3600  # one row of T=16384: hours
+    assert 0.2 < row_cpu_seconds(1, 2, 32) < 1.5  # the smoke suite's kernel rows: ~1 s
+    assert row_cpu_seconds(1, 2, 16384) > 3600  # one interpreted row of T=16384: hours
+    assert row_cpu_seconds(1, 2, 16384, interpreted=False) < 60  # torch runs it natively
+    assert row_cpu_seconds(1, 2, 32, window_s=0.1) == pytest.approx(row_cpu_seconds(1, 2, 32) + 0.1)
     # interpreter cost grows with T^2 per (B*H): 4x the rows' variable part at 2x T
     fixed = row_cpu_seconds(1, 1, 0)
     assert row_cpu_seconds(2, 3, 2048) - fixed == pytest.approx(
         4 * (row_cpu_seconds(2, 3, 1024) - fixed)
     )
+
+
+def test_smoke_suite_estimate_is_near_its_measured_time() -> None:
+    """About 25 s measured on 2 cores; the estimate must say the same order."""
+    from pathlib import Path
+
+    from scfa_bench.run.estimate import cpu_seconds, is_interpreted
+    from scfa_bench.suite.grid import expand
+    from scfa_bench.suite.parse import load_suite
+
+    smoke = load_suite(Path(__file__).resolve().parents[3] / "suites/smoke.yaml")
+    assert 10 < cpu_seconds(smoke, expand(smoke)) < 60  # type: ignore[operator]
+    assert is_interpreted("scfa_hash") and not is_interpreted("sdpa_math")
 
 
 def test_format_duration() -> None:
