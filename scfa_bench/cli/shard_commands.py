@@ -55,12 +55,14 @@ def _display(request: Any, suite: Any) -> Any:
 def run_sharded_command(request: Any, suite: Any) -> None:
     """`run --gpus ...` / `run --executor slurm`: shards in worker processes, merged."""
     from scfa_bench.results.reader import read_results
+    from scfa_bench.run.sharded.gpus import resolve_gpus
     from scfa_bench.run.sharded.slurm import SlurmOutcome
     from scfa_bench.run.sharded.supervisor import run_sharded, shard_count
     from scfa_bench.suite.grid import expand
 
     if request.way == "local" and request.resume is None:
-        confirm_cpu_time(request, suite, expand(suite), workers=shard_count(request))
+        at_once = min(shard_count(request), len(resolve_gpus(request.gpus or "all")))
+        confirm_cpu_time(request, suite, expand(suite), workers=at_once)
     register_plugins(suite, request.allow_plugins)  # refused here, before any worker starts
     outcome = run_sharded(request, suite, _display(request, suite))
     if outcome.interrupted:
