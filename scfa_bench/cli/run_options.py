@@ -51,7 +51,7 @@ PluginsOpt = Annotated[
 ]
 CacheDirOpt = Annotated[
     Path | None,
-    Opt("--cache-dir", help="Triton/Inductor caches the workers share [default: in .parts]."),
+    Opt("--cache-dir", help="Triton/Inductor caches the workers share (default: .parts/cache)."),
 ]
 YesOpt = Annotated[bool, Opt("--yes", "-y", help="Run even past the CPU time budget.")]
 CpuMinutesOpt = Annotated[

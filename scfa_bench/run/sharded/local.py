@@ -43,7 +43,7 @@ class Supervisor:
     def __init__(
         self, run: ShardedRun, gpus: list[str], *, grace_s: float, poll_s: float, display: Display
     ) -> None:
-        self.run_ = run
+        self.sharded = run
         self.shards = run.shards
         self.free_gpus = list(gpus)
         self.max_restarts = run.max_restarts
@@ -53,10 +53,10 @@ class Supervisor:
 
     def worker_env(self, gpu: str) -> dict[str, str]:
         """The worker's environment: its card, and the compiler caches every worker shares."""
-        return dict(os.environ, CUDA_VISIBLE_DEVICES=gpu, **self.run_.cache_env())
+        return dict(os.environ, CUDA_VISIBLE_DEVICES=gpu, **self.sharded.cache_env())
 
     def _command(self, shard: Shard) -> list[str]:
-        call = self.run_.call(shard)
+        call = self.sharded.call(shard)
         module = [sys.executable, "-m", "scfa_bench.run.sharded.worker"]
         return module + call.argv() + ["--parent-pid", str(os.getpid())]
 

@@ -122,7 +122,7 @@ class _SlurmSupervisor:
     """Submits the array, waits, resubmits failed shards (up to `max_restarts` each)."""
 
     def __init__(self, run: ShardedRun, options: SlurmOptions, display: Any, poll_s: float):
-        self.run_, self.display, self.poll_s = run, display, poll_s
+        self.sharded, self.display, self.poll_s = run, display, poll_s
         self.executor = _submitit().AutoExecutor(
             folder=run.parts_dir / "submitit", cluster=options.cluster
         )
@@ -130,17 +130,17 @@ class _SlurmSupervisor:
         self.jobs: dict[int, Any] = {}
 
     def _arguments(self, shard: Shard) -> tuple[ShardCall, dict[str, str]]:
-        return self.run_.call(shard), self.run_.cache_env()
+        return self.sharded.call(shard), self.sharded.cache_env()
 
     def _submitted(self, shards: list[Shard], jobs: list[Any]) -> None:
         for shard, job in zip(shards, jobs, strict=True):
             self.jobs[shard.index] = job
             shard.state, shard.gpu = "running", f"job {job.job_id}"
-            self.run_.state.jobs.setdefault(str(shard.index), []).append(str(job.job_id))
-        self.run_.state.write(self.run_.parts_dir)
+            self.sharded.state.jobs.setdefault(str(shard.index), []).append(str(job.job_id))
+        self.sharded.state.write(self.sharded.parts_dir)
 
     def submit_pending(self) -> None:
-        todo = [s for s in self.run_.shards if s.state != "done"]
+        todo = [s for s in self.sharded.shards if s.state != "done"]
         if todo:
             args = [self._arguments(s) for s in todo]
             self._submitted(todo, self.executor.map_array(ShardJob(), *zip(*args, strict=True)))
@@ -155,11 +155,11 @@ class _SlurmSupervisor:
             self.display.event(f"shard {shard.index} done (job {job.job_id})")
             return
         why = "incomplete part file" if error is None else _first_line(error)
-        if shard.restarts >= self.run_.max_restarts:
+        if shard.restarts >= self.sharded.max_restarts:
             shard.state = "failed"
             shard.note = (
                 f"failed {shard.restarts + 1} times; last: {why}; logs under "
-                f"{self.run_.parts_dir / 'submitit'}"
+                f"{self.sharded.parts_dir / 'submitit'}"
             )
             self.display.event(f"shard {shard.index} failed: {shard.note}")
             return
@@ -170,7 +170,7 @@ class _SlurmSupervisor:
         self._submitted([shard], [self.executor.submit(ShardJob(), *self._arguments(shard))])
         self.display.event(
             f"shard {shard.index} (job {job.job_id}) failed: {why}; resubmitted as "
-            f"{shard.gpu} ({shard.restarts}/{self.run_.max_restarts})"
+            f"{shard.gpu} ({shard.restarts}/{self.sharded.max_restarts})"
         )
 
     def wait(self) -> None:
@@ -178,8 +178,8 @@ class _SlurmSupervisor:
             for index, job in list(self.jobs.items()):
                 if job.done():
                     del self.jobs[index]
-                    self._ended(self.run_.shards[index], job)
-            self.display.update(self.run_.shards)
+                    self._ended(self.sharded.shards[index], job)
+            self.display.update(self.sharded.shards)
             if self.jobs:
                 time.sleep(self.poll_s)
 
