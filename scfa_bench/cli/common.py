@@ -53,7 +53,9 @@ def load_suite_reporting(path: Path) -> Suite:
     stderr; its plugins are not imported here (`register_plugins`)."""
     from scfa_bench.suite.parse import load_suite
 
-    warn = lambda message: err_console.print(message, style="yellow", highlight=False)
+    warn = lambda message: err_console.print(
+        message, style="yellow", highlight=False, soft_wrap=True
+    )
     return load_suite(path, warn=warn)
 
 

@@ -255,3 +255,15 @@ def test_plugins_run_only_with_allow_plugins(plugin_suite: Path, tmp_path: Path)
     assert result.exit_code == 0, result.output
     rows = read_rows(next((tmp_path / "r").glob("tiny-*.csv")))
     assert {(r.impl, r.status) for r in rows} == {("sdpa_math", "ok"), ("mine.py:dense", "ok")}
+
+
+def test_unused_sweep_axis_is_a_warning_once(tmp_path: Path) -> None:
+    suite = tmp_path / "w.yaml"
+    suite.write_text(
+        TINY.replace("sweep: {seq_len: [16]}", "sweep: {seq_len: [16], n_buckets: [2]}")
+    )
+    for command in (["validate", str(suite)], ["run", str(suite), "--dry-run"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        assert text.count("sweep.n_buckets") == 1 and "warning: no listed implementation" in text
