@@ -39,6 +39,13 @@ def single_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return one_process_run(tmp_path_factory.mktemp("single"))
 
 
+@pytest.fixture
+def one_card(monkeypatch: pytest.MonkeyPatch) -> str:
+    """`--gpus 1` on one visible stand-in card, 0 (a lone id reads as a count)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    return "1"
+
+
 def test_resolve_gpus() -> None:
     assert resolve_gpus("all", ["0", "1", "2"]) == ["0", "1", "2"]
     assert resolve_gpus("2", ["0", "1", "2"]) == ["0", "1"]
@@ -137,8 +144,10 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path: Path, single_run: Path) -> None
 
 
 @pytest.mark.slow
-def test_resume_of_a_finished_run_starts_no_worker(tmp_path: Path, single_run: Path) -> None:
-    outcome = sharded_run(tmp_path, gpus="0", shards=2)
+def test_resume_of_a_finished_run_starts_no_worker(
+    tmp_path: Path, single_run: Path, one_card: str
+) -> None:
+    outcome = sharded_run(tmp_path, gpus=one_card, shards=2)
     assert outcome.csv_path is not None  # two shards one after the other on one card
     assert_same_rows(outcome.csv_path, single_run)
     logs_before = shard_logs(outcome.parts_dir)
@@ -154,7 +163,7 @@ def test_resume_rejects_a_folder_without_state(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_point_that_kills_its_worker_twice_is_recorded_as_error(
-    tmp_path: Path, single_run: Path
+    tmp_path: Path, single_run: Path, one_card: str
 ) -> None:
     """The worker is SIGKILLed twice while measuring the same point: the third start records
     that point as `error` rows (naming why) and measures everything else."""
@@ -187,7 +196,7 @@ def test_point_that_kills_its_worker_twice_is_recorded_as_error(
         def event(self, text: str) -> None:
             events.append(text)
 
-    outcome = sharded_run(tmp_path, gpus="0", poll_s=0.05, display=Recording())
+    outcome = sharded_run(tmp_path, gpus=one_card, poll_s=0.05, display=Recording())
     killer.join()
     assert len(victims) == 2 and victims[0] == victims[1]
     point = victims[0]
