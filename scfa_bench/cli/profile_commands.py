@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from scfa_bench.cli.common import console, reports_input_errors
+from scfa_bench.cli.common import (
+    console,
+    load_suite_reporting,
+    register_plugins,
+    reports_input_errors,
+)
+from scfa_bench.cli.run_options import PluginsOpt
 from scfa_bench.constants import MODES
 from scfa_bench.errors import EXIT_FAILURE, InputError
 
@@ -38,18 +44,19 @@ def profile(
         Path | None,
         typer.Option("--out", "-o", help="Folder [default: reports/<suite>-<time>/profile/]."),
     ] = None,
+    allow_plugins: PluginsOpt = False,
 ) -> None:
     """Profile chosen points of a suite: per-stage and per-kernel GPU time of one call, the
     GPU idle time inside it, the measured call time, and a Chrome/Perfetto trace (CUDA only)."""
     from scfa_bench.analysis.profile_report import export_trace, markdown, write_csv
     from scfa_bench.measure.envinfo import resolve_device
     from scfa_bench.run.profile import parse_point_filters, profile_points, select_tasks
-    from scfa_bench.suite.parse import load_suite
 
     if mode not in MODES:
         raise InputError(f"--mode: expected one of {', '.join(MODES)}; got {mode!r}")
-    suite = load_suite(suite_file)
+    suite = load_suite_reporting(suite_file)
     tasks = select_tasks(suite, impl or [], parse_point_filters(point or []), mode)
+    register_plugins(suite, allow_plugins)
     device = resolve_device(suite.device)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = out or _DEFAULT_REPORTS / f"{suite.name}-{stamp}" / "profile"

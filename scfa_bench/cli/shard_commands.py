@@ -1,6 +1,6 @@
 """`run --gpus / --executor slurm / --shards` (a suite in shards run by worker processes or
 Slurm array tasks, merged) and `merge` (part CSVs into one). The logic lives in
-`scfa_bench.run` (shards, workers, Slurm) and `scfa_bench.results.merge`."""
+`scfa_bench.run.sharded` and `scfa_bench.results.merge`."""
 
 from __future__ import annotations
 
@@ -10,39 +10,31 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from scfa_bench.cli.common import console, err_console, reports_input_errors
-from scfa_bench.constants import DEVICES, FAILING_STATUSES
-from scfa_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED, InputError
+from scfa_bench.cli.common import (
+    confirm_cpu_time,
+    console,
+    err_console,
+    print_outcome_rows,
+    register_plugins,
+    reports_input_errors,
+)
+from scfa_bench.constants import FAILING_STATUSES
+from scfa_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED
 
 
-def print_outcome_rows(rows: list[Any], baseline: str) -> Any:
-    from scfa_bench.analysis.summary import status_counts, summary_table
-
-    table = summary_table(rows, baseline)
-    if table is not None:
-        console.print(table)
-    counts = status_counts(rows)
-    console.print("statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    for row in rows:
-        if row.status != "ok":
-            console.print(
-                f"  {row.status}: {row.impl} T={row.seq_len} {row.mode}: {row.error}",
-                highlight=False,
-                soft_wrap=True,
-            )
-    return counts
-
-
-def _print_shard_plan(suite: Any, count: int, cost_from: Path | None) -> None:
-    from scfa_bench.run.shard import cost_source, suite_shards
+def print_shard_plan(request: Any, suite: Any) -> None:
+    """`--dry-run` of a sharded run: each shard's tasks, rows, cost and seq_lens."""
+    from scfa_bench.run.sharded.plan import cost_source, suite_shards
+    from scfa_bench.run.sharded.supervisor import shard_count
     from scfa_bench.suite.grid import expand
 
+    count = shard_count(request)
     tasks = expand(suite)
-    cost = cost_source(cost_from)
+    cost = cost_source(request.cost_from)
     table = Table(title=f"suite {suite.name}: {count} shards")
     for column in ("shard", "tasks", "rows", "cost", "seq_len"):
         table.add_column(column, justify="left" if column == "seq_len" else "right")
-    for index, positions in enumerate(suite_shards(suite, tasks, count, cost_from)):
+    for index, positions in enumerate(suite_shards(suite, tasks, count, request.cost_from)):
         mine = [tasks[i] for i in positions]
         table.add_row(
             str(index),
@@ -54,63 +46,33 @@ def _print_shard_plan(suite: Any, count: int, cost_from: Path | None) -> None:
     console.print(table)
 
 
-def run_sharded(
-    suite_file: Path,
-    out: Path,
-    resume: Path | None,
-    dry_run: bool,
-    device: str | None,
-    progress: bool,
-    gpus: str | None,
-    executor: str,
-    shards: int | None,
-    cost_from: Path | None,
-    max_restarts: int,
-    partition: str | None,
-    time_min: int,
-    gpus_per_task: int,
-    array_parallelism: int | None,
-) -> None:
+def _display(request: Any, suite: Any) -> Any:
+    from scfa_bench.run.sharded.display import PlainDisplay, RichDisplay
+
+    return RichDisplay(suite.name) if request.progress else PlainDisplay()
+
+
+def run_sharded_command(request: Any, suite: Any) -> None:
     """`run --gpus ...` / `run --executor slurm`: shards in worker processes, merged."""
     from scfa_bench.results.reader import read_results
-    from scfa_bench.run.gpus import resolve_gpus
-    from scfa_bench.run.many import run_many
-    from scfa_bench.run.slurm import SlurmOptions
-    from scfa_bench.suite.parse import load_suite
+    from scfa_bench.run.sharded.gpus import resolve_gpus
+    from scfa_bench.run.sharded.slurm import SlurmOutcome
+    from scfa_bench.run.sharded.supervisor import run_sharded, shard_count
+    from scfa_bench.suite.grid import expand
 
-    if device is not None and device not in DEVICES:
-        raise InputError(f"--device: expected one of {', '.join(DEVICES)}; got {device!r}")
-    if max_restarts < 0:
-        raise InputError(f"--max-restarts must be >= 0, got {max_restarts}")
-    suite = load_suite(suite_file)
-    if dry_run:
-        count = shards or (len(resolve_gpus(gpus)) if gpus is not None else 1)
-        _print_shard_plan(suite, count, cost_from)
-        return
-    slurm = SlurmOptions(
-        partition=partition,
-        time_min=time_min,
-        gpus_per_task=gpus_per_task,
-        array_parallelism=array_parallelism,
-    )
-    outcome = run_many(
-        suite_file,
-        gpus=gpus,
-        executor=executor,
-        shards=shards,
-        out_dir=out,
-        resume=resume,
-        cost_from=cost_from,
-        device=device,
-        max_restarts=max_restarts,
-        progress=progress,
-        slurm=slurm,
-    )
+    if request.way == "local" and request.resume is None:
+        at_once = min(shard_count(request), len(resolve_gpus(request.gpus or "all")))
+        confirm_cpu_time(request, suite, expand(suite), workers=at_once)
+    register_plugins(suite, request.allow_plugins)  # refused here, before any worker starts
+    outcome = run_sharded(request, suite, _display(request, suite))
     if outcome.interrupted:
-        how = "--executor slurm" if executor == "slurm" else f"--gpus {gpus or 'all'}"
+        how = "--executor slurm" if request.way == "slurm" else f"--gpus {request.gpus or 'all'}"
+        kept = "every finished row is kept"
+        if isinstance(outcome, SlurmOutcome) and outcome.running_jobs:
+            kept += f"; jobs {', '.join(outcome.running_jobs)} still run on the cluster"
         err_console.print(
-            f"interrupted; every finished row is kept. Continue with: scfa-bench run "
-            f"{suite_file} {how} --resume {outcome.parts_dir}"
+            f"interrupted; {kept}. Continue with: scfa-bench run "
+            f"{request.suite_file} {how} --resume {outcome.parts_dir}"
         )
         raise typer.Exit(EXIT_INTERRUPTED)
     for failure in outcome.failed:
@@ -149,7 +111,7 @@ def merge_parts(
     """Merge part CSVs into one CSV and meta; speedups recomputed across parts.
 
     Exit 1 when rows conflict or the grid has rows no part holds (the CSV is written anyway)."""
-    from scfa_bench.run.many import merge_command
+    from scfa_bench.results.merge import merge_command
 
     merged = merge_command(
         parts, out, allow_mixed_devices=allow_mixed_devices, suite_file=suite_file

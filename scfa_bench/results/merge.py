@@ -19,12 +19,13 @@ from scfa_bench.constants import MODES
 from scfa_bench.errors import InputError
 from scfa_bench.measure.telemetry import rows_telemetry
 from scfa_bench.results.limits import fill_fraction_of_limit
-from scfa_bench.results.meta import meta_path_for, write_meta
+from scfa_bench.results.meta import meta_path_for, read_meta, write_meta
 from scfa_bench.results.reader import Results, read_results
 from scfa_bench.results.row import ResultRow, RowKey, row_cells
 from scfa_bench.results.speedup import fill_speedups
 from scfa_bench.results.writer import rewrite_rows
-from scfa_bench.suite.grid import Task
+from scfa_bench.suite.grid import Task, expand
+from scfa_bench.suite.parse import load_suite
 from scfa_bench.suite.schema import Suite
 
 # Columns that differ between two honest measurements of the same row.
@@ -216,3 +217,59 @@ def write_merged(merged: Merged, out_csv: Path) -> Path:
     meta_path = meta_path_for(out_csv)
     write_meta(meta_path, {**merged.meta, "merge_report": asdict(merged.report)})
     return meta_path
+
+
+def collect_parts(inputs: Sequence[Path]) -> list[Path]:
+    """Part CSVs from the arguments: files as given, folders by their shard files."""
+    parts: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(
+                item.glob("*shard-*-of-*.csv"),
+                key=lambda p: (len(p.name), p.name),  # shard-10 after shard-9
+            )
+            if not found:
+                raise InputError(f"{item}: a folder without part files (*shard-I-of-N.csv)")
+            parts.extend(found)
+        elif item.is_file():
+            parts.append(item)
+        else:
+            raise InputError(f"{item}: no such file or folder")
+    if not parts:
+        raise InputError("merge: no part files given")
+    return parts
+
+
+def expected_keys(parts: Sequence[Path], suite_file: Path | None) -> list[RowKey] | None:
+    """The grid's row keys in run order: from `suite_file`, else from the suite file the parts'
+    meta names when it is still there unchanged; None when neither is known."""
+    if suite_file is not None:
+        suite = load_suite(suite_file)
+        return grid_keys(suite, expand(suite))
+    metas = [read_meta(m) for p in parts if (m := meta_path_for(p)).is_file()]
+    named = {(m.get("suite_file"), m.get("suite_sha256")) for m in metas if m.get("suite_file")}
+    if len(named) != 1:
+        return None
+    path_text, sha = named.pop()
+    path = Path(path_text)
+    if not path.is_file():
+        return None
+    try:
+        suite = load_suite(path)
+    except InputError:
+        return None
+    return grid_keys(suite, expand(suite)) if suite.sha256 == sha else None
+
+
+def merge_command(
+    inputs: Sequence[Path], out: Path, *, allow_mixed_devices: bool, suite_file: Path | None
+) -> Merged:
+    """`scfa-bench merge PARTS... --out RUN.csv`: merge and write; returns what was merged."""
+    parts = collect_parts(inputs)
+    if out.resolve() in {p.resolve() for p in parts}:
+        raise InputError(f"--out {out}: is one of the parts")
+    merged = merge(
+        parts, allow_mixed_devices=allow_mixed_devices, expected=expected_keys(parts, suite_file)
+    )
+    write_merged(merged, out)
+    return merged

@@ -1,4 +1,4 @@
-"""Running a suite: the run loop (`loop`) and its progress display (`progress`); in more than
-one process: shards of the grid (`shard`), the shard worker (`worker`), every local GPU
-(`workers`, with `gpus`, `parts`, `display`), Slurm array jobs (`slurm`), and the entry points
-the command line calls (`many`)."""
+"""Running a suite: the options of a run, checked once (`request`), the run loop (`loop`), its
+rows (`rows`), progress and ETA (`progress`), the CPU-time estimate that guards interpreter
+runs (`estimate`), new file names (`paths`), the points `profile` takes (`profile`), and the
+sharded ways to run (`sharded`: plan, worker, local cards, Slurm, the supervisor)."""

@@ -5,12 +5,11 @@ with speedups over the baseline filled in as soon as the baseline row exists and
 the whole file at the end. Ctrl-C stops the sweep; the CSV keeps every finished row and the
 outcome says `interrupted`. The meta says `state: running` while the run goes and how it ended
 afterwards (`complete`, `interrupted`, `failed`); a file that cannot be written stops the run
-with an `OutputError` (exit 2).
+with an `OutputError` (exit 2), which also says when the meta could not record the end.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from scfa_bench.errors import InputError, output_error
+from scfa_bench.errors import InputError, OutputError, output_error
 from scfa_bench.measure.envinfo import environment, resolve_device
 from scfa_bench.measure.model_point import measure_model_task
 from scfa_bench.measure.point import ModeMeasurement, measure_task
@@ -42,6 +41,7 @@ from scfa_bench.results.resume import (
 from scfa_bench.results.row import ResultRow, RowKey, base_row
 from scfa_bench.results.speedup import fill_speedups, speedup_for
 from scfa_bench.results.writer import ResultWriter, rewrite_rows
+from scfa_bench.run.paths import new_csv_path
 from scfa_bench.run.progress import Reporter, SilentReporter
 from scfa_bench.run.rows import measured_row
 from scfa_bench.suite.grid import Task, expand, row_count
@@ -54,7 +54,7 @@ class RunOptions:
     resume: Path | None = None  # a CSV of an earlier run of the same suite: skip its rows
     device: str | None = None  # overrides the suite's device
     argv: tuple[str, ...] = ()
-    # Restricts the expanded grid (one shard of it, `run.shard`); None runs every task.
+    # Restricts the expanded grid (one shard of it, `run.sharded.plan`); None runs every task.
     select: Callable[[list[Task]], list[Task]] | None = None
     force: bool = False  # resume even though the suite file changed since the run
     profile_stages: bool = False  # also profile every row: stage times in `stage_ms`
@@ -72,17 +72,6 @@ class RunOutcome:
 
 def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def new_csv_path(out_dir: Path, suite_name: str) -> Path:
-    """results/<suite>-<YYYYmmdd-HHMMSS>.csv, with a counter if that name is taken."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = out_dir / f"{suite_name}-{stamp}.csv"
-    counter = 1
-    while path.exists():
-        path = out_dir / f"{suite_name}-{stamp}-{counter}.csv"
-        counter += 1
-    return path
 
 
 def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = None) -> RunOutcome:
@@ -146,7 +135,11 @@ def run_suite(suite: Suite, options: RunOptions, reporter: Reporter | None = Non
         _finish(meta_path, meta, "interrupted")
         raise
     except BaseException as exc:
-        _finish(meta_path, meta, "failed", f"{type(exc).__name__}: {exc}")
+        unwritten = _finish(meta_path, meta, "failed", f"{type(exc).__name__}: {exc}")
+        if unwritten and isinstance(exc, InputError):
+            exc.args = (f"{exc}; {unwritten}",)  # the CLI prints it: one line, exit 2
+        elif unwritten:
+            exc.add_note(unwritten)
         raise
     _finish(meta_path, meta, "interrupted" if interrupted else "complete")
     return RunOutcome(csv_path, meta_path, rows, new_rows, interrupted, tuple(notes))
@@ -201,13 +194,19 @@ def _measure_all(
     return new_rows, interrupted
 
 
-def _finish(meta_path: Path, meta: dict[str, Any], state: str, error: str = "") -> None:
-    """Record how the run ended; best effort when the run already failed."""
+def _finish(meta_path: Path, meta: dict[str, Any], state: str, error: str = "") -> str:
+    """Record how the run ended. When the meta cannot be written (full disk, read-only
+    folder): OutputError naming it, or, when the run already failed, the sentence to add to
+    that failure ('' when written)."""
     meta.update(state=state, finished=_now(), interrupted=state == "interrupted")
     if error:
         meta["error"] = error[:500]
-    if state == "failed":
-        with contextlib.suppress(InputError):
-            write_meta(meta_path, meta)
-    else:
+    try:
         write_meta(meta_path, meta)
+    except (InputError, OSError) as exc:
+        reason = exc if isinstance(exc, InputError) else output_error(meta_path, exc)
+        unwritten = f"the meta was not written ({reason}): it still says state `running`"
+        if state == "failed":
+            return unwritten
+        raise OutputError(f"the run ended {state}, but {unwritten}") from None
+    return ""

@@ -1,8 +1,9 @@
 """Progress of a run: the callbacks the run loop makes, silent or as a rich progress bar
-(rows done of total, current task, elapsed, ETA)."""
+(rows done of total, current task, elapsed, ETA from the rows this run measured)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -14,8 +15,23 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+
+
+def eta_seconds(elapsed_s: float, measured_rows: int, remaining_rows: int) -> float | None:
+    """Seconds left at the mean pace of the rows measured so far in this run (rows resumed
+    from a file took no time here); None before the first row is measured."""
+    if measured_rows <= 0 or elapsed_s < 0:
+        return None
+    return elapsed_s / measured_rows * max(remaining_rows, 0)
+
+
+def format_eta(seconds: float | None) -> str:
+    """`h:mm:ss`, or `-:--:--` while nothing is known yet."""
+    if seconds is None:
+        return "-:--:--"
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 class Reporter(Protocol):
@@ -63,18 +79,22 @@ class RichReporter:
             MofNCompleteColumn(),
             TextColumn("{task.description}"),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
             console=console,
             transient=False,
         )
         self._title = title
         self._task: TaskID | None = None
+        self._started = 0.0
+        self._measured = 0
+        self._left = 0
 
     def start(self, total_rows: int, done_rows: int) -> None:
+        self._started = time.monotonic()
+        self._measured, self._left = 0, total_rows - done_rows
         self._progress.start()
         self._task = self._progress.add_task(
-            "", total=total_rows, completed=done_rows, title=self._title
+            "", total=total_rows, completed=done_rows, title=self._title, eta=format_eta(None)
         )
 
     def task(self, label: str) -> None:
@@ -82,8 +102,11 @@ class RichReporter:
             self._progress.update(self._task, description=label)
 
     def advance(self, rows: int) -> None:
+        self._measured += rows
+        self._left -= rows
+        eta = eta_seconds(time.monotonic() - self._started, self._measured, self._left)
         if self._task is not None:
-            self._progress.advance(self._task, rows)
+            self._progress.update(self._task, advance=rows, eta=format_eta(eta))
 
     def note(self, message: str) -> None:
         self._progress.console.print(message, highlight=False, soft_wrap=True)

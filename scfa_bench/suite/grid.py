@@ -11,8 +11,17 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from scfa_bench.constants import PATTERN_AXES
 from scfa_bench.e2e.attention import PLUGS
-from scfa_bench.impls.registry import get_spec
+from scfa_bench.errors import InputError
+from scfa_bench.impls.registry import all_specs, get_spec
+from scfa_bench.suite.plugin_refs import (
+    UnresolvedReference,
+    is_reference,
+    resolve_reference,
+    static_pattern,
+    suite_folder,
+)
 from scfa_bench.suite.schema import Suite
 
 
@@ -52,8 +61,26 @@ def impl_order(suite: Suite) -> tuple[str, ...]:
 
 
 def impl_axes(suite: Suite, impl: str) -> tuple[str, ...]:
-    """The sweep axes `impl` uses: its model plug's in a model suite, else its registry entry's."""
-    return PLUGS[impl].axes if suite.model is not None else get_spec(impl).axes
+    """The sweep axes `impl` uses: its model plug's in a model suite, else its registry entry's;
+    a plugin not registered yet (`impls.plugins.register_suite_plugins`), as its source says
+    without running it."""
+    if suite.model is not None:
+        return PLUGS[impl].axes
+    specs = all_specs()
+    if impl in specs or not is_reference(impl):
+        return get_spec(impl).axes  # an unknown name: InputError naming it
+    try:  # the suite was checked when parsed; resolve where it resolved then
+        ref = resolve_reference(impl, suite_folder(suite.source), allow_outside=True)
+    except UnresolvedReference as exc:
+        raise InputError(f"{suite.source or '<suite>'}: plugin {impl!r}: {exc}") from None
+    pattern = static_pattern(ref)
+    if pattern is None:
+        raise InputError(
+            f"{suite.source or '<suite>'}: plugin {impl!r}: which sweep axes it uses is known "
+            "only by running it (its source does not set `pattern` literally); register it "
+            "first (--allow-plugins)"
+        )
+    return PATTERN_AXES[pattern]
 
 
 def points_for(suite: Suite, impl: str, seq_len: int, compile: bool | None = None) -> list[Point]:

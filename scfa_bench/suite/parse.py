@@ -15,8 +15,11 @@ Keys (unknown keys are rejected at every level; defaults in brackets):
 - `buckets` [random]: `random` (uniform bucket ids), `lsh` (angular LSH of q and k) or
   `lsh_shared` (angular LSH of q used for both queries and keys, as when keys are the
   normalised queries).
-- `implementations` (required): registered implementation names (`scfa-bench list`).
-- `baseline` [first dense implementation listed, else none]: speedups are relative to it.
+- `implementations` (required): registered implementation names (`scfa-bench list`), or
+  plugin references `package.module:function` / `file.py:function` (`impls.plugins`; a file
+  is relative to the suite file's folder and must lie in it or below).
+- `baseline` [first dense implementation listed, else none]: speedups are relative to it. A
+  plugin counts as dense here only when its source says so plainly (`suite.plugin_refs`).
 - `modes` [[fwd, bwd, fwd+bwd]].
 - `timing` [{warmup_ms: 25, rep_ms: 100, cuda_graph: false}]: warm-up and timed milliseconds
   per call, passed to `triton.testing.do_bench`; with `cuda_graph: true` each call is captured
@@ -35,7 +38,12 @@ The YAML itself is read by `suite.yaml_load` (size limit, no duplicate keys, anc
 aliases). An implementation asked for a head dim or dtype it declares it cannot take (or, with
 an explicit `device`, a device or dtype it lacks there) is rejected here. Errors are
 `InputError`s naming the file, the key path (`sweep.seq_len[2]`), its line and what was
-expected.
+expected. A sweep axis no listed implementation uses is only a warning, passed to `warn`.
+
+Parsing never runs a suite's plugin code: a plugin reference is only checked to resolve
+(`suite.plugin_refs`); its declared devices, dtypes and head dims are checked when it is
+registered (`impls.plugins.register_suite_plugins`, which runs it and needs the caller's
+consent). Installed entry-point plugins are loaded here, as installed packages are trusted.
 """
 
 from __future__ import annotations
@@ -43,18 +51,27 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from scfa_bench.constants import DEVICES, DTYPES, MODES
-from scfa_bench.impls.plugins import register_suite_plugins
-from scfa_bench.impls.registry import ImplSpec, all_specs
+from scfa_bench.constants import DEVICES, DTYPES, MODES, PATTERN_AXES, SWEEP_AXES
+from scfa_bench.e2e.attention import PLUGS
+from scfa_bench.impls.plugins import register_entry_points
+from scfa_bench.impls.registry import all_specs
+from scfa_bench.suite.impl_checks import check_axes, check_supported
 from scfa_bench.suite.model_section import (
     check_model_implementations,
     default_model_baseline,
     parse_model,
+)
+from scfa_bench.suite.plugin_refs import (
+    UnresolvedReference,
+    is_reference,
+    resolve_reference,
+    static_pattern,
+    suite_folder,
 )
 from scfa_bench.suite.schema import Shape, Suite, Sweep, TimingSettings
 from scfa_bench.suite.validator import Validator
@@ -70,14 +87,49 @@ DTYPE_ALIASES = {
     "float32": "fp32",
 }
 BUCKET_KINDS = ("random", "lsh", "lsh_shared")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # matched against the whole name (fullmatch)
+TOP_KEYS = (
+    "name",
+    "description",
+    "seed",
+    "shape",
+    "sweep",
+    "buckets",
+    "implementations",
+    "baseline",
+    "modes",
+    "timing",
+    "check",
+    "check_rows",
+    "max_check_seq_len",
+    "device",
+    "model",
+    "split_groups",
+)
+
+Warn = Callable[[str], None]
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite file; raises InputError on any problem."""
+@dataclass(frozen=True)
+class _Common:
+    """The keys every suite has, attention or model."""
+
+    name: str
+    description: str
+    seed: int
+    sweep: Sweep
+    split_groups: bool
+
+
+def load_suite(path: str | Path, *, allow_outside: bool = False, warn: Warn | None = None) -> Suite:
+    """Read and validate a suite file; raises InputError on any problem. Runs none of the
+    suite's plugin code (see the module doc); `allow_outside` accepts plugin files outside the
+    suite's folder; `warn` receives each warning (one line each)."""
     file = Path(path)
     loaded = load_yaml(file)
-    suite = parse_suite(loaded.data, str(file), loaded.lines)
+    suite = parse_suite(
+        loaded.data, str(file), loaded.lines, allow_outside=allow_outside, warn=warn
+    )
     return _with_source(suite, str(file), hashlib.sha256(loaded.raw).hexdigest())
 
 
@@ -85,105 +137,164 @@ def _with_source(suite: Suite, source: str, sha256: str) -> Suite:
     return replace(suite, source=source, sha256=sha256)
 
 
-def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | None = None) -> Suite:
-    """Validate already-parsed YAML data (a dict) into a Suite."""
+def parse_suite(
+    data: Any,
+    file: str = "<suite>",
+    lines: Mapping[str, int] | None = None,
+    *,
+    allow_outside: bool = False,
+    warn: Warn | None = None,
+) -> Suite:
+    """Validate already-parsed YAML data (a dict) into a Suite. Plugin files are relative to
+    `file`'s folder (the working directory for `<...>` names)."""
     v = Validator(file, lines or {})
-    top_keys = (
-        "name",
-        "description",
-        "seed",
-        "shape",
-        "sweep",
-        "buckets",
-        "implementations",
-        "baseline",
-        "modes",
-        "timing",
-        "check",
-        "check_rows",
-        "max_check_seq_len",
-        "device",
-        "model",
-        "split_groups",
+    v.mapping(data, "", TOP_KEYS, ("name", "sweep", "implementations"))
+    common = _Common(
+        name=_name(v, data["name"]),
+        description=v.string(data.get("description", ""), "description"),
+        seed=v.integer(data.get("seed", 0), "seed", minimum=0),
+        sweep=_sweep(v, data["sweep"]),
+        split_groups=v.boolean(data.get("split_groups", True), "split_groups"),
     )
-    v.mapping(data, "", top_keys, ("name", "sweep", "implementations"))
-
-    name = v.string(data["name"], "name")
-    if not _NAME_RE.match(name):
-        raise v.fail("name", f"expected letters, digits, '_', '-' or '.' only, got {name!r}")
-    description = v.string(data.get("description", ""), "description")
-    seed = v.integer(data.get("seed", 0), "seed", minimum=0)
-
-    sweep_data = v.mapping(
-        data["sweep"], "sweep", ("seq_len", "n_buckets", "drop_rate"), ("seq_len",)
-    )
-    sweep = Sweep(
-        seq_len=v.seq(sweep_data["seq_len"], "sweep.seq_len", v.integer, minimum=1),
-        n_buckets=(
-            v.seq(sweep_data["n_buckets"], "sweep.n_buckets", v.integer, minimum=1)
-            if "n_buckets" in sweep_data
-            else None
-        ),
-        drop_rate=(
-            v.seq(
-                sweep_data["drop_rate"],
-                "sweep.drop_rate",
-                v.number,
-                low=0.0,
-                high=1.0,
-                high_open=True,
-            )
-            if "drop_rate" in sweep_data
-            else None
-        ),
-    )
-
-    split_groups = v.boolean(data.get("split_groups", True), "split_groups")
     if "model" in data:
-        return _model_suite(
-            v,
-            data,
-            name=name,
-            description=description,
-            seed=seed,
-            sweep=sweep,
-            split_groups=split_groups,
+        suite = _model_suite(v, data, common)
+        axes = {impl: PLUGS[impl].axes for impl in suite.implementations}
+    else:
+        suite, axes = _attention_suite(v, data, common, allow_outside)
+    for message in unused_axis_warnings(v, suite.sweep, axes):
+        if warn is not None:
+            warn(message)
+    return suite
+
+
+def _name(v: Validator, value: Any) -> str:
+    name = v.string(value, "name")
+    if not NAME_PATTERN.fullmatch(name):
+        raise v.fail("name", f"expected letters, digits, '_', '-' or '.' only, got {name!r}")
+    return name
+
+
+def _sweep(v: Validator, value: Any) -> Sweep:
+    sweep_data = v.mapping(value, "sweep", ("seq_len", *SWEEP_AXES), ("seq_len",))
+    n_buckets = drop_rate = None
+    if "n_buckets" in sweep_data:
+        n_buckets = v.seq(sweep_data["n_buckets"], "sweep.n_buckets", v.integer, minimum=1)
+    if "drop_rate" in sweep_data:
+        drop_rate = v.seq(
+            sweep_data["drop_rate"], "sweep.drop_rate", v.number, low=0.0, high=1.0, high_open=True
         )
+    return Sweep(
+        seq_len=v.seq(sweep_data["seq_len"], "sweep.seq_len", v.integer, minimum=1),
+        n_buckets=n_buckets,
+        drop_rate=drop_rate,
+    )
+
+
+def _attention_suite(
+    v: Validator, data: dict[str, Any], common: _Common, allow_outside: bool
+) -> tuple[Suite, dict[str, tuple[str, ...] | None]]:
+    """A suite timing attention calls, and the sweep axes of each implementation (None: a
+    plugin's, not known until it is registered)."""
     if "shape" not in data:
         raise v.fail("<top level>", "missing required key 'shape' (or a 'model' section)")
     shape = _shape(v, data["shape"])
+    buckets = _buckets(v, data, common.sweep)
+    impls = v.seq(data["implementations"], "implementations", v.string)
+    axes = _implementation_axes(v, impls, suite_folder(v.file), allow_outside)
+    for impl in impls:
+        check_axes(v, impl, axes[impl] or (), common.sweep)
+    dense = (i for i in impls if axes[i] is not None and _is_dense(i, axes[i]))
+    baseline = _named_baseline(v, data, impls) or next(dense, None)
+    modes = v.seq(data.get("modes", list(MODES)), "modes", v.string, choices=MODES)
+    device = v.string(data.get("device", "auto"), "device", DEVICES)
+    specs = all_specs()
+    for i, impl in enumerate(impls):
+        if not is_reference(impl):
+            check_supported(v, specs[impl], f"implementations[{i}]", shape, device)
+    max_check = data.get("max_check_seq_len")
+    suite = Suite(
+        name=common.name,
+        description=common.description,
+        seed=common.seed,
+        shape=shape,
+        sweep=common.sweep,
+        buckets=buckets,
+        implementations=impls,
+        baseline=baseline,
+        modes=modes,
+        timing=_timing(v, data.get("timing", {})),
+        check=v.boolean(data.get("check", True), "check"),
+        check_rows=v.integer(data.get("check_rows", 256), "check_rows", minimum=1),
+        max_check_seq_len=(
+            None if max_check is None else v.integer(max_check, "max_check_seq_len", minimum=1)
+        ),
+        device=device,
+        split_groups=common.split_groups,
+    )
+    return suite, axes
 
+
+def _implementation_axes(
+    v: Validator, impls: tuple[str, ...], folder: Path, allow_outside: bool
+) -> dict[str, tuple[str, ...] | None]:
+    """Each implementation's sweep axes: a registered one's (entry points registered first),
+    a plugin reference's as far as its source says without running it (None if unclear). A
+    name that is neither registered nor a reference that resolves is an error."""
+    register_entry_points()
+    specs = all_specs()
+    axes: dict[str, tuple[str, ...] | None] = {}
+    for i, impl in enumerate(impls):
+        if is_reference(impl):
+            try:
+                ref = resolve_reference(impl, folder, allow_outside=allow_outside)
+            except UnresolvedReference as exc:
+                raise v.fail(f"implementations[{i}]", f"plugin {impl!r}: {exc}") from None
+            pattern = static_pattern(ref)
+            axes[impl] = None if pattern is None else PATTERN_AXES[pattern]
+        elif impl in specs:
+            axes[impl] = specs[impl].axes
+        else:
+            raise v.fail(
+                f"implementations[{i}]",
+                f"unknown implementation {impl!r}; expected one of: {', '.join(sorted(specs))}, "
+                "or a plugin reference 'module:function' / 'file.py:function'",
+            )
+    return axes
+
+
+def _is_dense(impl: str, axes: tuple[str, ...]) -> bool:
+    """Dense: a registered implementation of the dense pattern, or a plugin without axes."""
+    if is_reference(impl):
+        return not axes
+    return all_specs()[impl].pattern == "dense"
+
+
+def unused_axis_warnings(
+    v: Validator, sweep: Sweep, axes: Mapping[str, tuple[str, ...] | None]
+) -> list[str]:
+    """One warning per sweep axis that no implementation uses (it only repeats the same rows'
+    work under another label, or adds nothing). Silent while some plugin's axes are unknown."""
+    if any(a is None for a in axes.values()):
+        return []
+    used = {axis for impl_axes in axes.values() for axis in impl_axes or ()}
+    return [
+        str(v.fail(f"sweep.{axis}", "warning: no listed implementation uses this axis"))
+        for axis in SWEEP_AXES
+        if sweep.values(axis) is not None and axis not in used
+    ]
+
+
+def _buckets(v: Validator, data: dict[str, Any], sweep: Sweep) -> str:
     buckets = v.string(data.get("buckets", "random"), "buckets", BUCKET_KINDS)
     if buckets in ("lsh", "lsh_shared") and sweep.n_buckets:
         for i, nb in enumerate(sweep.n_buckets):
             if nb % 2:
                 raise v.fail(f"sweep.n_buckets[{i}]", f"lsh buckets need an even count, got {nb}")
+    return buckets
 
-    impls = v.seq(data["implementations"], "implementations", v.string)
-    register_suite_plugins(impls, file)  # entry points and module:function references
-    specs = all_specs()
-    for i, impl in enumerate(impls):
-        if impl not in specs:
-            raise v.fail(
-                f"implementations[{i}]",
-                f"unknown implementation {impl!r}; expected one of: {', '.join(sorted(specs))}",
-            )
-        for axis in specs[impl].axes:
-            if sweep.values(axis) is None:
-                raise v.fail(
-                    "sweep",
-                    f"implementation {impl!r} uses axis {axis!r}, so sweep.{axis} is required",
-                )
 
-    baseline = _named_baseline(v, data, impls) or next(
-        (i for i in impls if specs[i].pattern == "dense"), None
-    )
-
-    modes = v.seq(data.get("modes", list(MODES)), "modes", v.string, choices=MODES)
-
-    timing_data = v.mapping(
-        data.get("timing", {}), "timing", ("warmup_ms", "rep_ms", "cuda_graph"), ()
-    )
+def _timing(v: Validator, value: Any) -> TimingSettings:
+    timing_data = v.mapping(value, "timing", ("warmup_ms", "rep_ms", "cuda_graph"), ())
     timing = TimingSettings(
         warmup_ms=v.number(
             timing_data.get("warmup_ms", 25), "timing.warmup_ms", 0.0, math.inf, False
@@ -193,30 +304,7 @@ def parse_suite(data: Any, file: str = "<suite>", lines: Mapping[str, int] | Non
     )
     if timing.rep_ms <= 0:
         raise v.fail("timing.rep_ms", f"expected a number > 0, got {timing.rep_ms}")
-
-    max_check = data.get("max_check_seq_len")
-    device = v.string(data.get("device", "auto"), "device", DEVICES)
-    for i, impl in enumerate(impls):
-        _check_supported(v, specs[impl], f"implementations[{i}]", shape, device)
-    return Suite(
-        name=name,
-        description=description,
-        seed=seed,
-        shape=shape,
-        sweep=sweep,
-        buckets=buckets,
-        implementations=impls,
-        baseline=baseline,
-        modes=modes,
-        timing=timing,
-        check=v.boolean(data.get("check", True), "check"),
-        check_rows=v.integer(data.get("check_rows", 256), "check_rows", minimum=1),
-        max_check_seq_len=(
-            None if max_check is None else v.integer(max_check, "max_check_seq_len", minimum=1)
-        ),
-        device=device,
-        split_groups=split_groups,
-    )
+    return timing
 
 
 def _shape(v: Validator, value: Any) -> Shape:
@@ -246,48 +334,25 @@ def _named_baseline(v: Validator, data: dict[str, Any], impls: tuple[str, ...]) 
     return baseline
 
 
-def _model_suite(
-    v: Validator,
-    data: dict[str, Any],
-    *,
-    name: str,
-    description: str,
-    seed: int,
-    sweep: Sweep,
-    split_groups: bool,
-) -> Suite:
+def _model_suite(v: Validator, data: dict[str, Any], common: _Common) -> Suite:
     """A suite with a `model` section (`suite.model_section`)."""
     model = parse_model(v, data, DTYPE_ALIASES)
     impls = v.seq(data["implementations"], "implementations", v.string)
-    check_model_implementations(v, impls, sweep, model)
+    check_model_implementations(v, impls, common.sweep, model)
     device = v.string(data.get("device", "auto"), "device", DEVICES)
     if model.cuda_graph and device == "cpu":
         raise v.fail("model.cuda_graph", "a CUDA graph needs device cuda (or auto), not cpu")
     return Suite(
-        name=name,
-        description=description,
-        seed=seed,
+        name=common.name,
+        description=common.description,
+        seed=common.seed,
         shape=None,
-        sweep=sweep,
+        sweep=common.sweep,
         implementations=impls,
         baseline=_named_baseline(v, data, impls) or default_model_baseline(impls),
         modes=(model.mode,),
         check=False,
         device=device,
         model=model,
-        split_groups=split_groups,
+        split_groups=common.split_groups,
     )
-
-
-def _check_supported(v: Validator, spec: ImplSpec, where: str, shape: Shape, device: str) -> None:
-    """Reject what the implementation declares it cannot do (on the suite's device if named);
-    what only another machine lacks is marked `unavailable` at run time instead."""
-    problem = spec.head_dim_problem(shape.head_dim)
-    if problem:
-        raise v.fail("shape.head_dim", f"{problem}, got {shape.head_dim} ({where})")
-    if device != "auto" and device not in spec.devices:
-        problem = f"{spec.name} runs on {', '.join(spec.devices)}, not on {device}"
-        raise v.fail("device", f"{problem} ({where})")
-    problem = spec.dtype_problem(shape.dtype, None if device == "auto" else device)
-    if problem:
-        raise v.fail("shape.dtype", f"{problem} ({where})")

@@ -128,3 +128,145 @@ def test_ctrl_c_exits_130_and_keeps_the_csv(tmp_path: Path) -> None:
     assert result.exit_code == 130, result.output
     rows = read_rows(next(tmp_path.glob("stop-*.csv")))
     assert [(r.impl, r.status) for r in rows] == [("sdpa_math", "ok")]  # the finished row
+
+
+TINY = (
+    "name: tiny\nshape: {batch: 1, heads: 1, head_dim: 16, dtype: fp32}\n"
+    "sweep: {seq_len: [16]}\nimplementations: [sdpa_math]\nmodes: [fwd, bwd]\n"
+    "timing: {warmup_ms: 0, rep_ms: 1}\ndevice: cpu\n"
+)
+
+
+def _failing_meta_writes(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
+    """Meta writes fail (full disk) from the `after`+1-th on; the CSV's writes still work."""
+    from scfa_bench.results import meta as meta_module
+
+    real, calls = meta_module.replace_file, []
+
+    def replace_file(path: Path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) > after:
+            raise OSError(28, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(meta_module, "replace_file", replace_file)
+
+
+def test_a_meta_that_cannot_be_written_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of the run cannot be recorded: exit 2 and a message saying the meta still
+    says `running`, though every row is in the CSV."""
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY)
+    _failing_meta_writes(monkeypatch, after=1)  # the start is recorded, the end is not
+    result = runner.invoke(app, ["run", str(suite), "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "meta was not written" in text and "No space left on device" in text
+    assert "still says state `running`" in text and "Traceback" not in text
+    assert len(read_rows(next(tmp_path.glob("tiny-*.csv")))) == 2
+
+
+def test_a_failed_run_says_its_meta_was_not_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV write fails (full disk) and so does the meta's: the one error line names both."""
+    from scfa_bench.results import writer
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY)
+    _failing_meta_writes(monkeypatch, after=1)
+
+    def full(self, row) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer.ResultWriter, "write", full)
+    result = runner.invoke(app, ["run", str(suite), "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "cannot write" in text and "meta was not written" in text
+
+
+def test_list_fits_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    long = [line for line in result.output.splitlines() if len(line) > 80]
+    assert not long, "\n".join(long)
+    # one line per implementation: name, pattern, kind and devices, nothing folded
+    line = next(x for x in result.output.splitlines() if "scfa_hash " in x)
+    assert all(cell in line for cell in ("hash", "exact", "cuda, cpu"))
+    assert len(result.output.splitlines()) < 2 * len(registry.all_specs()) + 30
+    details = runner.invoke(app, ["list", "--details", "--device", "cpu"])
+    assert details.exit_code == 0 and "availability on cpu" in details.output
+
+
+def test_a_long_cpu_run_is_refused_with_its_estimate(tmp_path: Path) -> None:
+    """On the CPU, without a terminal to ask, a run predicted past the budget exits 2 at once
+    with the estimate (the smoke suite at T=16384: days of interpreter time); a dry run
+    measures nothing and is never refused."""
+    smoke = (ROOT / "suites/smoke.yaml").read_text()
+    suite = tmp_path / "long.yaml"
+    suite.write_text(smoke.replace("seq_len: [32, 48]", "seq_len: [16384]"))
+    args = ["run", str(suite), "--out", str(tmp_path / "r"), "--no-progress", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "hours on the CPU" in text and "--yes" in text and "not started" in text
+    assert not (tmp_path / "r").exists()  # nothing written
+    assert runner.invoke(app, [*args, "--dry-run"]).exit_code == 0
+    small = tmp_path / "small.yaml"
+    small.write_text(smoke)  # about 25 s predicted: past a budget of 6 s
+    args[1] = str(small)
+    result = runner.invoke(app, [*args, "--max-cpu-minutes", "0.1"])
+    assert result.exit_code == 2 and "budget of 0.1 min" in " ".join(result.output.split())
+
+
+PLUGIN = """
+import torch
+
+def dense(q, k, v):  # (batch, seq, heads, dim), as the kernels take them
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return out.transpose(1, 2)
+
+dense.devices = ("cpu",)
+"""
+
+
+@pytest.fixture
+def plugin_suite(tmp_path: Path):
+    """A suite naming a file plugin beside it; the registry is restored afterwards."""
+    (tmp_path / "mine.py").write_text(PLUGIN)
+    suite = tmp_path / "plug.yaml"
+    suite.write_text(TINY.replace("[sdpa_math]", "[sdpa_math, 'mine.py:dense']"))
+    before = set(registry.all_specs())
+    yield suite
+    for name in set(registry.all_specs()) - before:
+        registry.unregister(name)
+
+
+def test_plugins_run_only_with_allow_plugins(plugin_suite: Path, tmp_path: Path) -> None:
+    args = ["run", str(plugin_suite), "--out", str(tmp_path / "r"), "--no-progress"]
+    dry = runner.invoke(app, [*args, "--dry-run"])  # parsing and the grid import nothing
+    assert dry.exit_code == 0 and "mine.py:dense" in dry.output, dry.output
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "--allow-plugins" in refused.output
+    assert "mine.py:dense" in refused.output and not (tmp_path / "r").exists()
+    result = runner.invoke(app, [*args, "--allow-plugins"])
+    assert result.exit_code == 0, result.output
+    rows = read_rows(next((tmp_path / "r").glob("tiny-*.csv")))
+    assert {(r.impl, r.status) for r in rows} == {("sdpa_math", "ok"), ("mine.py:dense", "ok")}
+
+
+def test_unused_sweep_axis_is_a_warning_once(tmp_path: Path) -> None:
+    suite = tmp_path / "w.yaml"
+    suite.write_text(
+        TINY.replace("sweep: {seq_len: [16]}", "sweep: {seq_len: [16], n_buckets: [2]}")
+    )
+    for command in (["validate", str(suite)], ["run", str(suite), "--dry-run"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        assert text.count("sweep.n_buckets") == 1 and "warning: no listed implementation" in text

@@ -177,7 +177,8 @@ def test_a_suite_names_a_plugin_file_beside_it(tmp_path):
         )
     )
     try:
-        result = runner.invoke(app, ["run", str(suite), "--out", str(tmp_path / "out")])
+        args = ["run", str(suite), "--out", str(tmp_path / "out"), "--allow-plugins"]
+        result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         (csv,) = (tmp_path / "out").glob("plugin-*.csv")
         text = csv.read_text()

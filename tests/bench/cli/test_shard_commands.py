@@ -94,7 +94,8 @@ def test_dry_run_of_shards(tiny: Path, tmp_path: Path) -> None:
     code, output = run("run", tiny, "--gpus", "0,1", "--dry-run")
     assert code == 0 and "2 shards" in output
     code, output = run("run", tiny, "--shard", "1/2", "--dry-run")
-    assert code == 0 and "3 of 3 tasks" in output
+    assert code == 0 and "3 of 6 tasks in shard 1/2" in output  # the shard's own count
+    assert "3 result rows" in output
 
 
 @pytest.mark.parametrize(
@@ -108,6 +109,10 @@ def test_dry_run_of_shards(tiny: Path, tmp_path: Path) -> None:
         (["--gpus", "0,0"], "--gpus: expected all"),
         (["--gpus", "0,1", "--resume", "x.csv"], "give the run's .parts folder"),
         (["--max-restarts", "-1", "--gpus", "0"], "--max-restarts"),
+        (["--cache-dir", "c"], "--cache-dir: for --gpus"),
+        (["--profile-stages", "--gpus", "0"], "--profile-stages runs here only"),
+        (["--executor", "slurm"], "needs --shards N"),
+        (["--max-cpu-minutes", "0"], "--max-cpu-minutes must be > 0"),
     ],
 )
 def test_bad_option_combinations_exit_2(
@@ -145,3 +150,66 @@ def test_merge_refuses_mixed_cards_unless_allowed(tiny: Path, tmp_path: Path) ->
     assert len(merged) == 2 * len(reference)
     assert {r.device for r in merged} == {"cpu", "Other GPU"}
     assert all(row_cells(r)["speedup"] for r in merged)  # each card has its own baseline
+
+
+def _change_seed(suite: Path) -> None:
+    suite.write_text(suite.read_text().replace("seed: 0", "seed: 1"), encoding="utf-8")
+
+
+def test_force_resumes_one_shard_of_a_changed_suite(tiny: Path, tmp_path: Path) -> None:
+    """`--shard` resume of a changed suite: refused naming --force; with --force it goes on."""
+    code, output = run("run", tiny, "--shard", "0/2", "--out", tmp_path / "p", "--no-progress")
+    assert code == 0, output
+    part = next((tmp_path / "p").glob("tiny-*-shard-0-of-2.csv"))
+    _change_seed(tiny)
+    args = ("run", tiny, "--shard", "0/2", "--resume", part, "--no-progress")
+    code, output = run(*args)
+    assert code == 2 and "--force" in output and "seed: 0 -> 1" in " ".join(output.split())
+    code, output = run(*args, "--force")
+    assert code == 0, output
+    assert "resuming anyway (--force)" in " ".join(output.split())
+
+
+@pytest.mark.slow
+def test_force_resumes_a_gpus_run_of_a_changed_suite(tiny: Path, tmp_path: Path) -> None:
+    """`--gpus` resume of a changed suite: the supervisor refuses without --force; with it,
+    every worker resumes its part (each part's meta names the old suite) and the run merges."""
+    code, output = run("run", tiny, "--gpus", "0,1", "--out", tmp_path, "--no-progress")
+    assert code == 0, output
+    parts_dir = next(tmp_path.glob("tiny-*.parts"))
+    for part in parts_dir.glob("shard-*.csv"):  # leave work for the workers
+        part.write_text(part.read_text().splitlines(keepends=True)[0], encoding="utf-8")
+    _change_seed(tiny)
+    code, output = run("run", tiny, "--resume", parts_dir, "--no-progress")
+    assert code == 2 and "--force" in output
+    code, output = run("run", tiny, "--resume", parts_dir, "--no-progress", "--force")
+    assert code == 0, output
+    assert "shard 0 done" in output and "shard 1 done" in output
+    assert len(read_results(next(tmp_path.glob("tiny-*.csv"))).rows) == 6
+
+
+@pytest.mark.slow
+def test_workers_import_plugins_when_allowed(tiny: Path, tmp_path: Path) -> None:
+    """The supervisor passes --allow-plugins on: each worker registers the suite's plugin
+    from the file it reads again."""
+    from scfa_bench.impls import registry
+
+    (tmp_path / "mine.py").write_text(
+        "from scfa_kernels import reference\n\n"
+        "def mine(q, k, v, q_hash, k_hash):\n"
+        "    return reference.hash_sparse_attention(q, k, v, q_hash, k_hash).to(q.dtype)\n\n"
+        "mine.devices = ('cpu',)\n"
+    )
+    tiny.write_text(TINY.replace("[naive_hash, sdpa_math]", "[sdpa_math, 'mine.py:mine']"))
+    before = set(registry.all_specs())
+    try:
+        args = ("run", tiny, "--gpus", "0,1", "--out", tmp_path / "r", "--no-progress")
+        code, output = run(*args)
+        assert code == 2 and "--allow-plugins" in output
+        code, output = run(*args, "--allow-plugins")
+    finally:
+        for name in set(registry.all_specs()) - before:
+            registry.unregister(name)
+    assert code == 0, output
+    rows = read_results(next((tmp_path / "r").glob("tiny-*.csv"))).rows
+    assert {r.impl for r in rows if r.status == "ok"} == {"sdpa_math", "mine.py:mine"}

@@ -9,7 +9,7 @@ import pytest
 
 from scfa_bench.errors import InputError
 from scfa_bench.results.row import ResultRow
-from scfa_bench.run.shard import (
+from scfa_bench.run.sharded.plan import (
     measured_cost,
     parse_shard,
     plan,
@@ -258,12 +258,13 @@ def test_bad_cost_and_index_rejected() -> None:
 
 
 def test_suite_split_groups_reaches_every_planner(tmp_path) -> None:
-    """`split_groups: false` in a suite: the supervisor's shards (`parts.plan_shards`) and each
+    """`split_groups: false` in a suite: the supervisor's shards (`state.plan_shards`) and each
     worker's own selection keep every seq_len whole, and agree with each other."""
     from pathlib import Path
 
-    from scfa_bench.run.parts import grid_keys, plan_shards
-    from scfa_bench.run.worker import _select
+    from scfa_bench.results.merge import grid_keys
+    from scfa_bench.run.sharded.state import plan_shards
+    from scfa_bench.run.sharded.worker import _select
     from scfa_bench.suite.grid import expand
     from scfa_bench.suite.parse import load_suite
 

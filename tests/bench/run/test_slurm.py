@@ -12,15 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from scfa_bench.errors import InputError
+from scfa_bench.results.meta import suite_content
 from scfa_bench.results.reader import read_results
-from scfa_bench.run.display import PlainDisplay
-from scfa_bench.run.worker import progress_path_for
+from scfa_bench.run.sharded import supervisor
+from scfa_bench.run.sharded.display import PlainDisplay
+from scfa_bench.run.sharded.slurm import SlurmOptions
+from scfa_bench.run.sharded.state import RunState
+from scfa_bench.run.sharded.worker import progress_path_for
+from scfa_bench.suite.parse import load_suite
 
-from .multi_run_helpers import SUITE, assert_same_rows, one_process_run
+from .multi_run_helpers import SUITE, assert_same_rows, one_process_run, sharded_run
 
 pytest.importorskip("submitit", reason="submitit is the optional 'slurm' extra")
-
-from scfa_bench.run.slurm import SlurmOptions, resume_slurm, run_slurm
 
 LOCAL = SlurmOptions(cluster="local", time_min=10)
 
@@ -68,8 +72,8 @@ def test_two_array_tasks_merged_and_a_killed_one_resubmitted(
     )
     killer.start()
     display = Recording()
-    outcome = run_slurm(
-        SUITE, shards=2, options=LOCAL, out_dir=tmp_path, poll_s=0.2, display=display
+    outcome = sharded_run(
+        tmp_path, executor="slurm", shards=2, slurm=LOCAL, poll_s=0.2, display=display
     )
     killer.join()
     assert killed, "the array task of shard 0 was never seen running"
@@ -85,7 +89,7 @@ def test_two_array_tasks_merged_and_a_killed_one_resubmitted(
 @pytest.mark.slow
 def test_resume_of_a_stopped_cluster_run(tmp_path: Path, single_run: Path) -> None:
     """The submitting process stops waiting (Ctrl-C) while the tasks run on; one shard's part
-    is left incomplete (as a task that died would leave it). resume_slurm submits only that
+    is left incomplete (as a task that died would leave it). Resuming submits only that
     shard, keeps every finished row, and merges the one-process rows."""
 
     class StopAfterFirstRows(Recording):
@@ -93,8 +97,8 @@ def test_resume_of_a_stopped_cluster_run(tmp_path: Path, single_run: Path) -> No
             if any(s.part.exists() and len(read_results(s.part).rows) >= 1 for s in shards):
                 raise KeyboardInterrupt
 
-    stopped = run_slurm(
-        SUITE, shards=2, options=LOCAL, out_dir=tmp_path, poll_s=0.2, display=StopAfterFirstRows()
+    stopped = sharded_run(
+        tmp_path, executor="slurm", shards=2, slurm=LOCAL, display=StopAfterFirstRows()
     )
     assert stopped.interrupted and stopped.csv_path is None
     parts = [stopped.parts_dir / f"shard-{i}-of-2.csv" for i in (0, 1)]
@@ -116,7 +120,9 @@ def test_resume_of_a_stopped_cluster_run(tmp_path: Path, single_run: Path) -> No
     rows_before = len(read_results(parts[0]).rows)
 
     display = Recording()
-    resumed = resume_slurm(stopped.parts_dir, LOCAL, poll_s=0.2, display=display)
+    resumed = sharded_run(
+        resume=stopped.parts_dir, executor="slurm", slurm=LOCAL, poll_s=0.2, display=display
+    )
     assert resumed.csv_path is not None
     submitted = [e for e in display.events if "submitted as job" in e]
     assert len(submitted) == 1 and submitted[0].startswith("shard 1")
@@ -138,8 +144,8 @@ def test_preempted_task_is_requeued_and_resumes_its_part(tmp_path: Path, single_
     thread = threading.Thread(target=preempt)
     thread.start()
     display = Recording()
-    outcome = run_slurm(
-        SUITE, shards=2, options=LOCAL, out_dir=tmp_path, poll_s=0.2, display=display
+    outcome = sharded_run(
+        tmp_path, executor="slurm", shards=2, slurm=LOCAL, poll_s=0.2, display=display
     )
     thread.join()
     assert preempted, "the task of shard 0 was never seen running"
@@ -156,6 +162,17 @@ def test_preempted_task_is_requeued_and_resumes_its_part(tmp_path: Path, single_
     assert "preempted" in logs and "Requeued" in logs
 
 
+def _slurm_parts(tmp_path: Path, suite_sha256: str) -> Path:
+    """The parts folder of a Slurm run of SUITE that recorded `suite_sha256`."""
+    parts = tmp_path / "old.parts"
+    parts.mkdir()
+    suite = load_suite(SUITE)
+    state = RunState(str(SUITE), suite_sha256, 2, str(tmp_path / "old.csv"), executor="slurm")
+    state.suite = {**suite_content(suite), "seed": 12345}  # what the run was started with
+    state.write(parts)
+    return parts
+
+
 @pytest.mark.parametrize("resume", [False, True])
 def test_refused_where_submitit_finds_no_slurm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resume: bool
@@ -164,12 +181,27 @@ def test_refused_where_submitit_finds_no_slurm(
     pointing at --gpus, before any folder is made (resume: before anything is submitted)."""
     import submitit
 
-    from scfa_bench.errors import InputError
-
     monkeypatch.setattr(submitit.AutoExecutor, "which", staticmethod(lambda: "local"))
+    parts = _slurm_parts(tmp_path, load_suite(SUITE).sha256) if resume else None
+    before = sorted(tmp_path.rglob("*"))
     with pytest.raises(InputError, match=r"no Slurm here .*'local' executor.*--gpus all"):
         if resume:
-            resume_slurm(tmp_path / "missing.parts", SlurmOptions())
+            sharded_run(resume=parts, executor="slurm")
         else:
-            run_slurm(SUITE, shards=2, options=SlurmOptions(), out_dir=tmp_path)
-    assert list(tmp_path.iterdir()) == []
+            sharded_run(tmp_path, executor="slurm", shards=2)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_force_reaches_the_slurm_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resuming a Slurm run whose suite changed: refused naming --force; with --force, every
+    array task's call carries it (each task resumes a part whose meta names the old suite)."""
+    parts = _slurm_parts(tmp_path, "an older sha256")
+    seen: list = []
+    monkeypatch.setattr(supervisor, "supervise_slurm", lambda run, *a, **k: seen.append(run))
+    with pytest.raises(InputError, match=r"seed: 12345 -> 0.*--force"):
+        sharded_run(resume=parts, executor="slurm", slurm=LOCAL)
+    sharded_run(resume=parts, executor="slurm", slurm=LOCAL, force=True)
+    (run,) = seen
+    calls = [run.call(shard) for shard in run.shards]
+    assert len(calls) == 2 and all(c.force and "--force" in c.argv() for c in calls)
+    assert RunState.read(parts).suite_sha256 == load_suite(SUITE).sha256  # now recorded

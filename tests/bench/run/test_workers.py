@@ -18,12 +18,14 @@ from scfa_bench.errors import InputError
 from scfa_bench.results.merge import non_timing_cells
 from scfa_bench.results.meta import read_meta
 from scfa_bench.results.reader import read_results
-from scfa_bench.run.display import PlainDisplay
-from scfa_bench.run.gpus import resolve_gpus
-from scfa_bench.run.worker import progress_path_for
-from scfa_bench.run.workers import resume_local, run_local
+from scfa_bench.run.request import build_request
+from scfa_bench.run.sharded.display import PlainDisplay
+from scfa_bench.run.sharded.gpus import resolve_gpus
+from scfa_bench.run.sharded.local import Supervisor
+from scfa_bench.run.sharded.state import RunState, ShardedRun
+from scfa_bench.run.sharded.worker import progress_path_for
 
-from .multi_run_helpers import SUITE, assert_same_rows, one_process_run, shard_logs
+from .multi_run_helpers import SUITE, assert_same_rows, one_process_run, shard_logs, sharded_run
 
 
 def _rows_on_disk(part: Path) -> int:
@@ -35,6 +37,13 @@ def _rows_on_disk(part: Path) -> int:
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return one_process_run(tmp_path_factory.mktemp("single"))
+
+
+@pytest.fixture
+def one_card(monkeypatch: pytest.MonkeyPatch) -> str:
+    """`--gpus 1` on one visible stand-in card, 0 (a lone id reads as a count)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    return "1"
 
 
 def test_resolve_gpus() -> None:
@@ -79,7 +88,7 @@ def test_two_workers_killed_one_redoes_only_its_point(tmp_path: Path, single_run
         def event(self, text: str) -> None:
             events.append(text)
 
-    outcome = run_local(SUITE, ["0", "1"], out_dir=tmp_path, poll_s=0.1, display=Recording())
+    outcome = sharded_run(tmp_path, gpus="0,1", display=Recording())
     killer.join()
     assert killed, "the worker of shard 1 was never seen running"
     assert outcome.exit_code in (0, 1) and outcome.csv_path is not None
@@ -98,6 +107,11 @@ def test_two_workers_killed_one_redoes_only_its_point(tmp_path: Path, single_run
         meta = read_meta(outcome.parts_dir / f"shard-{index}-of-2.meta.json")
         assert meta["cuda_visible_devices"] == str(index)
         assert meta["shard"] == {"index": index, "count": 2, "cost_from": None}
+        # one compiler cache for the run, the same for both workers
+        assert meta["worker_env"]["TRITON_CACHE_DIR"] == str(outcome.parts_dir / "cache/triton")
+        assert meta["worker_env"]["TORCHINDUCTOR_CACHE_DIR"] == str(
+            outcome.parts_dir / "cache/inductor"
+        )
     assert_same_rows(outcome.csv_path, single_run)
     meta = read_meta(outcome.csv_path.with_name(outcome.csv_path.stem + ".meta.json"))
     assert len(meta["merged_from"]) == 2 and meta["device_name"] == "cpu"
@@ -114,16 +128,14 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path: Path, single_run: Path) -> None
             if any(_rows_on_disk(s.part) >= 1 for s in shards):
                 raise KeyboardInterrupt
 
-    outcome = run_local(
-        SUITE, ["0", "1"], out_dir=tmp_path, poll_s=0.1, display=InterruptAfterRows()
-    )
+    outcome = sharded_run(tmp_path, gpus="0,1", display=InterruptAfterRows())
     assert outcome.interrupted and outcome.exit_code == 130 and outcome.csv_path is None
     before = {p.name: len(read_results(p).rows) for p in outcome.parts_dir.glob("shard-*.csv")}
     assert sum(before.values()) >= 1
     logs = shard_logs(outcome.parts_dir)
     assert all(len(attempts) == 1 for attempts in logs.values())
 
-    resumed = resume_local(outcome.parts_dir, poll_s=0.1)
+    resumed = sharded_run(resume=outcome.parts_dir)
     assert resumed.exit_code in (0, 1) and resumed.csv_path is not None
     for name, rows in before.items():  # finished rows were kept, not measured again
         kept = read_results(outcome.parts_dir / name).rows[:rows]
@@ -132,24 +144,26 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path: Path, single_run: Path) -> None
 
 
 @pytest.mark.slow
-def test_resume_of_a_finished_run_starts_no_worker(tmp_path: Path, single_run: Path) -> None:
-    outcome = run_local(SUITE, ["0"], shards=2, out_dir=tmp_path, poll_s=0.1)
+def test_resume_of_a_finished_run_starts_no_worker(
+    tmp_path: Path, single_run: Path, one_card: str
+) -> None:
+    outcome = sharded_run(tmp_path, gpus=one_card, shards=2)
     assert outcome.csv_path is not None  # two shards one after the other on one card
     assert_same_rows(outcome.csv_path, single_run)
     logs_before = shard_logs(outcome.parts_dir)
-    again = resume_local(outcome.parts_dir, poll_s=0.1)
+    again = sharded_run(resume=outcome.parts_dir)
     assert shard_logs(outcome.parts_dir) == logs_before
     assert_same_rows(again.csv_path, single_run)  # type: ignore[arg-type]
 
 
 def test_resume_rejects_a_folder_without_state(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"run\.json"):
-        resume_local(tmp_path)
+        build_request(SUITE, resume=tmp_path)
 
 
 @pytest.mark.slow
 def test_point_that_kills_its_worker_twice_is_recorded_as_error(
-    tmp_path: Path, single_run: Path
+    tmp_path: Path, single_run: Path, one_card: str
 ) -> None:
     """The worker is SIGKILLed twice while measuring the same point: the third start records
     that point as `error` rows (naming why) and measures everything else."""
@@ -182,7 +196,7 @@ def test_point_that_kills_its_worker_twice_is_recorded_as_error(
         def event(self, text: str) -> None:
             events.append(text)
 
-    outcome = run_local(SUITE, ["0"], out_dir=tmp_path, poll_s=0.05, display=Recording())
+    outcome = sharded_run(tmp_path, gpus=one_card, poll_s=0.05, display=Recording())
     killer.join()
     assert len(victims) == 2 and victims[0] == victims[1]
     point = victims[0]
@@ -215,7 +229,7 @@ def test_worker_stops_when_its_supervisor_is_gone(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "scfa_bench.run.worker",
+            "scfa_bench.run.sharded.worker",
             str(SUITE),
             "--shard",
             "0/1",
@@ -269,3 +283,21 @@ def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def _supervisor(parts_dir: Path, cache_dir: str | None = None) -> Supervisor:
+    state = RunState("suite.yaml", "sha", 2, str(parts_dir / "run.csv"), cache_dir=cache_dir)
+    run = ShardedRun(None, state, parts_dir, [])  # type: ignore[arg-type]
+    return Supervisor(run, ["0", "1"], grace_s=1.0, poll_s=1.0, display=PlainDisplay())
+
+
+def test_workers_share_one_compiler_cache(tmp_path: Path) -> None:
+    """Every worker of a run gets the same Triton and Inductor cache folders (the run's own,
+    or --cache-dir), so what one compiled the others reuse; each keeps its own card."""
+    supervisor = _supervisor(tmp_path / "x.parts")
+    first, second = supervisor.worker_env("0"), supervisor.worker_env("1")
+    assert (first["CUDA_VISIBLE_DEVICES"], second["CUDA_VISIBLE_DEVICES"]) == ("0", "1")
+    for name, sub in (("TRITON_CACHE_DIR", "triton"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
+        assert first[name] == second[name] == str(tmp_path / "x.parts" / "cache" / sub)
+    given = _supervisor(tmp_path / "y.parts", cache_dir=str(tmp_path / "shared"))
+    assert given.worker_env("1")["TRITON_CACHE_DIR"] == str(tmp_path / "shared" / "triton")

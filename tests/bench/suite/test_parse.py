@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from scfa_bench.cli import app
 from scfa_bench.constants import MODES
-from scfa_bench.errors import InputError
+from scfa_bench.errors import EXIT_BAD_INPUT, InputError
 from scfa_bench.suite.parse import load_suite, parse_suite
 
 SUITES_DIR = Path(__file__).resolve().parents[3] / "suites"
@@ -100,6 +102,7 @@ def test_paper_suites_have_the_figure_shape() -> None:
             ["implementations[1]", "warp_drive"],
         ),
         ("name: demo", "name: my suite", ["name", "letters"]),
+        ("name: demo", 'name: "demo\\n"', ["name (line 1)", "letters", "'demo\\n'"]),
     ],
 )
 def test_bad_values_name_key_path(
@@ -170,3 +173,10 @@ def test_split_groups_is_read_for_call_and_model_suites(tmp_path: Path) -> None:
     model = (SUITES_DIR / "e2e_smoke.yaml").read_text() + "split_groups: false\n"
     assert load_suite(write(tmp_path, model, "model.yaml")).split_groups is False
     assert "split_groups" in error_of(tmp_path, GOOD + "split_groups: 0\n")
+
+
+def test_validate_refuses_a_name_with_a_trailing_newline(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("name: demo", 'name: "demo\\n"'))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert "name (line 1)" in result.output and "Traceback" not in result.output

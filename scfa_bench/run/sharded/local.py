@@ -1,14 +1,13 @@
-"""Run a suite on every local GPU: one worker process per card, one part CSV per shard,
-one combined progress display, one merged CSV at the end (file layout: `parts.py`).
+"""Run a suite's shards on the local GPUs: one worker process per card, restarted when it dies.
 
-Each worker runs `python -m scfa_bench.run.worker SUITE --shard I/N --part PART` with
-`CUDA_VISIBLE_DEVICES` set to its card. A worker that dies (segfault, killed, a CUDA error
-that poisons the process) loses only the point it was measuring: the supervisor starts it
-again on the same part file, which skips every finished row, up to `max_restarts` times per
-shard; a point in flight at two deaths in a row is recorded as `error` rows. Ctrl-C (or
-SIGTERM) stops every worker (SIGINT, then SIGKILL after `grace_s`), keeps every finished row,
-and `resume_local(PARTS_DIR)` continues the same shards; a worker whose supervisor is gone
-stops itself.
+Each worker runs `python -m scfa_bench.run.sharded.worker ...` (its `ShardCall`) with
+`CUDA_VISIBLE_DEVICES` set to its card and the run's shared compiler caches. A worker that dies
+(segfault, killed, a CUDA error that poisons the process) loses only the point it was
+measuring: the supervisor starts it again on the same part file, which skips every finished
+row, up to `max_restarts` times per shard; a point in flight at two deaths in a row is recorded
+as `error` rows. Ctrl-C (or SIGTERM) stops every worker (SIGINT, then SIGKILL after `grace_s`)
+and keeps every finished row; `--resume PARTS_DIR` continues the same shards; a worker whose
+supervisor is gone stops itself.
 """
 
 from __future__ import annotations
@@ -21,25 +20,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from scfa_bench.errors import EXIT_BAD_INPUT, InputError
-from scfa_bench.run.display import Display, PlainDisplay
-from scfa_bench.run.parts import (
+from scfa_bench.run.sharded.display import Display
+from scfa_bench.run.sharded.state import (
     LocalOutcome,
     Shard,
+    ShardedOutcome,
+    ShardedRun,
     finish,
-    give_up_arguments,
-    is_complete,
-    new_run_paths,
-    plan_shards,
-    read_state,
+    interrupted_outcome,
     record_crash,
-    write_state,
 )
-from scfa_bench.run.worker import progress_path_for
-from scfa_bench.suite.parse import load_suite
-from scfa_bench.suite.schema import Suite
+from scfa_bench.run.sharded.worker import progress_path_for
 
 _FINISHED = (0, 1)  # the worker ran every row of its shard (1: some rows incorrect/error)
 
@@ -48,49 +41,27 @@ class Supervisor:
     """Starts, watches, restarts and stops the worker processes of one local run."""
 
     def __init__(
-        self,
-        suite_file: Path,
-        shards: list[Shard],
-        gpus: list[str],
-        *,
-        cost_from: Path | None,
-        device: str | None,
-        max_restarts: int,
-        grace_s: float,
-        poll_s: float,
-        display: Display,
+        self, run: ShardedRun, gpus: list[str], *, grace_s: float, poll_s: float, display: Display
     ) -> None:
-        self.suite_file = suite_file
-        self.shards = shards
+        self.sharded = run
+        self.shards = run.shards
         self.free_gpus = list(gpus)
-        self.cost_from = cost_from
-        self.device = device
-        self.max_restarts = max_restarts
+        self.max_restarts = run.max_restarts
         self.grace_s = grace_s
         self.poll_s = poll_s
         self.display = display
 
+    def worker_env(self, gpu: str) -> dict[str, str]:
+        """The worker's environment: its card, and the compiler caches every worker shares."""
+        return dict(os.environ, CUDA_VISIBLE_DEVICES=gpu, **self.sharded.cache_env())
+
     def _command(self, shard: Shard) -> list[str]:
-        command = [
-            sys.executable,
-            "-m",
-            "scfa_bench.run.worker",
-            str(self.suite_file),
-            "--shard",
-            f"{shard.index}/{len(self.shards)}",
-            "--part",
-            str(shard.part),
-            "--parent-pid",
-            str(os.getpid()),
-        ]
-        if self.cost_from is not None:
-            command += ["--cost-from", str(self.cost_from)]
-        if self.device is not None:
-            command += ["--device", self.device]
-        return command + give_up_arguments(shard)
+        call = self.sharded.call(shard)
+        module = [sys.executable, "-m", "scfa_bench.run.sharded.worker"]
+        return module + call.argv() + ["--parent-pid", str(os.getpid())]
 
     def _start(self, shard: Shard, gpu: str) -> None:
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu)
+        env = self.worker_env(gpu)
         # A stale progress file would name the previous process's point if this one died early.
         progress_path_for(shard.part).unlink(missing_ok=True)
         log = (shard.part.parent / (shard.part.name + ".log")).open("a", encoding="utf-8")
@@ -199,93 +170,22 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_local(
-    suite_file: Path,
+def supervise_local(
+    run: ShardedRun,
     gpus: list[str],
+    display: Display,
     *,
-    out_dir: Path = Path("results"),
-    shards: int | None = None,
-    cost_from: Path | None = None,
-    device: str | None = None,
-    max_restarts: int = 3,
     grace_s: float = 60.0,
     poll_s: float = 0.5,
-    display: Display | None = None,
-) -> LocalOutcome:
-    """Run `suite_file` in `shards` shards (default: one per GPU) on `gpus`; merge at the end."""
-    suite = load_suite(suite_file)
+) -> ShardedOutcome:
+    """Run every pending shard of `run` on `gpus`, one worker each; merge when all are done."""
     if not gpus:
         raise InputError("--gpus: no GPU to run on")
-    count = shards or len(gpus)
-    merged_csv, parts_dir = new_run_paths(out_dir, suite.name)
-    parts_dir.mkdir(parents=True)
-    state = {
-        "suite_file": str(Path(suite_file).resolve()),
-        "suite_sha256": suite.sha256,
-        "count": count,
-        "gpus": gpus,
-        "cost_from": None if cost_from is None else str(Path(cost_from).resolve()),
-        "device": device,
-        "merged_csv": str(merged_csv.resolve()),
-    }
-    write_state(parts_dir, state)
-    return _supervise(suite, parts_dir, state, gpus, max_restarts, grace_s, poll_s, display)
-
-
-def resume_local(
-    parts_dir: Path,
-    gpus: list[str] | None = None,
-    *,
-    max_restarts: int = 3,
-    grace_s: float = 60.0,
-    poll_s: float = 0.5,
-    display: Display | None = None,
-) -> LocalOutcome:
-    """Continue an interrupted or partly failed local run from its parts folder."""
-    state = read_state(parts_dir)
-    suite_file = Path(state["suite_file"])
-    suite = load_suite(suite_file)
-    if suite.sha256 != state.get("suite_sha256"):
-        raise InputError(
-            f"--resume {parts_dir}: {suite_file} changed since the run started; its rows "
-            "would not form one grid"
-        )
-    gpus = gpus or state["gpus"]
-    return _supervise(suite, parts_dir, state, gpus, max_restarts, grace_s, poll_s, display)
-
-
-def _supervise(
-    suite: Suite,
-    parts_dir: Path,
-    state: dict,
-    gpus: list[str],
-    max_restarts: int,
-    grace_s: float,
-    poll_s: float,
-    display: Display | None,
-) -> LocalOutcome:
-    cost_from = Path(state["cost_from"]) if state.get("cost_from") else None
-    shards = plan_shards(suite, state["count"], parts_dir, cost_from)
-    for shard in shards:
-        if is_complete(shard):
-            shard.state = "done"
-    display = display or PlainDisplay()
-    supervisor = Supervisor(
-        Path(state["suite_file"]),
-        shards,
-        gpus,
-        cost_from=cost_from,
-        device=state.get("device"),
-        max_restarts=max_restarts,
-        grace_s=grace_s,
-        poll_s=poll_s,
-        display=display,
-    )
+    supervisor = Supervisor(run, gpus, grace_s=grace_s, poll_s=poll_s, display=display)
     try:
         finished = supervisor.run()
     finally:
         display.close()
-
     if not finished:
-        return LocalOutcome(None, parts_dir, interrupted=True, exit_code=130)
-    return finish(suite, shards, state, parts_dir)
+        return interrupted_outcome(LocalOutcome, run.parts_dir)
+    return finish(run.suite, run.shards, run.state, run.parts_dir, LocalOutcome)

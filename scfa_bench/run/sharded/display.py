@@ -4,10 +4,12 @@ shard (rows counted in its part file, current point, card) and one for the whole
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from scfa_bench.run.parts import Shard, count_rows, current_point
+from scfa_bench.run.progress import eta_seconds, format_eta
+from scfa_bench.run.sharded.state import Shard, count_rows, current_point
 
 
 class Display(Protocol):
@@ -42,7 +44,6 @@ class RichDisplay:
             Progress,
             TextColumn,
             TimeElapsedColumn,
-            TimeRemainingColumn,
         )
 
         self._progress = Progress(
@@ -51,20 +52,24 @@ class RichDisplay:
             MofNCompleteColumn(),
             TextColumn("{task.description}"),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),
         )
         self._title = title
         self._bars: dict[int, int] = {}
         self._total: int | None = None
+        self._started = time.monotonic()
+        self._done_at_start: int | None = None  # rows a resumed run already had
         self._progress.start()
 
     def update(self, shards: Sequence[Shard]) -> None:
         if self._total is None:
             total = sum(s.total_rows for s in shards)
-            self._total = self._progress.add_task("", total=total, name=f"[bold]{self._title}")
+            self._total = self._progress.add_task(
+                "", total=total, name=f"[bold]{self._title}", eta=""
+            )
             for s in shards:
                 self._bars[s.index] = self._progress.add_task(
-                    "", total=s.total_rows, name=f"shard {s.index}"
+                    "", total=s.total_rows, name=f"shard {s.index}", eta=""
                 )
         done_all = 0
         for s in shards:
@@ -78,7 +83,12 @@ class RichDisplay:
                 completed=done,
                 description=f"{where} {current}{restarts} {s.note}".strip(),
             )
-        self._progress.update(self._total, completed=done_all)
+        if self._done_at_start is None:
+            self._done_at_start = done_all
+        total = sum(s.total_rows for s in shards)
+        measured = done_all - self._done_at_start
+        eta = eta_seconds(time.monotonic() - self._started, measured, total - done_all)
+        self._progress.update(self._total, completed=done_all, eta=f"ETA {format_eta(eta)}")
 
     def event(self, text: str) -> None:
         self._progress.console.print(text, highlight=False)

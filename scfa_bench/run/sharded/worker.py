@@ -1,13 +1,13 @@
-"""Run one shard of a suite into its own part CSV: the unit of work of every multi-process mode.
+"""Run one shard of a suite into its own part CSV: the unit of work of every sharded mode.
 
-`python -m scfa_bench.run.worker SUITE --shard I/N --part PART.csv [--cost-from CSV]
-[--device D]` runs the tasks of shard I of N that `PART.csv` does not hold yet, appending one
-flushed row per mode (a new part file is started empty, so a first run and a restart after a
-crash are the same call). `--give-up "LABEL::WHY"` (repeatable) first records the point LABEL
-(as the progress file names it, e.g. `scfa_hash T=4096 nb=8`) as `error` rows without
-measuring it: the supervisor does this for a point that killed its worker twice. Beside the
-CSV it keeps `PART.progress.json` (pid, current point, every point this process started) for
-the supervisor's display and for tests.
+`python -m scfa_bench.run.sharded.worker SUITE --shard I/N --part PART.csv [--cost-from CSV]
+[--device D] [--force] [--allow-plugins]` runs the tasks of shard I of N that `PART.csv` does
+not hold yet, appending one flushed row per mode (a new part file is started empty, so a first
+run and a restart after a crash are the same call). `--give-up "LABEL::WHY"` (repeatable)
+first records the point LABEL (as the progress file names it, e.g. `scfa_hash T=4096 nb=8`) as
+`error` rows without measuring it: the supervisor does this for a point that killed its worker
+twice. Beside the CSV it keeps `PART.progress.json` (pid, current point, every point this
+process started) for the supervisor's display and for tests.
 
 Exit codes as `scfa-bench run`: 0 done, 1 done with `incorrect`/`error` rows, 2 bad input,
 130 interrupted (SIGINT: the finished rows stay, rerunning the same command continues).
@@ -23,15 +23,19 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scfa_bench.constants import FAILING_STATUSES
 from scfa_bench.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, InputError
 
 if TYPE_CHECKING:
+    from scfa_bench.run.loop import RunOutcome
     from scfa_bench.suite.schema import Suite
+
+# Part metas record these, so a run shows which compiler caches its workers shared.
+_RECORDED_ENV = ("CUDA_VISIBLE_DEVICES", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR")
 
 
 def progress_path_for(part_csv: Path) -> Path:
@@ -49,7 +53,7 @@ def repair_part(part_csv: Path) -> None:
 
 
 class ProgressFile:
-    """runner.Reporter that records this worker's state in a small JSON file."""
+    """run.progress.Reporter that records this worker's state in a small JSON file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -73,9 +77,61 @@ class ProgressFile:
     def advance(self, rows: int) -> None:
         self.state["done_rows"] = self.state.get("done_rows", 0) + rows
 
+    def note(self, message: str) -> None:
+        print(message, flush=True)
+
     def stop(self) -> None:
         self.state["current"] = None
         self._write()
+
+
+@dataclass(frozen=True)
+class ShardCall:
+    """Everything a worker process (or a Slurm array task) needs to run its shard; the
+    supervisor builds it, `argv()` / the Slurm job carry it to the other process."""
+
+    suite_file: str
+    index: int
+    count: int
+    part: str
+    cost_from: str | None = None
+    device: str | None = None
+    force: bool = False  # resume the part even though the suite changed
+    allow_plugins: bool = False  # the supervisor was allowed to import the suite's plugins
+    give_up: dict[str, str] = field(default_factory=dict)  # point label -> reason
+
+    def argv(self) -> list[str]:
+        """This call as the worker's command-line arguments."""
+        args = [self.suite_file, "--shard", f"{self.index}/{self.count}", "--part", self.part]
+        if self.cost_from is not None:
+            args += ["--cost-from", self.cost_from]
+        if self.device is not None:
+            args += ["--device", self.device]
+        args += ["--force"] * self.force + ["--allow-plugins"] * self.allow_plugins
+        return args + [
+            a for label, why in self.give_up.items() for a in ("--give-up", f"{label}::{why}")
+        ]
+
+    def run(self, argv: tuple[str, ...], reporter: Any = None) -> RunOutcome:
+        """Read the suite again (this is another process), register its plugins when allowed,
+        run the shard."""
+        from scfa_bench.impls.plugins import register_suite_plugins
+        from scfa_bench.suite.parse import load_suite
+
+        suite = load_suite(Path(self.suite_file))
+        register_suite_plugins(suite, allow=self.allow_plugins)
+        return run_shard(
+            suite,
+            self.index,
+            self.count,
+            Path(self.part),
+            cost_from=None if self.cost_from is None else Path(self.cost_from),
+            device=self.device,
+            argv=argv,
+            give_up_on=self.give_up,
+            reporter=reporter,
+            force=self.force,
+        )
 
 
 def give_up(suite, tasks: list, part_csv: Path, reasons: dict[str, str], device: str | None) -> int:
@@ -102,13 +158,13 @@ def give_up(suite, tasks: list, part_csv: Path, reasons: dict[str, str], device:
 
 
 def _select(tasks: list, *, index: int, count: int, cost_from: Path | None, suite: Suite):
-    from scfa_bench.run.shard import suite_shard
+    from scfa_bench.run.sharded.plan import suite_shard
 
     return suite_shard(suite, tasks, index, count, cost_from)
 
 
 def run_shard(
-    suite_file: Path,
+    suite: Suite,
     index: int,
     count: int,
     part_csv: Path,
@@ -117,8 +173,9 @@ def run_shard(
     device: str | None = None,
     argv: tuple[str, ...] = (),
     give_up_on: dict[str, str] | None = None,
-    reporter=None,
-):
+    reporter: Any = None,
+    force: bool = False,
+) -> RunOutcome:
     """Run (or continue) shard `index` of `count` into `part_csv`; returns the RunOutcome.
     `give_up_on`: point label -> reason, recorded as `error` rows instead of measured.
     `reporter`: progress callbacks (default: the progress file beside the part)."""
@@ -126,9 +183,7 @@ def run_shard(
     from scfa_bench.results.writer import ResultWriter
     from scfa_bench.run.loop import RunOptions, run_suite
     from scfa_bench.suite.grid import expand
-    from scfa_bench.suite.parse import load_suite
 
-    suite = load_suite(suite_file)
     part_csv.parent.mkdir(parents=True, exist_ok=True)
     repair_part(part_csv)
     fresh = not part_csv.exists() or part_csv.stat().st_size == 0
@@ -137,7 +192,7 @@ def run_shard(
     select = functools.partial(_select, index=index, count=count, cost_from=cost_from, suite=suite)
     if give_up_on:
         give_up(suite, select(expand(suite)), part_csv, give_up_on, device)
-    options = RunOptions(resume=part_csv, device=device, argv=argv, select=select)
+    options = RunOptions(resume=part_csv, device=device, argv=argv, select=select, force=force)
     reporter = reporter or ProgressFile(progress_path_for(part_csv))
     outcome = run_suite(suite, options, reporter)
 
@@ -151,6 +206,7 @@ def run_shard(
         "cost_from": None if cost_from is None else str(cost_from),
     }
     meta["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    meta["worker_env"] = {k: os.environ[k] for k in _RECORDED_ENV if k in os.environ}
     write_meta(meta_path, meta)
     return outcome
 
@@ -167,43 +223,47 @@ def stop_when_orphaned(parent_pid: int, interval_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
+def _parse(argv: list[str] | None) -> tuple[ShardCall, int | None]:
+    from scfa_bench.run.sharded.plan import parse_shard
+
+    parser = argparse.ArgumentParser(prog="python -m scfa_bench.run.sharded.worker")
+    parser.add_argument("suite")
+    parser.add_argument("--shard", required=True, help="I/N, 0 <= I < N")
+    parser.add_argument("--part", required=True, help="this shard's CSV")
+    parser.add_argument("--cost-from", default=None, help="earlier results CSV")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--force", action="store_true", help="resume a changed suite")
+    parser.add_argument("--allow-plugins", action="store_true", help="import suite plugins")
+    parser.add_argument("--parent-pid", type=int, default=None, help="stop when it goes away")
+    parser.add_argument("--give-up", action="append", default=[], metavar="LABEL::WHY")
+    args = parser.parse_args(argv)
+    index, count = parse_shard(args.shard)
+    pairs = [item.split("::", 1) for item in args.give_up]
+    if any(len(pair) != 2 for pair in pairs):
+        raise InputError(f"--give-up: expected LABEL::WHY, got {args.give_up!r}")
+    call = ShardCall(
+        args.suite,
+        index,
+        count,
+        args.part,
+        cost_from=args.cost_from,
+        device=args.device,
+        force=args.force,
+        allow_plugins=args.allow_plugins,
+        give_up={label: why for label, why in pairs},
+    )
+    return call, args.parent_pid
+
+
 def main(argv: list[str] | None = None) -> int:
     from scfa_bench.measure.envinfo import use_interpreter_without_cuda
 
     use_interpreter_without_cuda()  # before anything imports triton
-    from scfa_bench.run.shard import parse_shard
-
-    parser = argparse.ArgumentParser(prog="python -m scfa_bench.run.worker", description=__doc__)
-    parser.add_argument("suite", type=Path)
-    parser.add_argument("--shard", required=True, help="I/N, 0 <= I < N")
-    parser.add_argument("--part", required=True, type=Path, help="this shard's CSV")
-    parser.add_argument("--cost-from", type=Path, default=None, help="earlier results CSV")
-    parser.add_argument("--device", default=None)
-    parser.add_argument(
-        "--parent-pid", type=int, default=None, help="stop (as on Ctrl-C) when it goes away"
-    )
-    parser.add_argument(
-        "--give-up", action="append", default=[], metavar="LABEL::WHY", help="skip a point"
-    )
-    args = parser.parse_args(argv)
     try:
-        if args.parent_pid is not None:
-            stop_when_orphaned(args.parent_pid)
-        index, count = parse_shard(args.shard)
-        pairs = [item.split("::", 1) for item in args.give_up]
-        if any(len(pair) != 2 for pair in pairs):
-            raise InputError(f"--give-up: expected LABEL::WHY, got {args.give_up!r}")
-        reasons = {label: why for label, why in pairs}
-        outcome = run_shard(
-            args.suite,
-            index,
-            count,
-            args.part,
-            cost_from=args.cost_from,
-            device=args.device,
-            argv=tuple(sys.argv),
-            give_up_on=reasons,
-        )
+        call, parent_pid = _parse(argv)
+        if parent_pid is not None:
+            stop_when_orphaned(parent_pid)
+        outcome = call.run(tuple(sys.argv))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
