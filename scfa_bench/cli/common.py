@@ -62,7 +62,7 @@ def load_suite_reporting(path: Path) -> Suite:
 def register_plugins(suite: Suite, allow: bool) -> None:
     """Import and register the suite's plugins right before measuring; InputError naming
     each one unless `allow` (`--allow-plugins`)."""
-    from scfa_bench.impls.plugins import register_suite_plugins
+    from scfa_bench.suite.consent import register_suite_plugins
 
     register_suite_plugins(suite, allow=allow)
 

@@ -6,7 +6,7 @@ Two ways in:
   from the current environment) or `path/to/file.py:function` (a path relative to the suite
   file's folder, in it or below unless allowed otherwise). The reference, as written, is the
   name in the CSV. Loading a suite only checks that its references resolve; their code runs
-  only in `register_suite_plugins(suite, allow=True)` (the CLI's `--allow-plugins`).
+  only in `suite.consent.register_suite_plugins(suite, allow=True)` (the CLI's `--allow-plugins`).
 * the entry-point group `scfa_bench.implementations` of an installed distribution, e.g. in
   its pyproject.toml: `[project.entry-points."scfa_bench.implementations"]`
   `my_kernel = "my_pkg.attention:hash_attention"`; the entry point's name is the name.
@@ -43,19 +43,14 @@ import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from scfa_bench.constants import PATTERN_AXES
-from scfa_bench.errors import InputError
 from scfa_bench.impls.base import AttentionInputs
 from scfa_bench.impls.registry import all_specs, register, unregister
-from scfa_bench.suite.plugin_refs import is_reference
-
-if TYPE_CHECKING:
-    from scfa_bench.suite.schema import Suite
 
 ENTRY_POINT_GROUP = "scfa_bench.implementations"
 PATTERN_ARGS: dict[str, tuple[str, ...]] = {
@@ -67,6 +62,11 @@ PATTERN_ARGS: dict[str, tuple[str, ...]] = {
 
 class PluginError(Exception):
     """A plugin could not be loaded or misbehaved; the message names the plugin."""
+
+
+def is_reference(name: str) -> bool:
+    """`module:function` or `file.py:function` (built-in names have no colon)."""
+    return ":" in name
 
 
 def _load_file(path: Path, name: str) -> Any:
@@ -255,33 +255,6 @@ def register_reference(ref: str, base_dir: Path | None = None) -> str:
     """Register a suite's `module:function` / `file.py:function` reference, running its code
     (files relative to `base_dir`, else the working directory); returns its name."""
     return register_plugin(ref, lambda: load_reference(ref, base_dir))
-
-
-def register_suite_plugins(suite: Suite, *, allow: bool, base_dir: Path | None = None) -> list[str]:
-    """Import and register the suite's `module:function` / `file.py:function` plugins (after
-    the installed entry points), then check them as parsing checks built-ins (sweep axes, head
-    dim, device, dtype: `suite.impl_checks.check_registered`). Returns the plugins' names.
-
-    This runs the plugins' code, so it needs `allow` (the CLI's `--allow-plugins`): without
-    it, a suite naming any plugin is an InputError naming each one. File references are
-    relative to `base_dir`, by default the suite file's folder (the working directory for a
-    suite without a file), where parsing resolved them.
-    """
-    from scfa_bench.suite.impl_checks import check_registered
-    from scfa_bench.suite.plugin_refs import suite_folder
-
-    register_entry_points()
-    refs = [(i, name) for i, name in enumerate(suite.implementations) if is_reference(name)]
-    if refs and not allow:
-        named = ", ".join(f"`{name}` (implementations[{i}])" for i, name in refs)
-        raise InputError(
-            f"suite {suite.name} names plugin code that would run: {named}; pass "
-            "--allow-plugins to run it"
-        )
-    folder = base_dir if base_dir is not None else suite_folder(suite.source)
-    names = [register_reference(name, folder) for _, name in refs]
-    check_registered(suite, names)
-    return names
 
 
 def register_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from scfa_bench.constants import PATTERN_AXES
 from scfa_bench.e2e.attention import PLUGS
 from scfa_bench.errors import InputError
+from scfa_bench.impls.plugins import is_reference
 from scfa_bench.impls.registry import all_specs, get_spec
 from scfa_bench.suite.plugin_refs import (
     UnresolvedReference,
-    is_reference,
     resolve_reference,
     static_pattern,
     suite_folder,
@@ -62,7 +62,7 @@ def impl_order(suite: Suite) -> tuple[str, ...]:
 
 def impl_axes(suite: Suite, impl: str) -> tuple[str, ...]:
     """The sweep axes `impl` uses: its model plug's in a model suite, else its registry entry's;
-    a plugin not registered yet (`impls.plugins.register_suite_plugins`), as its source says
+    a plugin not registered yet (`suite.consent.register_suite_plugins`), as its source says
     without running it."""
     if suite.model is not None:
         return PLUGS[impl].axes

@@ -42,7 +42,7 @@ expected. A sweep axis no listed implementation uses is only a warning, passed t
 
 Parsing never runs a suite's plugin code: a plugin reference is only checked to resolve
 (`suite.plugin_refs`); its declared devices, dtypes and head dims are checked when it is
-registered (`impls.plugins.register_suite_plugins`, which runs it and needs the caller's
+registered (`suite.consent.register_suite_plugins`, which runs it and needs the caller's
 consent). Installed entry-point plugins are loaded here, as installed packages are trusted.
 """
 
@@ -58,7 +58,7 @@ from typing import Any
 
 from scfa_bench.constants import DEVICES, DTYPES, MODES, PATTERN_AXES, SWEEP_AXES
 from scfa_bench.e2e.attention import PLUGS
-from scfa_bench.impls.plugins import register_entry_points
+from scfa_bench.impls.plugins import is_reference, register_entry_points
 from scfa_bench.impls.registry import all_specs
 from scfa_bench.suite.impl_checks import check_axes, check_supported
 from scfa_bench.suite.model_section import (
@@ -68,7 +68,6 @@ from scfa_bench.suite.model_section import (
 )
 from scfa_bench.suite.plugin_refs import (
     UnresolvedReference,
-    is_reference,
     resolve_reference,
     static_pattern,
     suite_folder,

@@ -6,7 +6,7 @@ is safe to validate), so here a reference is only *resolved*: the file exists in
 folder, or the module's source is found on `sys.path` without importing it or its parent
 packages. Its pattern (and so its sweep axes) is read from the source text when written
 literally; everything else is known once the plugin is registered
-(`impls.plugins.register_suite_plugins`, the explicit opt-in).
+(`suite.consent.register_suite_plugins`, the explicit opt-in).
 """
 
 from __future__ import annotations
@@ -38,11 +38,6 @@ class PluginRef:
     target: str
     attr: str
     source: Path | None
-
-
-def is_reference(name: str) -> bool:
-    """`module:function` or `file.py:function` (built-in names have no colon)."""
-    return ":" in name
 
 
 def suite_folder(file: str) -> Path:

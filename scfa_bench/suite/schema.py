@@ -90,6 +90,6 @@ class Suite:
     max_check_seq_len: int | None = None
     device: str = "auto"
     model: ModelSettings | None = None
-    split_groups: bool = True  # may shards split a seq_len's tasks (run.shard.plan)
+    split_groups: bool = True  # may shards split a seq_len's tasks (run.sharded.plan)
     source: str = ""  # the file it came from ("" when built in code)
     sha256: str = ""  # of the file's bytes

@@ -115,7 +115,7 @@ class ShardCall:
     def run(self, argv: tuple[str, ...], reporter: Any = None) -> RunOutcome:
         """Read the suite again (this is another process), register its plugins when allowed,
         run the shard."""
-        from scfa_bench.impls.plugins import register_suite_plugins
+        from scfa_bench.suite.consent import register_suite_plugins
         from scfa_bench.suite.parse import load_suite
 
         suite = load_suite(Path(self.suite_file))

@@ -11,6 +11,7 @@ import pytest
 
 from scfa_bench.impls import plugins, registry
 from scfa_bench.run.loop import RunOptions, run_suite
+from scfa_bench.suite.consent import register_suite_plugins
 from scfa_bench.suite.parse import parse_suite
 
 GOOD_PLUGIN = """
@@ -78,7 +79,7 @@ def _suite(impls, folder: Path, **overrides):
         **overrides,
     }
     suite = parse_suite(data, str(folder / "plugins.yaml"))
-    plugins.register_suite_plugins(suite, allow=True, base_dir=folder)
+    register_suite_plugins(suite, allow=True, base_dir=folder)
     return suite
 
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from scfa_bench.cli import app
 from scfa_bench.errors import EXIT_BAD_INPUT, InputError
 from scfa_bench.impls import registry
-from scfa_bench.impls.plugins import ENTRY_POINT_GROUP, register_suite_plugins
+from scfa_bench.impls.plugins import ENTRY_POINT_GROUP
+from scfa_bench.suite.consent import register_suite_plugins
 from scfa_bench.suite.grid import expand, impl_axes
 from scfa_bench.suite.parse import load_suite
 from scfa_bench.suite.plugin_refs import resolve_reference, static_pattern
