@@ -111,7 +111,14 @@ def run(
     With --gpus or --executor slurm the grid is split into shards run by separate processes
     and merged into one CSV; --shard I/N runs one shard here (merge parts with `merge`)."""
     from scfa_bench.cli.shard_commands import run_sharded
+    from scfa_bench.cli.training_commands import is_training_suite, run_training_command
 
+    if is_training_suite(suite_file):
+        sharding = {"--shard": shard is not None, "--gpus": gpus is not None, "--shards": shards is not None}
+        sharding |= {"--executor": executor != "local", "--profile-stages": profile_stages}
+        run_training_command(suite_file, out=out, resume=resume, device=device, progress=progress,
+                             dry_run=dry_run, force=force, unsupported=sharding)  # fmt: skip
+        return
     slurm_only = {"--partition": partition, "--array-parallelism": array_parallelism}
     if executor != "slurm" and any(v is not None for v in slurm_only.values()):
         given = ", ".join(k for k, v in slurm_only.items() if v is not None)
@@ -216,6 +223,10 @@ def validate(
 
     for path in suite_files:
         suite = load_suite(path)
+        if suite.training is not None:  # a training suite: no grid of timed tasks
+            units = len(suite.training.settings) * len(suite.training.seq_len)
+            console.print(f"ok: {path} (training suite {suite.name}: {units} settings x seq_len)")
+            continue
         tasks = expand(suite)
         console.print(
             f"ok: {path} (suite {suite.name}: {len(tasks)} tasks, {row_count(tasks)} rows)",
