@@ -125,6 +125,10 @@ def test_an_epoch_visits_every_chunk_once(tmp_path: Path) -> None:
     offsets = {s % seq_len for s in starts}
     assert len(offsets) == 1  # one shift per epoch
     assert sorted(s // seq_len for s in starts) == list(range(n_chunks))
+    # Later epochs are shifted too: not the same windows again.
+    later = list(itertools.islice(corpus.train_batches(seq_len, n_chunks, seed=0), 4))
+    shifts = {int((text == idx[0]).all(dim=1).nonzero()[0]) % seq_len for idx, _ in later}
+    assert len(shifts | offsets) > 1
 
 
 def test_val_batches_are_fixed(tmp_path: Path) -> None:
