@@ -114,10 +114,11 @@ def run(
     from scfa_bench.cli.training_commands import is_training_suite, run_training_command
 
     if is_training_suite(suite_file):
-        sharding = {"--shard": shard is not None, "--gpus": gpus is not None, "--shards": shards is not None}
-        sharding |= {"--executor": executor != "local", "--profile-stages": profile_stages}
+        sharding = {"--shard": shard, "--gpus": gpus, "--shards": shards}
+        unsupported = {k: v is not None for k, v in sharding.items()}
+        unsupported |= {"--executor": executor != "local", "--profile-stages": profile_stages}
         run_training_command(suite_file, out=out, resume=resume, device=device, progress=progress,
-                             dry_run=dry_run, force=force, unsupported=sharding)  # fmt: skip
+                             dry_run=dry_run, force=force, unsupported=unsupported)  # fmt: skip
         return
     slurm_only = {"--partition": partition, "--array-parallelism": array_parallelism}
     if executor != "slurm" and any(v is not None for v in slurm_only.values()):
@@ -224,8 +225,9 @@ def validate(
     for path in suite_files:
         suite = load_suite(path)
         if suite.training is not None:  # a training suite: no grid of timed tasks
-            units = len(suite.training.settings) * len(suite.training.seq_len)
-            console.print(f"ok: {path} (training suite {suite.name}: {units} settings x seq_len)")
+            t = suite.training
+            units = len(t.settings) * len(t.data_names()) * len(t.seq_len) * len(t.seeds)
+            console.print(f"ok: {path} (training suite {suite.name}: {units} training runs)")
             continue
         tasks = expand(suite)
         console.print(

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from scfa_bench.e2e.model import ModelConfig
+from scfa_bench.quality.corpus import CORPUS_KINDS
+from scfa_bench.quality.recall import RECALL_TASKS
 
 LSH_MODES = ("per_call", "fixed")
-TASK_NAMES = ("mqar", "passkey")
-CORPUS_KINDS = ("stdlib", "folder", "tokens")
 TRAIN_DTYPES = ("bf16", "fp32")
 
 
@@ -99,8 +99,8 @@ class OptimizerSettings:
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """A whole `training:` section. Exactly one of `corpus` and `tasks` is set; exactly one of
-    `steps` and `tokens` sizes the schedule; `max_seconds` can stop a setting earlier."""
+    """A whole `training:` section. A corpus, recall tasks or both; exactly one of `steps` and
+    `tokens` sizes the schedule; `max_seconds` can stop a setting earlier."""
 
     model: ModelShape
     batch: int
@@ -128,13 +128,14 @@ class TrainingSettings:
 
     def data_names(self) -> tuple[str, ...]:
         """The `task` column values: 'corpus', or each recall task's name."""
-        return ("corpus",) if self.corpus is not None else tuple(t.name for t in self.tasks)
+        corpus = ("corpus",) if self.corpus is not None else ()
+        return corpus + tuple(t.name for t in self.tasks)
 
 
 __all__ = [
     "CORPUS_KINDS",
     "LSH_MODES",
-    "TASK_NAMES",
+    "RECALL_TASKS",
     "TRAIN_DTYPES",
     "AttentionSetting",
     "CorpusSettings",

@@ -64,7 +64,8 @@ def checkpoint_dir_for(csv_path: Path) -> Path:
 
 def _sources(training: TrainingSettings, corpus: Any) -> Iterator[tuple[int, int, DataSource]]:
     """(seq_len, seed, data) in run order: data, then seq_len, then seed."""
-    datas = ["corpus"] if training.corpus is not None else list(training.tasks)
+    datas: list[Any] = ["corpus"] if training.corpus is not None else []
+    datas += list(training.tasks)
     for data in datas:
         for seq_len in training.seq_len:
             for seed in training.seeds:
@@ -73,7 +74,7 @@ def _sources(training: TrainingSettings, corpus: Any) -> Iterator[tuple[int, int
                     assert training.corpus is not None
                     yield seq_len, seed, CorpusSource(corpus, *common, kind=training.corpus.kind)
                 else:
-                    yield seq_len, seed, RecallSource(data, *common)  # type: ignore[arg-type]
+                    yield seq_len, seed, RecallSource(data, *common)
 
 
 def _load_corpus(training: TrainingSettings) -> Any:

@@ -4,7 +4,7 @@ its validation quality against training time (`scfa_bench.quality`), instead of 
 A training suite has `name`, `description`, `device` and `training` only. Keys of `training`
 (defaults in brackets; the reference with examples is docs/quality.md, "Suite keys"):
 
-- data, exactly one of: `corpus: {kind: stdlib | folder | tokens, path, vocab, max_bytes,
+- data, one or both of: `corpus: {kind: stdlib | folder | tokens, path, vocab, max_bytes,
   val_fraction}` (path for folder / tokens, vocab for tokens only) or `task:` one mapping or a
   list of `{name: mqar | passkey, vocab, n_pairs, alpha}`.
 - `model` (required): `{layers, d_model, heads, mlp_ratio [4]}`; the vocabulary is the data's.
@@ -33,7 +33,7 @@ from scfa_bench.impls.registry import get_spec
 from scfa_bench.quality.config import (
     CORPUS_KINDS,
     LSH_MODES,
-    TASK_NAMES,
+    RECALL_TASKS,
     TRAIN_DTYPES,
     AttentionSetting,
     CorpusSettings,
@@ -61,8 +61,8 @@ def parse_training(v: Validator, data: dict[str, Any]) -> TrainingSettings:
     t = v.mapping(
         data["training"], "training", TRAINING_KEYS, ("model", "batch", "seq_len", "settings")
     )
-    if ("corpus" in t) == ("task" in t):
-        raise v.fail("training", "expected exactly one of `corpus` and `task`")
+    if "corpus" not in t and "task" not in t:
+        raise v.fail("training", "expected `corpus`, `task` or both: the data to train on")
     if ("steps" in t) == ("tokens" in t):
         raise v.fail("training", "expected exactly one of `steps` and `tokens`")
     seq_lens = v.seq(t["seq_len"], "training.seq_len", v.integer, minimum=2)
@@ -155,7 +155,7 @@ def _tasks(v: Validator, value: Any, seq_lens: tuple[int, ...]) -> tuple[TaskSet
         where = "training.task" if not isinstance(value, list) else f"training.task[{i}]"
         keys = ("name", "vocab", "n_pairs", "alpha")
         m = v.mapping(item, where, keys, ("name", "vocab"))
-        name = v.string(m["name"], f"{where}.name", TASK_NAMES)
+        name = v.string(m["name"], f"{where}.name", RECALL_TASKS)
         task = TaskSettings(
             name=name,
             vocab=v.integer(m["vocab"], f"{where}.vocab", minimum=2),
