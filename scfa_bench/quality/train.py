@@ -33,6 +33,7 @@ from scfa_bench.quality.unit_setup import (
     Unit,
     build_trainer,
     probe,
+    to_device,
 )
 
 
@@ -125,7 +126,8 @@ def train_unit(
     meter = DensityMeter()
     try:
         trainer = build_trainer(unit, options, init, meter)
-        probe(trainer, next(data.train_batches(0))[0].to(options.device))
+        idx, targets = next(data.train_batches(0))
+        probe(trainer, to_device(idx, options.device), to_device(targets, options.device))
     except (AttentionConfigError, AttentionUnavailable, ValueError, RuntimeError) as exc:
         if isinstance(exc, torch.OutOfMemoryError):
             yield _result(unit, data, 0, 0.0, stats=None, status="oom", error=_first_line(exc))
@@ -167,7 +169,7 @@ def _train(
         out_of_time = False
         while step < stop_at and not out_of_time:
             idx, targets = next(batches)
-            loss = trainer.step(step, idx.to(device), targets.to(device))
+            loss = trainer.step(step, to_device(idx, device), to_device(targets, device))
             bad |= ~torch.isfinite(loss)
             step += 1
             if training.max_seconds is not None:

@@ -123,13 +123,24 @@ def build_trainer(
     return Trainer(unit, opts, model, forward, optimizer, meter)
 
 
-def probe(trainer: Trainer, for_shape: Tensor) -> None:
-    """One forward + backward of a single sequence: an attention that cannot run at this
-    shape fails here, as `unavailable`, not in the middle of training."""
+def probe(trainer: Trainer, idx: Tensor, targets: Tensor) -> None:
+    """One forward + backward of a whole training batch, leaving weights, gradients and random
+    state as they were: an attention that cannot run at this shape fails here (`unavailable`),
+    not in the middle of training, and kernels compile and autotune outside `train_seconds`."""
     with torch.random.fork_rng(devices=rng_devices(trainer.options.device)):
         with trainer.autocast():
-            trainer.model(for_shape[:1], for_shape[:1]).backward()
+            trainer.forward(idx, targets).backward()
     trainer.model.zero_grad(set_to_none=True)
+    if trainer.options.device == "cuda":
+        torch.cuda.synchronize()
+
+
+def to_device(tensor: Tensor, device: str) -> Tensor:
+    """A CPU batch on `device`; through pinned memory on CUDA, so that the copy does not wait
+    for the steps already queued."""
+    if device != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def rng_devices(device: str) -> list[int]:
@@ -148,4 +159,5 @@ __all__ = [
     "lr_at",
     "probe",
     "rng_devices",
+    "to_device",
 ]
