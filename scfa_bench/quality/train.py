@@ -143,13 +143,15 @@ def train_unit(
         trainer.optimizer.load_state_dict(state["optimizer"])
         checkpoint.restore_random_states(state["rng"], options.device)
         step, seconds = int(state["step"]), float(state["train_seconds"])
+    trainer.evaluated = (step, seconds)
     try:
         yield from _train(trainer, data, path, step, seconds)
     except torch.OutOfMemoryError as exc:
-        yield _result(unit, data, step, seconds, stats=None, status="oom", error=_first_line(exc))
+        at = trainer.evaluated
+        yield _result(unit, data, *at, stats=None, status="oom", error=_first_line(exc))
     except (RuntimeError, ValueError) as exc:
-        yield _result(unit, data, step, seconds, stats=None, status="error",
-                      error=f"{type(exc).__name__}: {_first_line(exc)}")  # fmt: skip
+        error = f"{type(exc).__name__}: {_first_line(exc)}"
+        yield _result(unit, data, *trainer.evaluated, stats=None, status="error", error=error)
 
 
 def _train(
@@ -185,6 +187,7 @@ def _train(
                 # The wall-clock budget ran out: this step is the unit's last.
                 trainer.unit = unit = replace(unit, total_steps=step)
         _save(trainer, path, step, seconds, result)
+        trainer.evaluated = (step, seconds)
         yield result
 
 

@@ -69,6 +69,8 @@ class Trainer:
     forward: Callable[[Tensor, Tensor], Tensor]
     optimizer: torch.optim.Optimizer
     meter: DensityMeter
+    # The last evaluation's step and training seconds (what a failure row reports).
+    evaluated: tuple[int, float] = (0, 0.0)
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.options.device == "cuda" and self.options.dtype != "fp32":
