@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from scfa_bench.cli.common import console, err_console, reports_input_errors
+from scfa_bench.cli.training_commands import training_run, training_validated
 from scfa_bench.constants import DEVICES, FAILING_STATUSES
 from scfa_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED, InputError
 
@@ -111,14 +112,8 @@ def run(
     With --gpus or --executor slurm the grid is split into shards run by separate processes
     and merged into one CSV; --shard I/N runs one shard here (merge parts with `merge`)."""
     from scfa_bench.cli.shard_commands import run_sharded
-    from scfa_bench.cli.training_commands import is_training_suite, run_training_command
 
-    if is_training_suite(suite_file):
-        sharding = {"--shard": shard, "--gpus": gpus, "--shards": shards}
-        unsupported = {k: v is not None for k, v in sharding.items()}
-        unsupported |= {"--executor": executor != "local", "--profile-stages": profile_stages}
-        run_training_command(suite_file, out=out, resume=resume, device=device, progress=progress,
-                             dry_run=dry_run, force=force, unsupported=unsupported)  # fmt: skip
+    if training_run(suite_file, locals()):  # a training suite: cli.training_commands
         return
     slurm_only = {"--partition": partition, "--array-parallelism": array_parallelism}
     if executor != "slurm" and any(v is not None for v in slurm_only.values()):
@@ -224,10 +219,8 @@ def validate(
 
     for path in suite_files:
         suite = load_suite(path)
-        if suite.training is not None:  # a training suite: no grid of timed tasks
-            t = suite.training
-            units = len(t.settings) * len(t.data_names()) * len(t.seq_len) * len(t.seeds)
-            console.print(f"ok: {path} (training suite {suite.name}: {units} training runs)")
+        if suite.training is not None:
+            console.print(training_validated(path, suite), highlight=False)
             continue
         tasks = expand(suite)
         console.print(

@@ -26,6 +26,35 @@ def is_training_suite(suite_file: Path) -> bool:
     return isinstance(data, dict) and "training" in data
 
 
+def training_run(suite_file: Path, options: dict[str, Any]) -> bool:
+    """`run`'s dispatch: run `suite_file` here if it is a training suite (False if it is not).
+    `options` are `run`'s arguments by name."""
+    if not is_training_suite(suite_file):
+        return False
+    o = options
+    given = {"--shard": o["shard"], "--gpus": o["gpus"], "--shards": o["shards"]}
+    unsupported = {k: v is not None for k, v in given.items()}
+    unsupported |= {"--executor": o["executor"] != "local", "--profile-stages": o["profile_stages"]}
+    run_training_command(
+        suite_file,
+        out=o["out"],
+        resume=o["resume"],
+        device=o["device"],
+        progress=o["progress"],
+        dry_run=o["dry_run"],
+        force=o["force"],
+        unsupported=unsupported,
+    )
+    return True
+
+
+def training_validated(path: Path, suite: Any) -> str:
+    """`validate`'s line for a training suite."""
+    t = suite.training
+    runs = len(t.settings) * len(t.data_names()) * len(t.seq_len) * len(t.seeds)
+    return f"ok: {path} (training suite {suite.name}: {runs} training runs)"
+
+
 def _plan_table(suite: Any) -> Table:
     training = suite.training
     table = Table(title=f"suite {suite.name}: training units")
@@ -124,4 +153,10 @@ def run_training_command(
         raise typer.Exit(EXIT_FAILURE)
 
 
-__all__ = ["final_rows_table", "is_training_suite", "run_training_command"]
+__all__ = [
+    "final_rows_table",
+    "is_training_suite",
+    "run_training_command",
+    "training_run",
+    "training_validated",
+]

@@ -1,23 +1,11 @@
 """The `training:` section: a suite that trains one model per attention setting and measures
 its validation quality against training time (`scfa_bench.quality`), instead of timing calls.
-
 A training suite has `name`, `description`, `device` and `training` only. Keys of `training`
-(defaults in brackets; the reference with examples is docs/quality.md, "Suite keys"):
-
-- data, one or both of: `corpus: {kind: stdlib | folder | tokens, path, vocab, max_bytes,
-  val_fraction}` (path for folder / tokens, vocab for tokens only) or `task:` one mapping or a
-  list of `{name: mqar | passkey, vocab, n_pairs, alpha}`.
-- `model` (required): `{layers, d_model, heads, mlp_ratio [4]}`; the vocabulary is the data's.
-- `batch` (required), `seq_len` (required, a list), `steps` or `tokens` (exactly one: the
-  schedule's length), `max_seconds` [none]: stop a setting once it trained this long.
-- `eval_every` [50] steps, `eval_batches` [4] batches of `batch` sequences.
-- `optimizer` [{lr: 1e-3, betas: [0.9, 0.95], weight_decay: 0.1, warmup_fraction: 0.05,
-  min_lr_fraction: 0.1, grad_clip: 1.0}]: AdamW, linear warm-up, cosine to min_lr_fraction.
-- `dtype` [bf16]: bf16 (autocast on CUDA) or fp32; the CPU trains in fp32.
-- `compile` [false], `seeds` [[0]], `shared_qk` [true]: keys are the normalised queries in
-  every model of the run, as in Pagliardini et al. 2023.
-- `settings` (required): a list of `{impl, n_buckets, drop_rate, lsh [per_call], name}`; a
-  list of n_buckets or drop_rate gives one setting per value.
+(the reference, with defaults, is docs/quality.md "Suite keys"): data (`corpus`, `task` or
+both), `model`, `batch`, `seq_len`, `steps` or `tokens`, `max_seconds`, `eval_every`,
+`eval_batches`, `optimizer`, `dtype`, `compile`, `seeds`, `shared_qk` and `settings` (a list of
+`{impl, n_buckets, drop_rate, lsh, name}`; a list of n_buckets or drop_rate gives one setting
+per value). Every error names the key path.
 """
 
 from __future__ import annotations
@@ -42,6 +30,7 @@ from scfa_bench.quality.config import (
     TaskSettings,
     TrainingSettings,
 )
+from scfa_bench.quality.corpus import CorpusSpec
 from scfa_bench.quality.settings import REFORMER
 from scfa_bench.suite.schema import Suite, Sweep
 from scfa_bench.suite.validator import Validator
@@ -127,20 +116,23 @@ def _corpus(v: Validator, value: Any, seq_lens: tuple[int, ...], batch: int) -> 
     if ("vocab" in c) != (kind == "tokens"):
         raise v.fail("training.corpus", "`vocab` is given for (and only for) a tokens corpus")
     vocab = v.integer(c["vocab"], "training.corpus.vocab", minimum=2) if "vocab" in c else None
-    max_bytes = None
-    if "max_bytes" in c:
-        max_bytes = v.integer(c["max_bytes"], "training.corpus.max_bytes", minimum=1)
-        for i, seq_len in enumerate(seq_lens):
-            if seq_len + 1 > max_bytes:
-                raise v.fail(
-                    f"training.seq_len[{i}]",
-                    f"{seq_len} is longer than the corpus allows (max_bytes {max_bytes})",
-                )
     fraction = c.get("val_fraction")
     if fraction is not None:
         fraction = v.number(fraction, "training.corpus.val_fraction", 0.0, 1.0, True)
         if fraction <= 0:
             raise v.fail("training.corpus.val_fraction", "expected a number in (0, 1)")
+    max_bytes = None
+    if "max_bytes" in c:
+        max_bytes = v.integer(c["max_bytes"], "training.corpus.max_bytes", minimum=1)
+        share = CorpusSpec().val_fraction if fraction is None else fraction
+        val_bytes = max(round(max_bytes * share), 1)  # as the corpus loader splits it
+        for i, seq_len in enumerate(seq_lens):
+            if seq_len + 1 > val_bytes:
+                raise v.fail(
+                    f"training.seq_len[{i}]",
+                    f"{seq_len} is longer than the corpus allows: max_bytes {max_bytes} leaves "
+                    f"{val_bytes} bytes for validation, which needs seq_len + 1",
+                )
     return CorpusSettings(kind, path, vocab, max_bytes, fraction)
 
 

@@ -177,3 +177,26 @@ def test_out_of_memory_gives_an_oom_row(
     qk = [(r.step, r.status) for r in rows if r.impl == "naive_qk"]
     assert qk == [(0, "ok"), (2, "ok"), (2, "oom")]
     assert rows[-1].error.startswith("CUDA out of memory")
+
+
+def test_smoke_suite_end_to_end_through_the_cli(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scfa_bench.cli import app
+
+    suite = Path(__file__).resolve().parents[3] / "suites" / "quality_smoke.yaml"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(suite), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    (csv_path,) = out.glob("*.csv")
+    rows = csv_rows(csv_path)
+    assert {(r.task, r.setting) for r in rows} == {
+        (task, setting)
+        for task in ("corpus", "mqar")
+        for setting in ("dense", "naive_hash nb=4", "naive_qk p=0.5")
+    }
+    assert all(r.status == "ok" for r in rows) and "statuses: ok 18" in result.output
+    assert {r.val_bpb is None for r in rows if r.task == "mqar"} == {True}
+    again = CliRunner().invoke(app, ["run", str(suite), "--resume", str(csv_path), "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert len(csv_rows(csv_path)) == len(rows)  # a finished run resumes to nothing new
