@@ -16,6 +16,7 @@ import pandas as pd
 
 from scfa_bench.analysis.quality_frame import experiments, read_quality
 from scfa_bench.analysis.quality_summary import SettingSummary, speedup_text, summarise
+from scfa_bench.constants import WALL_CLOCK_WARNING
 from scfa_bench.results.meta import meta_path_for
 
 REPORT_NAME = "README.md"
@@ -52,7 +53,8 @@ def quality_report(csv_path: str | Path, out_dir: str | Path) -> Path:
 def render_quality_report(frame: pd.DataFrame, csv_path: Path, figures: list[Path]) -> str:
     parts = [f"# Quality: {csv_path.name}", _meta_section(csv_path)]
     for title, rows in experiments(frame):
-        parts.append(f"## {title}\n\n" + settings_table(summarise(rows)))
+        note = _device_note(rows)
+        parts.append(f"## {title}\n\n" + note + settings_table(summarise(rows)))
     parts += [_failures_section(frame), _figures_section(figures), _definitions()]
     return "\n\n".join(p.rstrip() for p in parts if p and p.strip()) + "\n"
 
@@ -92,6 +94,21 @@ def settings_table(summaries: list[SettingSummary]) -> str:
             )
         )
     return "\n".join(lines)
+
+
+def _device_note(rows: pd.DataFrame) -> str:
+    """Training seconds compare only on one kind of machine: say when they do not."""
+    if "device" not in rows.columns:
+        return ""
+    devices = sorted({str(d) for d in rows["device"].dropna() if str(d)})
+    if len(devices) > 1:
+        return (
+            f"Warning: rows from {len(devices)} devices ({', '.join(devices)}): training seconds, "
+            "and so time-to-quality, are not comparable between them.\n\n"
+        )
+    if devices and devices[0].lower().startswith("cpu"):
+        return f"Warning: {WALL_CLOCK_WARNING}.\n\n"
+    return ""
 
 
 def _spread(values: list[float]) -> str:

@@ -271,3 +271,17 @@ def test_unusable_csvs_are_clear_errors(tmp_path: Path) -> None:
     kernels = write_results(tmp_path / "kernels.csv", suite_rows(seq_lens=(1024,), modes=("fwd",)))
     with pytest.raises(InputError, match="missing column"):
         read_quality(kernels)
+
+
+def test_report_warns_when_seconds_come_from_different_devices(tmp_path: Path) -> None:
+    rows = curve_rows(CURVES)
+    for row in rows[:5]:
+        row["device"] = "NVIDIA H200"
+    text = quality_report(write_quality(tmp_path / "mixed.csv", rows), tmp_path / "out").read_text()
+    assert "rows from 2 devices (NVIDIA H100 80GB HBM3, NVIDIA H200)" in text
+    assert (
+        "rows from"
+        not in quality_report(
+            write_quality(tmp_path / "one.csv", curve_rows(CURVES)), tmp_path / "out1"
+        ).read_text()
+    )
