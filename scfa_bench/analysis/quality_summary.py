@@ -51,6 +51,8 @@ class SettingSummary:
         """'inside seed noise', 'better', 'worse', or why there is no verdict."""
         if self.setting == DENSE_SETTING:
             return "reference"
+        if not self.finals:
+            return "no run ended ok"
         if self.diff is None:
             return "no dense run to compare"
         if self.inside_noise is None:
@@ -108,7 +110,7 @@ def _speedups(
     speedups: dict[int, float | None] = {}
     for seed, target in sorted(dense_losses.items()):
         own = setting_rows[setting_rows["seed"] == seed]
-        if own.empty:
+        if ok_rows(own).empty:  # never evaluated (unavailable, oom at once): nothing to time
             continue
         dense_time = time_to_loss(dense_rows[dense_rows["seed"] == seed], target)
         setting_time = time_to_loss(own, target)

@@ -285,3 +285,18 @@ def test_report_warns_when_seconds_come_from_different_devices(tmp_path: Path) -
             write_quality(tmp_path / "one.csv", curve_rows(CURVES)), tmp_path / "out1"
         ).read_text()
     )
+
+
+def test_a_setting_that_never_ran_has_no_speedup(tmp_path: Path) -> None:
+    rows = curve_rows({"dense": CURVES["dense"]})
+    rows.append(
+        quality_row(setting="scfa_qk p=0.9", seed=0, step=0, status="unavailable", error="no GPU")
+    )
+    csv_path = write_quality(tmp_path / "u.csv", rows)
+    missing = by_setting(csv_path)["scfa_qk p=0.9"]
+    assert missing.failed == {0: "unavailable"} and missing.speedups == {}
+    text = quality_report(csv_path, tmp_path / "out").read_text()
+    # No speedup ("-", not "not reached") and no comparison.
+    assert (
+        "| scfa_qk p=0.9 | - (seed 0 unavailable) | - | - | - | - | no run ended ok | - |" in text
+    )
