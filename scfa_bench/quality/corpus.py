@@ -14,7 +14,7 @@ import hashlib
 import sys
 import sysconfig
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,13 +70,13 @@ class CorpusSpec:
             raise CorpusError(f"corpus val_fraction {self.val_fraction}: expected 0 < f < 1")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compare their contents, not the objects
 class Corpus:
     train: Tensor
     val: Tensor
     vocab_size: int
     bytes_per_token: float | None
-    fingerprint: dict[str, Any] = field(compare=False)
+    fingerprint: dict[str, Any]
 
     def epochs_at(self, step: int, seq_len: int, batch: int) -> float:
         """Passes over the train split after `step` steps of `batch` sequences."""
