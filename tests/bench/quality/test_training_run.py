@@ -200,3 +200,15 @@ def test_smoke_suite_end_to_end_through_the_cli(tmp_path: Path) -> None:
     again = CliRunner().invoke(app, ["run", str(suite), "--resume", str(csv_path), "--no-progress"])
     assert again.exit_code == 0, again.output
     assert len(csv_rows(csv_path)) == len(rows)  # a finished run resumes to nothing new
+
+
+def test_every_setting_starts_from_the_same_weights_data_and_draws(tmp_path: Path) -> None:
+    """Two settings with the same attention under different names train identically."""
+    data = training_data(folder_corpus(tmp_path / "corpus"))
+    data["training"]["settings"] = [
+        {"impl": "naive_qk", "drop_rate": 0.5, "name": "a"},
+        {"impl": "naive_qk", "drop_rate": 0.5, "name": "b"},
+    ]
+    rows = csv_rows(run(write_suite(tmp_path / "s.yaml", data), tmp_path / "out").csv_path)
+    a, b = ([x[1:] for x in losses(rows) if x[0] == name] for name in ("a", "b"))
+    assert len(a) == 3 and a == b
