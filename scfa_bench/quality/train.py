@@ -159,8 +159,9 @@ def _train(
 ) -> Iterator[EvalResult]:
     unit, device = trainer.unit, trainer.options.device
     training = trainer.options.training
+    # The first evaluation needs no checkpoint: a fresh unit restarts identically, and a resumed
+    # one repeats the evaluation its checkpoint was written after.
     result = _evaluate(trainer, data, step, seconds)
-    _save(trainer, path, step, seconds, result)
     yield result
     batches = data.train_batches(start_step=step)
     while step < unit.total_steps and result.status == "ok":
