@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from scfa_bench.cli.common import console, err_console
+from scfa_bench.cli.common import console, err_console, wide_console
 from scfa_bench.constants import DEVICES
 from scfa_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED, InputError
 
@@ -128,7 +128,7 @@ def run_training_command(
         raise InputError(f"--device: expected one of {', '.join(DEVICES)}; got {device!r}")
     suite = load_suite(suite_file)
     if dry_run:
-        console.print(_plan_table(suite))
+        wide_console().print(_plan_table(suite))
         return
     echo = lambda message: err_console.print(message, highlight=False, soft_wrap=True)
     reporter = RichReporter(console, suite.name) if progress else SilentReporter(echo)
@@ -136,7 +136,7 @@ def run_training_command(
         out_dir=out, resume=resume, device=device, argv=tuple(sys.argv), force=force
     )
     outcome = run_training(suite, options, reporter)
-    console.print(final_rows_table(outcome.rows))
+    wide_console().print(final_rows_table(outcome.rows))
     counts: dict[str, int] = {}
     for row in outcome.rows:
         counts[row.status] = counts.get(row.status, 0) + 1

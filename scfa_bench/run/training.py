@@ -141,6 +141,14 @@ def quality_row(
     )
 
 
+def row_line(row: QualityRow) -> str:
+    """One evaluation as a log line."""
+    loss = "-" if row.val_loss is None else f"{row.val_loss:.4f}"
+    where = f"{row.setting} {row.task} T={row.seq_len} seed={row.seed} step {row.step}"
+    status = "" if row.status == "ok" else f" {row.status}: {row.error}"
+    return f"{where}: val_loss {loss}, train {row.train_seconds:.1f} s{status}"
+
+
 def _json_list(values: list[float | None]) -> str:
     import json
 
@@ -226,6 +234,7 @@ def run_training(
                     rows.append(row)
                     new_rows += 1
                     reporter.advance(1)
+                    reporter.note(row_line(row))
                     row_written(row)
                 if device == "cuda":
                     torch.cuda.empty_cache()
