@@ -212,3 +212,13 @@ def test_every_setting_starts_from_the_same_weights_data_and_draws(tmp_path: Pat
     rows = csv_rows(run(write_suite(tmp_path / "s.yaml", data), tmp_path / "out").csv_path)
     a, b = ([x[1:] for x in losses(rows) if x[0] == name] for name in ("a", "b"))
     assert len(a) == 3 and a == b
+
+
+def test_a_wall_clock_budget_ends_each_setting_with_a_final_evaluation(tmp_path: Path) -> None:
+    data = training_data(folder_corpus(tmp_path / "corpus"), max_seconds=1e-9)
+    data["training"]["settings"] = [{"impl": "sdpa_math", "name": "dense"}]
+    suite_file = write_suite(tmp_path / "s.yaml", data)
+    outcome = run(suite_file, tmp_path / "out")
+    assert [(r.step, r.status) for r in csv_rows(outcome.csv_path)] == [(0, "ok"), (1, "ok")]
+    again = run(suite_file, tmp_path / "unused", resume=outcome.csv_path)
+    assert again.new_rows == 0  # the budget's last evaluation finished the setting
