@@ -56,7 +56,10 @@ for phase in "${phases[@]}"; do
     case "$phase" in
         sanity)
             run_suite quality_gpu_sanity || status=1
-            python tools/quality_summary.py "$runs/quality_gpu_sanity" --strict || status=1 ;;
+            python tools/quality_summary.py "$runs/quality_gpu_sanity" --strict || status=1
+            # cuDNN's attention and the math backend must train the same model.
+            python tools/quality_summary.py "$runs/quality_gpu_sanity" --agree dense "dense math" \
+                | tail -n 4 || status=1 ;;
         recall|quality|quality_16k)
             run_suite "$phase" || status=1 ;;
         summary) ;;

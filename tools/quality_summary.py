@@ -5,6 +5,8 @@ statuses), and the time dense needed against each setting's.
     python tools/quality_summary.py RUN_DIR_OR_CSV [...] [--strict]
 
 --strict exits 1 when a row is not `ok` or a final val loss is not finite (the sanity check).
+--agree A B exits 1 unless settings A and B (two dense attentions: they must compute the same
+model) have val losses within 2% of each other at every evaluation of every CSV.
 """
 
 from __future__ import annotations
@@ -55,8 +57,28 @@ def _summary(path: Path) -> tuple[list[str], bool]:
     return lines, ok
 
 
+def _agree(path: Path, a: str, b: str) -> bool:
+    """Settings a and b evaluate within 2% of each other at every (task, T, seed, step)."""
+    losses: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for row in read_quality_rows(path):
+        if row.setting in (a, b) and row.val_loss is not None:
+            losses[(row.task, row.seq_len, row.seed, row.step)][row.setting] = row.val_loss
+    pairs = [(key, v) for key, v in sorted(losses.items()) if len(v) == 2]
+    ok = bool(pairs)
+    for key, v in pairs:
+        gap = abs(v[a] - v[b]) / max(abs(v[b]), 1e-9)
+        ok &= gap <= 0.02
+        print(f"agree {a!r} vs {b!r} at {key}: {v[a]:.4f} vs {v[b]:.4f} ({gap:.2%})")
+    return ok
+
+
 def main(argv: list[str]) -> int:
     strict = "--strict" in argv
+    agree: tuple[str, str] | None = None
+    if "--agree" in argv:
+        i = argv.index("--agree")
+        agree = (argv[i + 1], argv[i + 2])
+        argv = argv[:i] + argv[i + 3 :]
     paths = _csvs([a for a in argv if a != "--strict"])
     if not paths:
         print("no quality CSV found")
@@ -68,6 +90,9 @@ def main(argv: list[str]) -> int:
         print("\n".join(lines))
     if strict and not all_ok:
         print("FAIL: a row is not ok or a final loss is not finite")
+        return 1
+    if agree is not None and not all(_agree(p, *agree) for p in paths):
+        print(f"FAIL: {agree[0]!r} and {agree[1]!r} do not agree within 2%")
         return 1
     return 0
 
