@@ -119,7 +119,7 @@ def quality_row(
         drop_rate=s.drop_rate,
         shared_qk=training.shared_qk,
         task=data.task,
-        corpus=training.corpus.label() if training.corpus is not None else "",
+        corpus=training.corpus.label() if training.corpus and data.task == "corpus" else "",
         seq_len=unit.seq_len,
         batch=unit.batch,
         model=unit.model.label(),
@@ -209,7 +209,7 @@ def run_training(
     write_meta(meta_path, meta)
     topts = TrainOptions(training, device, dtype, checkpoint_dir_for(csv_path))
     plan = list(_sources(training, corpus))
-    total = len(plan) * len(training.settings) * _evals_per_unit(training)
+    total = sum(len(training.settings) * _evals_per_unit(training, t) for t, _, _ in plan)
     new_rows, interrupted = 0, False
     writer = QualityWriter(csv_path)
     reporter.start(max(total, len(rows)), min(len(rows), total))
@@ -249,8 +249,8 @@ def run_training(
     return TrainingOutcome(csv_path, meta_path, rows, new_rows, interrupted, tuple(notes))
 
 
-def _evals_per_unit(training: TrainingSettings) -> int:
-    steps = training.steps_for(training.seq_len[0])
+def _evals_per_unit(training: TrainingSettings, seq_len: int) -> int:
+    steps = training.steps_for(seq_len)
     return 1 + -(-steps // training.eval_every)
 
 

@@ -196,7 +196,8 @@ def test_smoke_suite_end_to_end_through_the_cli(tmp_path: Path) -> None:
         for setting in ("dense", "naive_hash nb=4", "naive_qk p=0.5")
     }
     assert all(r.status == "ok" for r in rows) and "statuses: ok 18" in result.output
-    assert {r.val_bpb is None for r in rows if r.task == "mqar"} == {True}
+    assert {(r.val_bpb, r.corpus) for r in rows if r.task == "mqar"} == {(None, "")}
+    assert {r.corpus for r in rows if r.task == "corpus"} == {"stdlib[1000000B]"}
     again = CliRunner().invoke(app, ["run", str(suite), "--resume", str(csv_path), "--no-progress"])
     assert again.exit_code == 0, again.output
     assert len(csv_rows(csv_path)) == len(rows)  # a finished run resumes to nothing new
