@@ -37,7 +37,8 @@ def _summary(path: Path) -> tuple[list[str], bool]:
         groups[(task, seq_len, setting)].append(row)
     lines = [f"== {path} ({len(rows)} rows)"]
     head = f"{'task':8} {'T':>6} {'setting':22} {'seeds':>5} {'step':>5} {'val_loss':>8} "
-    lines.append(head + f"{'bpb':>6} {'acc':>6} {'train_s':>8} {'dense_s/s':>9} status")
+    head += f"{'bpb':>6} {'acc':>6} {'train_s':>8} {'Mtok/s':>6} {'dense_s/s':>9} status"
+    lines.append(head)
     ok = True
     for (task, seq_len, setting), group in sorted(groups.items()):
         mean = lambda xs: sum(xs) / len(xs) if xs else math.nan
@@ -47,12 +48,13 @@ def _summary(path: Path) -> tuple[list[str], bool]:
         secs = mean([r.train_seconds for r in group])
         dense = [g for k, g in groups.items() if k[:2] == (task, seq_len) and k[2] == "dense"]
         ratio = mean([r.train_seconds for r in dense[0]]) / secs if dense and secs else math.nan
+        speed = mean([r.tokens / r.train_seconds / 1e6 for r in group if r.train_seconds > 0])
         statuses = ",".join(sorted({r.status for r in group}))
         ok &= statuses == "ok" and len(losses) == len(group) and all(map(math.isfinite, losses))
         lines.append(
             f"{task:8} {seq_len:>6} {setting[:22]:22} {len(group):>5} "
             f"{max(r.step for r in group):>5} {mean(losses):>8.4f} {mean(bpbs):>6.3f} "
-            f"{mean(accs):>6.3f} {secs:>8.1f} {ratio:>9.2f} {statuses}"
+            f"{mean(accs):>6.3f} {secs:>8.1f} {speed:>6.2f} {ratio:>9.2f} {statuses}"
         )
     return lines, ok
 
