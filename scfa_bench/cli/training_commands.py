@@ -49,8 +49,12 @@ def training_run(suite_file: Path, options: dict[str, Any]) -> bool:
 
 
 def training_validated(path: Path, suite: Any) -> str:
-    """`validate`'s line for a training suite."""
+    """`validate`'s line for a training suite, once its corpus has loaded and is long enough
+    for every seq_len (InputError naming the key otherwise)."""
+    from scfa_bench.run.training import load_corpus_checked
+
     t = suite.training
+    load_corpus_checked(t)
     runs = len(t.settings) * len(t.data_names()) * len(t.seq_len) * len(t.seeds)
     return f"ok: {path} (training suite {suite.name}: {runs} training runs)"
 

@@ -77,7 +77,7 @@ def _sources(training: TrainingSettings, corpus: Any) -> Iterator[tuple[int, int
                     yield seq_len, seed, RecallSource(data, *common)
 
 
-def _load_corpus(training: TrainingSettings) -> Any:
+def load_corpus_checked(training: TrainingSettings) -> Any:
     """The corpus (None for recall tasks); InputError naming the key when it cannot be used."""
     if training.corpus is None:
         return None
@@ -198,7 +198,7 @@ def run_training(
     dtype = training.dtype if device == "cuda" else "fp32"
     env = environment(device)
     argv = list(options.argv) if options.argv else list(sys.argv)
-    corpus = _load_corpus(training)
+    corpus = load_corpus_checked(training)
     csv_path, meta, rows, notes = _start(suite, options, env, argv)
     for note in notes:
         reporter.note(note)
@@ -262,4 +262,11 @@ def _finish(meta_path: Path, meta: dict[str, Any], state: str, error: str = "") 
         write_meta(meta_path, meta)
 
 
-__all__ = ["TrainingOutcome", "checkpoint_dir_for", "quality_row", "row_written", "run_training"]
+__all__ = [
+    "TrainingOutcome",
+    "checkpoint_dir_for",
+    "load_corpus_checked",
+    "quality_row",
+    "row_written",
+    "run_training",
+]

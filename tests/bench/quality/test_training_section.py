@@ -116,6 +116,8 @@ def test_a_corpus_too_short_for_seq_len_is_refused_before_any_row(
     assert result.exit_code == 2, result.output
     assert "training.seq_len[1]: 4096 is longer than the corpus allows" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+    result = CliRunner().invoke(app, ["validate", str(suite_file)])
+    assert result.exit_code == 2 and "training.seq_len[1]: 4096 is longer" in result.output
 
 
 def test_bad_suite_and_unsupported_options_exit_2_without_traceback(
