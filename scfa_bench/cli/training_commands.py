@@ -1,7 +1,9 @@
 """`run` of a training suite (`training:` section): options, the end-of-run table, exit codes.
 
-`run` hands a training suite here; sharding (`--gpus`, `--shard`, `--executor`, `--shards`)
-and `--profile-stages` are not supported for training suites yet and exit 2.
+`run` hands a training suite here. `--shard I/N` runs every N-th training unit from the I-th
+into its own CSV (`tools/quality_merge.py` joins the parts; `tools/gpu_quality_check.sh` runs
+one shard per GPU); `--gpus`, `--executor`, `--shards` and `--profile-stages` are not supported
+for training suites yet and exit 2.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def training_run(suite_file: Path, options: dict[str, Any]) -> bool:
     if not is_training_suite(suite_file):
         return False
     o = options
-    given = {"--shard": o["shard"], "--gpus": o["gpus"], "--shards": o["shards"]}
+    given = {"--gpus": o["gpus"], "--shards": o["shards"]}
     unsupported = {k: v is not None for k, v in given.items()}
     unsupported |= {"--executor": o["executor"] != "local", "--profile-stages": o["profile_stages"]}
     run_training_command(
@@ -44,6 +46,7 @@ def training_run(suite_file: Path, options: dict[str, Any]) -> bool:
         dry_run=o["dry_run"],
         force=o["force"],
         unsupported=unsupported,
+        shard=o["shard"],
     )
     return True
 
@@ -115,6 +118,7 @@ def run_training_command(
     dry_run: bool,
     force: bool,
     unsupported: dict[str, bool],
+    shard: str | None = None,
 ) -> None:
     """`scfa-bench run` of a training suite. `unsupported`: option -> whether it was given."""
     from scfa_bench.run.loop import RunOptions
@@ -130,6 +134,9 @@ def run_training_command(
         )
     if device is not None and device not in DEVICES:
         raise InputError(f"--device: expected one of {', '.join(DEVICES)}; got {device!r}")
+    from scfa_bench.run.shard import parse_shard
+
+    shard_of = None if shard is None else parse_shard(shard)
     suite = load_suite(suite_file)
     if dry_run:
         wide_console().print(_plan_table(suite))
@@ -139,7 +146,7 @@ def run_training_command(
     options = RunOptions(
         out_dir=out, resume=resume, device=device, argv=tuple(sys.argv), force=force
     )
-    outcome = run_training(suite, options, reporter)
+    outcome = run_training(suite, options, reporter, shard_of)
     wide_console().print(final_rows_table(outcome.rows))
     counts: dict[str, int] = {}
     for row in outcome.rows:

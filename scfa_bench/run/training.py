@@ -155,14 +155,14 @@ def _json_list(values: list[float | None]) -> str:
     return json.dumps([_finite(v) for v in values])
 
 
-def _start(suite: Suite, options: RunOptions, env: dict[str, Any], argv: list[str]):
+def _start(suite: Suite, options: RunOptions, env: dict[str, Any], argv: list[str], name: str):
     """(csv path, meta, rows already there, notes): a new run, or the one to resume."""
     if options.resume is None:
         try:
             options.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"--out {options.out_dir}: cannot create folder ({exc})") from None
-        csv_path = new_csv_path(options.out_dir, suite.name)
+        csv_path = new_csv_path(options.out_dir, name)
         return csv_path, new_meta(suite, env, argv, _now()), [], []
     csv_path = options.resume
     if not csv_path.is_file():
@@ -187,9 +187,13 @@ def _unit_done(rows: list[QualityRow], unit: Unit) -> bool:
 
 
 def run_training(
-    suite: Suite, options: RunOptions, reporter: Reporter | None = None
+    suite: Suite,
+    options: RunOptions,
+    reporter: Reporter | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> TrainingOutcome:
-    """Train every pending unit of a training suite; returns where the rows went."""
+    """Train every pending unit of a training suite; returns where the rows went. With
+    `shard` (I, N) only every N-th unit from the I-th, into `<suite>-partIofN-<time>.csv`."""
     training = suite.training
     if training is None:
         raise ValueError(f"suite {suite.name} has no training section")
@@ -199,24 +203,34 @@ def run_training(
     env = environment(device)
     argv = list(options.argv) if options.argv else list(sys.argv)
     corpus = load_corpus_checked(training)
-    csv_path, meta, rows, notes = _start(suite, options, env, argv)
+    name = suite.name if shard is None else f"{suite.name}-part{shard[0]}of{shard[1]}"
+    csv_path, meta, rows, notes = _start(suite, options, env, argv, name)
     for note in notes:
         reporter.note(note)
     meta_path = meta_path_for(csv_path)
+    if options.resume is not None and meta.get("shard") != (None if shard is None else list(shard)):
+        given = "no --shard" if shard is None else f"--shard {shard[0]}/{shard[1]}"
+        raise InputError(f"--resume {csv_path}: it ran with shard {meta.get('shard')}, not {given}")
     meta.update(kind="quality", corpus=None if corpus is None else corpus.fingerprint)
+    meta["shard"] = None if shard is None else list(shard)
     meta["training"] = {"device": device, "dtype": dtype, "checkpoints": str(
         checkpoint_dir_for(csv_path).name)}  # fmt: skip
     write_meta(meta_path, meta)
     topts = TrainOptions(training, device, dtype, checkpoint_dir_for(csv_path))
     plan = list(_sources(training, corpus))
     total = sum(len(training.settings) * _evals_per_unit(training, t) for t, _, _ in plan)
-    new_rows, interrupted = 0, False
+    new_rows, interrupted, units = 0, False, 0
+    if shard is not None:
+        total = -(-total // shard[1])
     writer = QualityWriter(csv_path)
     reporter.start(max(total, len(rows)), min(len(rows), total))
     try:
         for seq_len, seed, data in plan:
             init: dict[str, Any] | None = None
             for setting in training.settings:
+                units += 1
+                if shard is not None and (units - 1) % shard[1] != shard[0]:
+                    continue
                 config = training.model.config(data.vocab_size, seq_len)
                 steps = training.steps_for(seq_len)
                 unit = Unit(setting, data.task, seq_len, training.batch, seed, config, steps)

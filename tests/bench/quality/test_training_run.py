@@ -223,3 +223,28 @@ def test_a_wall_clock_budget_ends_each_setting_with_a_final_evaluation(tmp_path:
     assert [(r.step, r.status) for r in csv_rows(outcome.csv_path)] == [(0, "ok"), (1, "ok")]
     again = run(suite_file, tmp_path / "unused", resume=outcome.csv_path)
     assert again.new_rows == 0  # the budget's last evaluation finished the setting
+
+
+def test_shards_cover_every_unit_once_and_merge_into_the_whole_run(
+    suite_file: Path, tmp_path: Path
+) -> None:
+    from scfa_bench.run.training import run_training
+    from scfa_bench.suite.parse import load_suite
+
+    from ..tool_loader import load_tool
+
+    whole = losses(csv_rows(run(suite_file, tmp_path / "whole").csv_path))
+    suite = load_suite(suite_file)
+    parts = []
+    for index in range(2):
+        options = run_training_module.RunOptions(out_dir=tmp_path / f"p{index}", argv=("t",))
+        parts.append(run_training(suite, options, shard=(index, 2)).csv_path)
+    assert parts[0].name.startswith("tiny_training-part0of2-")
+    assert {r.setting for r in csv_rows(parts[1])} == {"naive_hash nb=4"}
+    merged = tmp_path / "merged.csv"
+    assert load_tool("quality_merge").main([str(merged), *map(str, parts)]) == 0
+    assert sorted(losses(csv_rows(merged))) == sorted(whole)
+    assert json.loads((tmp_path / "merged.meta.json").read_text())["state"] == "complete"
+    assert load_tool("quality_merge").main([str(merged), str(parts[0])]) == 1  # a part missing
+    with pytest.raises(run_training_module.InputError, match="shard"):
+        run_training(suite, run_training_module.RunOptions(resume=parts[0], argv=("t",)))

@@ -127,7 +127,7 @@ def test_bad_suite_and_unsupported_options_exit_2_without_traceback(
     result = CliRunner().invoke(app, ["run", str(bad)])
     assert result.exit_code == 2 and "training.batch" in result.output
     good = write_suite(tmp_path / "good.yaml", data)
-    for option in (["--gpus", "2"], ["--shard", "0/2"], ["--profile-stages"]):
+    for option in (["--gpus", "2"], ["--shards", "2"], ["--profile-stages"]):
         result = CliRunner().invoke(app, ["run", str(good), *option])
         assert result.exit_code == 2, result.output
         assert "not supported for training suites" in result.output
