@@ -46,6 +46,7 @@ from scfa_bench.cli.run_options import (
     TimeOpt,
     YesOpt,
 )
+from scfa_bench.cli.training_commands import training_run, training_validated
 from scfa_bench.constants import FAILING_STATUSES
 from scfa_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED
 
@@ -158,6 +159,8 @@ def run(
     from scfa_bench.cli.shard_commands import print_shard_plan, run_sharded_command
     from scfa_bench.run.request import build_request
 
+    if training_run(suite_file, locals()):  # a training suite: cli.training_commands
+        return
     request = build_request(
         suite_file,
         shard=shard,
@@ -206,6 +209,9 @@ def validate(
 
     for path in suite_files:
         suite = load_suite_reporting(path)
+        if suite.training is not None:
+            console.print(training_validated(path, suite), highlight=False)
+            continue
         tasks = expand(suite)
         console.print(
             f"ok: {path} (suite {suite.name}: {len(tasks)} tasks, {row_count(tasks)} rows)",

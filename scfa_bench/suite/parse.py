@@ -7,6 +7,8 @@ Keys (unknown keys are rejected at every level; defaults in brackets):
 - `seed` [0]: integer; inputs are seeded from it and the point.
 - `shape` (required unless `model` is given): `{batch, heads, head_dim, dtype}`, all required;
   dtype is fp16, bf16 or fp32 (float16, bfloat16, float32 accepted as aliases).
+- `training`: train a model per attention setting and measure its quality against time; its
+  keys, and the few top-level keys such a suite has, are in `suite.training_section`.
 - `model`: time a training step of a decoder-only LM instead of one attention call; its keys,
   and the keys a model suite may not have, are in `suite.model_section`.
 - `sweep` (required): `seq_len` (required), `n_buckets`, `drop_rate`: non-empty lists without
@@ -73,6 +75,7 @@ from scfa_bench.suite.plugin_refs import (
     suite_folder,
 )
 from scfa_bench.suite.schema import Shape, Suite, Sweep, TimingSettings
+from scfa_bench.suite.training_section import training_suite
 from scfa_bench.suite.validator import Validator
 from scfa_bench.suite.yaml_load import load_yaml
 
@@ -147,6 +150,8 @@ def parse_suite(
     """Validate already-parsed YAML data (a dict) into a Suite. Plugin files are relative to
     `file`'s folder (the working directory for `<...>` names)."""
     v = Validator(file, lines or {})
+    if isinstance(data, dict) and "training" in data:
+        return training_suite(v, data)
     v.mapping(data, "", TOP_KEYS, ("name", "sweep", "implementations"))
     common = _Common(
         name=_name(v, data["name"]),

@@ -7,6 +7,7 @@ from typing import Any
 
 from scfa_bench.constants import MODES, STEP_MODES
 from scfa_bench.e2e.model import ModelConfig
+from scfa_bench.quality.config import TrainingSettings
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class Suite:
     max_check_seq_len: int | None = None
     device: str = "auto"
     model: ModelSettings | None = None
+    training: TrainingSettings | None = None  # a training suite (`suite.training_section`)
     split_groups: bool = True  # may shards split a seq_len's tasks (run.sharded.plan)
     source: str = ""  # the file it came from ("" when built in code)
     sha256: str = ""  # of the file's bytes

@@ -23,6 +23,7 @@ STAGES = {
     "constants": 0,
     "impls": 1,
     "e2e": 1,
+    "quality": 1,
     "suite": 2,
     "measure": 3,
     "results": 4,
