@@ -134,7 +134,7 @@ def run_training_command(
         )
     if device is not None and device not in DEVICES:
         raise InputError(f"--device: expected one of {', '.join(DEVICES)}; got {device!r}")
-    from scfa_bench.run.shard import parse_shard
+    from scfa_bench.run.sharded.plan import parse_shard
 
     shard_of = None if shard is None else parse_shard(shard)
     suite = load_suite(suite_file)
