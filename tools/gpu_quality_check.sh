@@ -6,7 +6,7 @@
 #   GPUS=4 tools/gpu_quality_check.sh quality # one shard of the suite per GPU, merged after
 #
 # Phases: sanity (suites/quality_gpu_sanity.yaml, fails on any row that is not ok, or when
-# cuDNN and math dense attention disagree), recall (~4 min on one H100), quality (T=8192,
+# cuDNN and math SDPA, or an SCFA kernel and its dense reference, train differently), recall (~4 min on one H100), quality (T=8192,
 # ~8 min), quality_16k (T=16384, ~10 min), summary. With a 10-minute limit per command, run
 # one or two phases per command. Runs live in $RUNS (default results/quality-gpu, git-ignored,
 # so it survives between commands on the same machine); a phase whose run was cut short resumes
@@ -88,9 +88,12 @@ for phase in "${phases[@]}"; do
         sanity)
             run_suite quality_gpu_sanity || status=1
             python tools/quality_summary.py "$runs/quality_gpu_sanity" --strict || status=1
-            # cuDNN's attention and the math backend must train the same model.
-            python tools/quality_summary.py "$runs/quality_gpu_sanity" --agree dense "dense math" \
-                | tail -n 4 || status=1 ;;
+            # Pairs that compute the same model must train alike (suite file says which).
+            for pair in "dense|dense math" "scfa_hash nb=8 fixed|hash reference" \
+                "scfa_qk p=0.5|qk reference"; do
+                python tools/quality_summary.py "$runs/quality_gpu_sanity" \
+                    --agree "${pair%%|*}" "${pair##*|}" | tail -n 3 || status=1
+            done ;;
         recall|quality|quality_16k)
             run_suite "$phase" || status=1 ;;
         summary) ;;
