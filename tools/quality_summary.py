@@ -23,7 +23,9 @@ def _csvs(args: list[str]) -> list[Path]:
     found: list[Path] = []
     for arg in args:
         path = Path(arg)
-        found += sorted(path.rglob("*.csv")) if path.is_dir() else [path]
+        # Shard parts (`<suite>.parts/`) are summarised through their merged CSV.
+        inside = sorted(p for p in path.rglob("*.csv") if ".parts" not in p.parent.as_posix())
+        found += inside if path.is_dir() else [path]
     return found
 
 

@@ -63,6 +63,9 @@ def lr_at(step: int, total: int, opt: OptimizerSettings) -> float:
 
 @dataclass
 class Trainer:
+    """A unit's model, its (maybe compiled) forward, AdamW and the density meter its attention
+    reports to; `step` runs one optimizer step at the schedule's learning rate."""
+
     unit: Unit
     options: TrainOptions
     model: DecoderLM
