@@ -33,10 +33,18 @@ OutOpt = Annotated[
 @reports_input_errors
 def plot_command(results_csv: ResultsArg, out: OutOpt = None) -> None:
     """Draw runtime, speedup, heatmap and fraction-of-ideal figures (PNG and SVG); one set
-    per card when the CSV holds several."""
+    per card when the CSV holds several. A training suite's CSV gets validation loss against
+    tokens, against training seconds, and by position in the sequence."""
     from scfa_bench.analysis import by_card
+    from scfa_bench.analysis.quality_frame import is_quality_csv
     from scfa_bench.results.reader import read_results
 
+    if is_quality_csv(results_csv):
+        from scfa_bench.analysis.quality_plots import quality_plots
+
+        for figure in quality_plots(results_csv, _default_out(results_csv, out)):
+            typer.echo(str(figure))
+        return
     files = by_card.make_plots(read_results(results_csv), _default_out(results_csv, out))
     if not files:
         typer.echo("No figure drawn: no row with status ok has data to plot.")
@@ -47,10 +55,19 @@ def plot_command(results_csv: ResultsArg, out: OutOpt = None) -> None:
 @reports_input_errors
 def report_command(results_csv: ResultsArg, out: OutOpt = None) -> None:
     """Write a Markdown report (README.md) with environment, speedup tables, plots, failures;
-    one per card, with an index, when the CSV holds several."""
+    one per card, with an index, when the CSV holds several. A training suite's CSV gets the
+    quality report: final loss per setting, its difference from dense, time to quality."""
     from scfa_bench.analysis import by_card
+    from scfa_bench.analysis.quality_frame import is_quality_csv
     from scfa_bench.results.reader import read_results
 
+    if is_quality_csv(results_csv):
+        from scfa_bench.analysis.quality_report import quality_report
+
+        typer.echo(
+            f"report written to {quality_report(results_csv, _default_out(results_csv, out))}"
+        )
+        return
     path = by_card.write_report(read_results(results_csv), _default_out(results_csv, out))
     typer.echo(f"report written to {path}")
 
