@@ -100,14 +100,26 @@ def _signature(kernel, constexprs: dict, pointers: dict[str, str]) -> dict[str, 
     return types
 
 
-def _cases():
+# Per tile-table entry: its case label, the pointer type and head dim compiled, tl.dot's
+# input precision.
+_TABLE_CASES = {
+    "large_buckets": ("bf16 d64 large buckets", "*bf16", 64, None),
+    "medium_buckets": ("bf16 d64 medium buckets", "*bf16", 64, None),
+    "small_buckets": ("bf16 d64 small buckets", "*bf16", 64, None),
+    "head_128": ("fp16 d128", "*fp16", 128, None),
+    "float32": ("fp32 d64", "*fp32", 64, "ieee"),
+}
+
+
+def _cases(arch: int):
+    """(label, kernel, constexprs, pointer types, options) of every kernel to compile for
+    sm_<arch>, with the tile table `config.py` picks for that compute capability."""
     from scfa_kernels import _triton_bwd, _triton_fwd, _triton_plan, _triton_sort, config
 
+    table = config.TILE_TABLES[arch // 10]
     attention_configs = {
-        "bf16 d64 large buckets": ("*bf16", 64, config._CUDA_LARGE_BUCKETS, None),
-        "bf16 d64 small buckets": ("*bf16", 64, config._CUDA_SMALL_BUCKETS, None),
-        "fp16 d128": ("*fp16", 128, config._CUDA_HEAD_128, None),
-        "fp32 d64": ("*fp32", 64, config._CUDA_FLOAT32, "ieee"),
+        label: (ptr, head_dim, getattr(table, name), precision)
+        for name, (label, ptr, head_dim, precision) in _TABLE_CASES.items()
     }
     for label, (ptr, head_dim, cfg, precision) in attention_configs.items():
         pointers = dict(_POINTERS)
@@ -282,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for arch in args.archs:
         target = GPUTarget("cuda", arch, 32)
-        for label, kernel, constexprs, pointers, options in _cases():
+        for label, kernel, constexprs, pointers, options in _cases(arch):
             started = time.perf_counter()
             constexprs = _with_unused_none(kernel, constexprs)
             signature = _signature(kernel, constexprs, pointers)
