@@ -329,6 +329,7 @@ def sparse_attention_bwd_dq_kernel(
     if MAX_PIECES > 1:
         if piece >= tl.maximum(n_live, 1):
             return  # an empty piece of a short range
+    q_strides = (stride_qb, stride_qt, stride_qh, stride_qd)
     slots, row_ok, load_ok, q_pos, q_bucket, q = load_query_rows(
         Q,
         q_perm,
@@ -339,13 +340,10 @@ def sparse_attention_bwd_dq_kernel(
         tile,
         start,
         end,
-        stride_qb,
-        stride_qt,
-        stride_qh,
-        stride_qd,
+        q_strides,
         T,
-        BLOCK_M=BLOCK_M,
-        HEAD_DIM=HEAD_DIM,
+        BLOCK_M,
+        HEAD_DIM,
     )
     offs_d = tl.arange(0, HEAD_DIM)
     do_ptrs = dOut + b * stride_dob + h * stride_doh + q_pos[:, None] * stride_dot

@@ -132,15 +132,14 @@ def load_query_rows(
     tile,
     start,
     end,
-    stride_qb,
-    stride_qt,
-    stride_qh,
-    stride_qd,
+    q_strides,
     T,
     BLOCK_M: tl.constexpr,
     HEAD_DIM: tl.constexpr,
 ):
-    """The rows of a query tile: (slots, row_ok, load_ok, q_pos, q_bucket, q)."""
+    """The rows of a query tile: (slots, row_ok, load_ok, q_pos, q_bucket, q);
+    `q_strides` = (stride_qb, stride_qt, stride_qh, stride_qd) of Q."""
+    stride_qb, stride_qt, stride_qh, stride_qd = q_strides
     slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok, load_ok = tile_loads(slots, T, start, end)
     q_pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)

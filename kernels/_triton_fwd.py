@@ -72,24 +72,11 @@ def _attend_range(
 
 
 @triton.jit
-def _store_output(
-    Out,
-    LSE,
-    out,
-    lse,
-    b,
-    h,
-    q_pos,
-    row_base,
-    slots,
-    row_ok,
-    stride_ob,
-    stride_ot,
-    stride_oh,
-    stride_od,
-    HEAD_DIM: tl.constexpr,
-):
-    """Output rows to their original positions, LSE to the sorted slots."""
+def _store_output(Out, LSE, out, lse, b, h, q_pos, row_base, slots, row_ok, o_strides):
+    """Output rows to their original positions, LSE to the sorted slots; `o_strides` =
+    (stride_ob, stride_ot, stride_oh, stride_od) of Out."""
+    stride_ob, stride_ot, stride_oh, stride_od = o_strides
+    HEAD_DIM: tl.constexpr = out.shape[1]
     offs_d = tl.arange(0, HEAD_DIM)
     o_ptrs = Out + b * stride_ob + h * stride_oh + q_pos[:, None] * stride_ot
     o_ptrs += offs_d[None, :] * stride_od
@@ -152,6 +139,7 @@ def sparse_attention_fwd_kernel(
     if MAX_PIECES > 1:
         if piece >= tl.maximum(n_live, 1):
             return  # an empty piece of a short range
+    q_strides = (stride_qb, stride_qt, stride_qh, stride_qd)
     slots, row_ok, _, q_pos, q_bucket, q = load_query_rows(
         Q,
         q_perm,
@@ -162,13 +150,10 @@ def sparse_attention_fwd_kernel(
         tile,
         start,
         end,
-        stride_qb,
-        stride_qt,
-        stride_qh,
-        stride_qd,
+        q_strides,
         T,
-        BLOCK_M=BLOCK_M,
-        HEAD_DIM=HEAD_DIM,
+        BLOCK_M,
+        HEAD_DIM,
     )
     k_base = b * stride_kb + h * stride_kh
     v_base = b * stride_vb + h * stride_vh
@@ -212,23 +197,8 @@ def sparse_attention_fwd_kernel(
             tl.store(LSEPart + part, lse_part, mask=row_ok)
             return
     lse = tl.where(seen, m_i + tl.math.log2(tl.where(seen, l_i, 1.0)), float("inf"))
-    _store_output(
-        Out,
-        LSE,
-        out,
-        lse,
-        b,
-        h,
-        q_pos,
-        row_base,
-        slots,
-        row_ok,
-        stride_ob,
-        stride_ot,
-        stride_oh,
-        stride_od,
-        HEAD_DIM=HEAD_DIM,
-    )
+    o_strides = (stride_ob, stride_ot, stride_oh, stride_od)
+    _store_output(Out, LSE, out, lse, b, h, q_pos, row_base, slots, row_ok, o_strides)
 
 
 @triton.jit
@@ -290,20 +260,5 @@ def sparse_attention_fwd_combine_kernel(
     seen = l_i > 0.0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]
     lse = tl.where(seen, m_i + tl.math.log2(tl.where(seen, l_i, 1.0)), float("inf"))
-    _store_output(
-        Out,
-        LSE,
-        out,
-        lse,
-        b,
-        h,
-        q_pos,
-        row_base,
-        slots,
-        row_ok,
-        stride_ob,
-        stride_ot,
-        stride_oh,
-        stride_od,
-        HEAD_DIM=HEAD_DIM,
-    )
+    o_strides = (stride_ob, stride_ot, stride_oh, stride_od)
+    _store_output(Out, LSE, out, lse, b, h, q_pos, row_base, slots, row_ok, o_strides)

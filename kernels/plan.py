@@ -291,7 +291,7 @@ def query_tile_ranges(
         start,
         n_full,
         end,
-        start if work is None else work,
+        work,  # None unless COUNT_WORK
         T,
         n_tiles,
         n_groups,
@@ -324,7 +324,7 @@ def key_tile_ranges(
         n_diag,
         n_full,
         end,
-        start if work is None else work,
+        work,  # None unless COUNT_WORK
         T,
         n_tiles,
         n_groups,

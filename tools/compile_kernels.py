@@ -83,6 +83,8 @@ def _with_unused_none(kernel, constexprs: dict) -> dict:
         unused += _SPLIT_ONLY
     if constexprs.get("PAIRS") == 1:
         unused += _PAIR_ONLY
+    if constexprs.get("COUNT_WORK") is False:
+        unused.append("Work")
     return constexprs | {name: None for name in unused if name in kernel.arg_names}
 
 
