@@ -158,36 +158,22 @@ class TileTable:
 # Compute capability 9.x (H100, H200), measured on an H100 (PERF.md, v2 and v3 sweeps at
 # T=16384): large buckets (and QK-sparse, whose kept rows form one bucket) want big tiles;
 # small buckets waste less with small tiles.
+def _tiles(fwd: tuple, dkdv: tuple, dq: tuple) -> KernelConfig:
+    """A KernelConfig from (block_m, block_n, num_warps, num_stages) per kernel."""
+    return KernelConfig(LaunchConfig(*fwd), LaunchConfig(*dkdv), LaunchConfig(*dq))
+
+
 SM90_TILES = TileTable(
-    large_buckets=KernelConfig(
-        fwd=LaunchConfig(128, 128, 4, 2),
-        dkdv=LaunchConfig(32, 128, 4, 3),  # v3 sweep: deeper pipeline, 3% over (64, 64, 4, 2)
-        dq=LaunchConfig(128, 32, 4, 5),
-    ),
+    # dK/dV, v3 sweep: a deeper pipeline, 3% over (64, 64, 4, 2).
+    large_buckets=_tiles((128, 128, 4, 2), (32, 128, 4, 3), (128, 32, 4, 5)),
     # Five stages for the gathered loads (v12): below five, Triton 3.6 waits for every copy
     # in flight at the top of each key tile (the row index is itself a load), so nothing
     # overlaps.
-    medium_buckets=KernelConfig(
-        fwd=LaunchConfig(128, 64, 4, 5),
-        dkdv=LaunchConfig(32, 64, 4, 1),
-        dq=LaunchConfig(64, 32, 4, 3),
-    ),
-    small_buckets=KernelConfig(
-        fwd=LaunchConfig(64, 32, 4, 5),
-        dkdv=LaunchConfig(32, 64, 4, 1),
-        dq=LaunchConfig(64, 32, 4, 3),
-    ),
+    medium_buckets=_tiles((128, 64, 4, 5), (32, 64, 4, 1), (64, 32, 4, 3)),
+    small_buckets=_tiles((64, 32, 4, 5), (32, 64, 4, 1), (64, 32, 4, 3)),
     # Head dim 128 (v1 sweep: 64 x 64 tiles, 2 stages; v12: narrower tiles, 5 stages).
-    head_128=KernelConfig(
-        fwd=LaunchConfig(64, 32, 4, 5),
-        dkdv=LaunchConfig(32, 64, 4, 5),
-        dq=LaunchConfig(64, 32, 4, 5),
-    ),
-    float32=KernelConfig(
-        fwd=LaunchConfig(64, 32, 4, 2),
-        dkdv=LaunchConfig(32, 32, 4, 2),
-        dq=LaunchConfig(32, 32, 4, 2),
-    ),
+    head_128=_tiles((64, 32, 4, 5), (32, 64, 4, 5), (64, 32, 4, 5)),
+    float32=_tiles((64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2)),
 )
 
 # Shared memory one block may use (CUDA C Programming Guide, table of compute capabilities).
