@@ -34,6 +34,40 @@ def dot_input_precision(dtype: torch.dtype) -> str | None:
     return "ieee" if dtype == torch.float32 else None
 
 
+def _strides(name: str, x: torch.Tensor) -> dict[str, int]:
+    """Keyword arguments stride_<name>b, _<name>t, _<name>h, _<name>d of a (B, T, H, D) tensor."""
+    return {f"stride_{name}{axis}": step for axis, step in zip("bthd", x.stride(), strict=True)}
+
+
+def _tile_launch(
+    launch: _config.LaunchConfig, split: _config.RangeSplit, pieces: int, device: torch.device
+) -> dict:
+    """The keyword arguments every range kernel takes: tiles, warps, stages and how its
+    ranges may be cut into pieces (MAX_PIECES = 1: never; the piece buffers are then None)."""
+    return {
+        "n_slots": split.slots(device),
+        "BLOCK_M": launch.block_m,
+        "BLOCK_N": launch.block_n,
+        "MAX_PIECES": pieces,
+        "MIN_TILES": split.min_tiles,
+        "num_warps": launch.num_warps,
+        "num_stages": launch.num_stages,
+    }
+
+
+# What the merge kernels take of `_tile_launch` (they run with the default warps and stages).
+_PIECE_ARGS = ("n_slots", "BLOCK_M", "BLOCK_N", "MAX_PIECES", "MIN_TILES")
+
+
+def _sorted_rows(plan: SparsityPlan) -> dict[str, torch.Tensor]:
+    return {
+        "q_perm": plan.queries.perm,
+        "q_bucket_sorted": plan.queries.bucket,
+        "k_perm": plan.keys.perm,
+        "k_bucket_sorted": plan.keys.bucket,
+    }
+
+
 def forward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -45,47 +79,61 @@ def forward(
     """(out (B, T, H, D), lse (BH, T) float32 base-2 log-sum-exp in sorted order)."""
     B, T, H, D = q.shape
     BH = B * H
-    launch = cfg.fwd
-    n_tiles = ceil_div(T, launch.block_m)
+    n_tiles = ceil_div(T, cfg.fwd.block_m)
     pieces = cfg.fwd_split.pieces(BH * n_tiles, T)
     work = torch.zeros(1, dtype=torch.int32, device=q.device) if pieces > 1 else None
-    ranges = query_tile_ranges(plan, launch.block_m, launch.block_n, work)
+    ranges = query_tile_ranges(plan, cfg.fwd.block_m, cfg.fwd.block_n, work)
     out = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((BH, T), dtype=torch.float32, device=q.device)
-    split = {"MAX_PIECES": pieces, "MIN_TILES": cfg.fwd_split.min_tiles}
-    work = work if work is not None else lse  # never read when not split
-    n_slots = cfg.fwd_split.slots(q.device)
     # Partial outputs of split tiles, written and read only where a range was split.
+    out_part = lse_part = None
     if pieces > 1:
         out_part = torch.empty((pieces, BH, T, D), dtype=torch.float32, device=q.device)
         lse_part = torch.empty((pieces, BH, T), dtype=torch.float32, device=q.device)
-    else:
-        out_part = lse_part = lse  # never read or written: MAX_PIECES = 1 compiles them out
-    rows = (plan.queries.perm, plan.queries.bucket, plan.keys.perm, plan.keys.bucket)
-    strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride())
+    tiles = _tile_launch(cfg.fwd, cfg.fwd_split, pieces, q.device)
     sparse_attention_fwd_kernel[(pieces * BH * n_tiles,)](
-        *(q, k, v, out, lse, out_part, lse_part, work),
-        *rows,
-        *(ranges.start, ranges.n_full, ranges.end),
-        *strides,
-        *(H, T, n_tiles, BH * T, n_slots, sm_scale * LOG2E),
-        BLOCK_M=launch.block_m,
-        BLOCK_N=launch.block_n,
+        Q=q,
+        K=k,
+        V=v,
+        Out=out,
+        LSE=lse,
+        OutPart=out_part,
+        LSEPart=lse_part,
+        Work=work,
+        **_sorted_rows(plan),
+        tile_start=ranges.start,
+        tile_n_full=ranges.n_full,
+        tile_end=ranges.end,
+        **_strides("q", q),
+        **_strides("k", k),
+        **_strides("v", v),
+        **_strides("o", out),
+        H=H,
+        T=T,
+        n_tiles=n_tiles,
+        part_rows=BH * T,
+        qk_scale=sm_scale * LOG2E,
         HEAD_DIM=D,
         DOT_PRECISION=dot_input_precision(q.dtype),
-        num_warps=launch.num_warps,
-        num_stages=launch.num_stages,
-        **split,
+        **tiles,
     )
     if pieces > 1:
         sparse_attention_fwd_combine_kernel[(BH * n_tiles,)](
-            *(out, lse, out_part, lse_part, work, plan.queries.perm, ranges.start, ranges.end),
-            *out.stride(),
-            *(H, T, n_tiles, BH * T, n_slots),
-            BLOCK_M=launch.block_m,
-            BLOCK_N=launch.block_n,
+            Out=out,
+            LSE=lse,
+            OutPart=out_part,
+            LSEPart=lse_part,
+            Work=work,
+            q_perm=plan.queries.perm,
+            tile_start=ranges.start,
+            tile_end=ranges.end,
+            **_strides("o", out),
+            H=H,
+            T=T,
+            n_tiles=n_tiles,
+            part_rows=BH * T,
             HEAD_DIM=D,
-            **split,
+            **{name: tiles[name] for name in _PIECE_ARGS},
         )
     return out, lse
 
@@ -104,16 +152,19 @@ def backward(
     """(dq, dk, dv), each (B, T, H, D) in the dtype of q."""
     B, T, H, D = q.shape
     BH = B * H
-    precision = dot_input_precision(q.dtype)
-    scales = (sm_scale * LOG2E, sm_scale)
-    rows = (plan.queries.perm, plan.queries.bucket, plan.keys.perm, plan.keys.bucket)
 
     delta = torch.empty((BH, T), dtype=torch.float32, device=q.device)
     n_delta_tiles = ceil_div(T, cfg.delta_block_m)
     attention_bwd_delta_kernel[(BH * n_delta_tiles,)](
-        *(out, do, delta, plan.queries.perm),
-        *(*out.stride(), *do.stride()),
-        *(H, T, n_delta_tiles),
+        Out=out,
+        dOut=do,
+        Delta=delta,
+        q_perm=plan.queries.perm,
+        **_strides("o", out),
+        **_strides("do", do),
+        H=H,
+        T=T,
+        n_tiles=n_delta_tiles,
         BLOCK_M=cfg.delta_block_m,
         HEAD_DIM=D,
     )
@@ -128,10 +179,9 @@ def backward(
     dq_pieces = cfg.dq_split.pieces(BH * n_query_tiles, T)
     # Split tiles add their float32 gradients here (in sorted order): dK, dV, dQ; and the
     # range kernels count the work of split launches in the two int32 words after them.
-    # One zeroed buffer: a single fill for all of it.
+    # One zeroed buffer: a single fill for all of it. Unsplit launches get None.
     n_acc = 2 * (dkdv_pieces > 1) + (dq_pieces > 1)
-    dk_acc = dv_acc = dq_acc = delta  # placeholders, never touched by unsplit launches
-    kr_work = qr_work = None
+    dk_acc = dv_acc = dq_acc = kr_work = qr_work = None
     if n_acc:
         size = n_acc * BH * T * D
         zeroed = torch.zeros(size + 2, dtype=torch.float32, device=q.device)
@@ -143,76 +193,93 @@ def backward(
             dq_acc, qr_work = acc[n_acc - 1], counters[1:2]
     kr = key_tile_ranges(plan, cfg.dkdv.block_m, cfg.dkdv.block_n, kr_work)
     qr = query_tile_ranges(plan, cfg.dq.block_m, cfg.dq.block_n, qr_work)
+    common = {
+        "Q": q,
+        "K": k,
+        "V": v,
+        "dOut": do,
+        "LSE": lse,
+        "Delta": delta,
+        **_sorted_rows(plan),
+        **_strides("q", q),
+        **_strides("k", k),
+        **_strides("v", v),
+        **_strides("do", do),
+        "H": H,
+        "T": T,
+        "qk_scale": sm_scale * LOG2E,
+        "sm_scale": sm_scale,
+        "HEAD_DIM": D,
+        "DOT_PRECISION": dot_input_precision(q.dtype),
+    }
 
-    launch = cfg.dkdv
-    split = {"MAX_PIECES": dkdv_pieces, "MIN_TILES": cfg.dkdv_split.min_tiles}
-    n_slots = cfg.dkdv_split.slots(q.device)
-    strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride())
+    tiles = _tile_launch(cfg.dkdv, cfg.dkdv_split, dkdv_pieces, q.device)
     sparse_attention_bwd_dkdv_kernel[(dkdv_pieces * BH * n_key_tiles,)](
-        *(
-            q,
-            k,
-            v,
-            do,
-            dk,
-            dv,
-            lse,
-            delta,
-            dk_acc,
-            dv_acc,
-            delta if kr.work is None else kr.work,
-        ),
-        *rows,
-        *(kr.start, kr.n_diag, kr.n_full, kr.end),
-        *strides,
-        *(H, T, n_key_tiles, n_slots, *scales),
-        BLOCK_M=launch.block_m,
-        BLOCK_N=launch.block_n,
-        HEAD_DIM=D,
-        DOT_PRECISION=precision,
-        num_warps=launch.num_warps,
-        num_stages=launch.num_stages,
-        **split,
+        dK=dk,
+        dV=dv,
+        dKAcc=dk_acc,
+        dVAcc=dv_acc,
+        Work=kr.work,
+        tile_start=kr.start,
+        tile_n_diag=kr.n_diag,
+        tile_n_full=kr.n_full,
+        tile_end=kr.end,
+        **_strides("dk", dk),
+        **_strides("dv", dv),
+        n_tiles=n_key_tiles,
+        **common,
+        **tiles,
     )
     if dkdv_pieces > 1:
-        sparse_attention_bwd_store_rows_kernel[(BH * n_key_tiles,)](
-            *(dk_acc, dk, dv_acc, dv, plan.keys.perm, kr.start, kr.end, kr.work),
-            *dk.stride(),
-            *(H, T, n_key_tiles, n_slots),
-            ROWS=launch.block_n,
-            RANGE_BLOCK=launch.block_m,
-            HEAD_DIM=D,
-            PAIRS=2,
-            **split,
-        )
+        _store_split_rows((dk_acc, dk, dv_acc, dv), plan.keys.perm, kr, n_key_tiles, tiles)
 
-    launch = cfg.dq
-    split = {"MAX_PIECES": dq_pieces, "MIN_TILES": cfg.dq_split.min_tiles}
-    n_slots = cfg.dq_split.slots(q.device)
-    strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride())
+    tiles = _tile_launch(cfg.dq, cfg.dq_split, dq_pieces, q.device)
     sparse_attention_bwd_dq_kernel[(dq_pieces * BH * n_query_tiles,)](
-        *(q, k, v, do, dq, lse, delta, dq_acc, delta if qr.work is None else qr.work),
-        *rows,
-        *(qr.start, qr.n_full, qr.end),
-        *strides,
-        *(H, T, n_query_tiles, n_slots, *scales),
-        BLOCK_M=launch.block_m,
-        BLOCK_N=launch.block_n,
-        HEAD_DIM=D,
-        DOT_PRECISION=precision,
-        num_warps=launch.num_warps,
-        num_stages=launch.num_stages,
-        **split,
+        dQ=dq,
+        dQAcc=dq_acc,
+        Work=qr.work,
+        tile_start=qr.start,
+        tile_n_full=qr.n_full,
+        tile_end=qr.end,
+        **_strides("dq", dq),
+        n_tiles=n_query_tiles,
+        **common,
+        **tiles,
     )
     if dq_pieces > 1:
-        sparse_attention_bwd_store_rows_kernel[(BH * n_query_tiles,)](
-            *(dq_acc, dq, dq_acc, dq, plan.queries.perm, qr.start, qr.end, qr.work),
-            *dq.stride(),
-            *(H, T, n_query_tiles, n_slots),
-            ROWS=launch.block_m,
-            RANGE_BLOCK=launch.block_n,
-            HEAD_DIM=D,
-            PAIRS=1,
-            **split,
-        )
+        _store_split_rows((dq_acc, dq), plan.queries.perm, qr, n_query_tiles, tiles)
     return dq, dk, dv
+
+
+def _store_split_rows(
+    pairs: tuple[torch.Tensor, ...], perm: torch.Tensor, ranges, n_tiles: int, tiles: dict
+) -> None:
+    """Rows of split tiles from their float32 sums (in sorted order) to the gradients:
+    `pairs` = (acc, grad) or (acc, grad, acc_b, grad_b) (dK and dV of the same key tiles).
+    Key tiles hold BLOCK_N rows and ranges of query tiles (BLOCK_M); query tiles the other
+    way round."""
+    acc, dst = pairs[:2]
+    acc_b, dst_b = pairs[2:] if len(pairs) == 4 else (None, None)
+    keys = len(pairs) == 4
+    B, T, H, D = dst.shape
+    sparse_attention_bwd_store_rows_kernel[(B * H * n_tiles,)](
+        Acc=acc,
+        Dst=dst,
+        AccB=acc_b,
+        DstB=dst_b,
+        perm=perm,
+        tile_start=ranges.start,
+        tile_end=ranges.end,
+        Work=ranges.work,
+        **_strides("", dst),
+        H=H,
+        T=T,
+        n_tiles=n_tiles,
+        n_slots=tiles["n_slots"],
+        ROWS=tiles["BLOCK_N"] if keys else tiles["BLOCK_M"],
+        RANGE_BLOCK=tiles["BLOCK_M"] if keys else tiles["BLOCK_N"],
+        HEAD_DIM=D,
+        MAX_PIECES=tiles["MAX_PIECES"],
+        MIN_TILES=tiles["MIN_TILES"],
+        PAIRS=2 if keys else 1,
+    )

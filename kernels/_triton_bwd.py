@@ -26,7 +26,6 @@ from ._triton_common import (
     add_rows,
     load_key_tile,
     load_query_rows,
-    piece_length,
     program_tile,
     query_tile_range,
     range_piece,
@@ -68,62 +67,58 @@ def attention_bwd_delta_kernel(
 
 
 @triton.jit
-def _dkdv_tile(
+def _dkdv_range(
     dk,
     dv,
-    k,
-    v,
-    k_pos,
-    k_bucket,
-    Q,
-    dOut,
-    LSE,
-    Delta,
-    q_perm_bh,
-    q_bucket_bh,
-    q_base,
-    do_base,
-    row_base,
-    stride_qt,
-    stride_qd,
-    stride_dot,
-    stride_dod,
-    slot0,
-    T,
-    qk_scale,
+    cols,
+    queries,
+    lo,
+    hi,
     MASKED: tl.constexpr,
     BLOCK_M: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    slots = slot0 + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    if MASKED:
-        in_range = slots < T
-        q_pos = tl.load(q_perm_bh + slots, mask=in_range, other=0).to(tl.int64)
-        q_bucket = tl.load(q_bucket_bh + slots, mask=in_range, other=QUERY_PAD_BUCKET)
-        q_ptrs = Q + q_base + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd
-        do_ptrs = dOut + do_base + q_pos[:, None] * stride_dot + offs_d[None, :] * stride_dod
-        q = tl.load(q_ptrs, mask=in_range[:, None], other=0.0)
-        do = tl.load(do_ptrs, mask=in_range[:, None], other=0.0)
-        lse = tl.load(LSE + row_base + slots, mask=in_range, other=float("inf"))
-        delta = tl.load(Delta + row_base + slots, mask=in_range, other=0.0)
-    else:
-        q_pos = tl.load(q_perm_bh + slots).to(tl.int64)
-        q = tl.load(Q + q_base + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd)
-        do = tl.load(dOut + do_base + q_pos[:, None] * stride_dot + offs_d[None, :] * stride_dod)
-        lse = tl.load(LSE + row_base + slots)
-        delta = tl.load(Delta + row_base + slots)
-    # Transposed scores: keys along rows, queries along columns.
-    s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale
-    p_t = tl.math.exp2(s_t - lse[None, :])
-    if MASKED:
-        allowed = (k_bucket[:, None] == q_bucket[None, :]) & (k_pos[:, None] <= q_pos[None, :])
-        p_t = tl.where(allowed, p_t, 0.0)
-    dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
-    dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
-    ds_t = p_t * (dp_t - delta[None, :])
-    dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
+    """dK, dV of the key tile `cols` = (k, v, k_pos, k_bucket, start, qk_scale) over its
+    query tiles [lo, hi) (slots start + i * BLOCK_M): returns (dk, dv).
+
+    `queries` = (Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh, q_base, do_base, row_base,
+    stride_qt, stride_qd, stride_dot, stride_dod, T). MASKED applies the bucket/causal mask
+    and the bounds; query tiles that see every key of the tile run without them.
+    """
+    k, v, k_pos, k_bucket, start, qk_scale = cols
+    Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh, q_base, do_base, row_base = queries[:9]
+    stride_qt, stride_qd, stride_dot, stride_dod, T = queries[9:]
+    for i in range(lo, hi):
+        slots = start + i * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, k.shape[1])
+        if MASKED:
+            in_range = slots < T
+            q_pos = tl.load(q_perm_bh + slots, mask=in_range, other=0).to(tl.int64)
+            q_bucket = tl.load(q_bucket_bh + slots, mask=in_range, other=QUERY_PAD_BUCKET)
+            q_ptrs = Q + q_base + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd
+            do_ptrs = dOut + do_base + q_pos[:, None] * stride_dot + offs_d[None, :] * stride_dod
+            q = tl.load(q_ptrs, mask=in_range[:, None], other=0.0)
+            do = tl.load(do_ptrs, mask=in_range[:, None], other=0.0)
+            lse = tl.load(LSE + row_base + slots, mask=in_range, other=float("inf"))
+            delta = tl.load(Delta + row_base + slots, mask=in_range, other=0.0)
+        else:
+            q_pos = tl.load(q_perm_bh + slots).to(tl.int64)
+            q = tl.load(Q + q_base + q_pos[:, None] * stride_qt + offs_d[None, :] * stride_qd)
+            do = tl.load(
+                dOut + do_base + q_pos[:, None] * stride_dot + offs_d[None, :] * stride_dod
+            )
+            lse = tl.load(LSE + row_base + slots)
+            delta = tl.load(Delta + row_base + slots)
+        # Transposed scores: keys along rows, queries along columns.
+        s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale
+        p_t = tl.math.exp2(s_t - lse[None, :])
+        if MASKED:
+            allowed = (k_bucket[:, None] == q_bucket[None, :]) & (k_pos[:, None] <= q_pos[None, :])
+            p_t = tl.where(allowed, p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
     return dk, dv
 
 
@@ -195,11 +190,8 @@ def sparse_attention_bwd_dkdv_kernel(
     n_diag = tl.load(tile_n_diag + tile_idx)
     n_full = tl.load(tile_n_full + tile_idx)
     end = tl.load(tile_end + tile_idx)
-    piece_tiles = MIN_TILES
-    if MAX_PIECES > 1:
-        piece_tiles = piece_length(Work, n_slots, MIN_TILES=MIN_TILES)
     first, stop, n_live = range_piece(
-        start, end, piece, piece_tiles, BLOCK=BLOCK_M, MAX_PIECES=MAX_PIECES
+        start, end, piece, Work, n_slots, BLOCK_M, MAX_PIECES, MIN_TILES
     )
     if MAX_PIECES > 1:
         if piece >= tl.maximum(n_live, 1):
@@ -220,98 +212,20 @@ def sparse_attention_bwd_dkdv_kernel(
     q_perm_bh = q_perm + row_base
     q_bucket_bh = q_bucket_sorted + row_base
 
+    cols = (k, v, k_pos, k_bucket, start, qk_scale)
+    queries = (Q, dOut, LSE, Delta, q_perm_bh, q_bucket_bh, q_base, do_base, row_base)
+    queries += (stride_qt, stride_qd, stride_dot, stride_dod, T)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     # Query tiles [first, stop) of the range: masked diagonal tiles (the first n_diag), then
     # unmasked full ones (the next n_full), then the masked tail.
     n_head = n_diag + n_full
-    for i in range(first, tl.minimum(stop, n_diag)):
-        dk, dv = _dkdv_tile(
-            dk,
-            dv,
-            k,
-            v,
-            k_pos,
-            k_bucket,
-            Q,
-            dOut,
-            LSE,
-            Delta,
-            q_perm_bh,
-            q_bucket_bh,
-            q_base,
-            do_base,
-            row_base,
-            stride_qt,
-            stride_qd,
-            stride_dot,
-            stride_dod,
-            start + i * BLOCK_M,
-            T,
-            qk_scale,
-            MASKED=True,
-            BLOCK_M=BLOCK_M,
-            HEAD_DIM=HEAD_DIM,
-            DOT_PRECISION=DOT_PRECISION,
-        )
-    for i in range(tl.maximum(first, n_diag), tl.minimum(stop, n_head)):
-        dk, dv = _dkdv_tile(
-            dk,
-            dv,
-            k,
-            v,
-            k_pos,
-            k_bucket,
-            Q,
-            dOut,
-            LSE,
-            Delta,
-            q_perm_bh,
-            q_bucket_bh,
-            q_base,
-            do_base,
-            row_base,
-            stride_qt,
-            stride_qd,
-            stride_dot,
-            stride_dod,
-            start + i * BLOCK_M,
-            T,
-            qk_scale,
-            MASKED=False,
-            BLOCK_M=BLOCK_M,
-            HEAD_DIM=HEAD_DIM,
-            DOT_PRECISION=DOT_PRECISION,
-        )
-    for i in range(tl.maximum(first, n_head), stop):
-        dk, dv = _dkdv_tile(
-            dk,
-            dv,
-            k,
-            v,
-            k_pos,
-            k_bucket,
-            Q,
-            dOut,
-            LSE,
-            Delta,
-            q_perm_bh,
-            q_bucket_bh,
-            q_base,
-            do_base,
-            row_base,
-            stride_qt,
-            stride_qd,
-            stride_dot,
-            stride_dod,
-            start + i * BLOCK_M,
-            T,
-            qk_scale,
-            MASKED=True,
-            BLOCK_M=BLOCK_M,
-            HEAD_DIM=HEAD_DIM,
-            DOT_PRECISION=DOT_PRECISION,
-        )
+    lo, hi = first, tl.minimum(stop, n_diag)
+    dk, dv = _dkdv_range(dk, dv, cols, queries, lo, hi, True, BLOCK_M, DOT_PRECISION)
+    lo, hi = tl.maximum(first, n_diag), tl.minimum(stop, n_head)
+    dk, dv = _dkdv_range(dk, dv, cols, queries, lo, hi, False, BLOCK_M, DOT_PRECISION)
+    lo, hi = tl.maximum(first, n_head), stop
+    dk, dv = _dkdv_range(dk, dv, cols, queries, lo, hi, True, BLOCK_M, DOT_PRECISION)
 
     if MAX_PIECES > 1:
         if n_live > 1:
@@ -327,57 +241,31 @@ def sparse_attention_bwd_dkdv_kernel(
 
 
 @triton.jit
-def _dq_tile(
+def _dq_range(
     dq,
-    q,
-    do,
-    lse,
-    delta,
-    q_pos,
-    q_bucket,
-    K,
-    V,
-    k_perm_bh,
-    k_bucket_bh,
-    k_base,
-    v_base,
-    stride_kt,
-    stride_kd,
-    stride_vt,
-    stride_vd,
-    slot0,
-    T,
-    qk_scale,
+    rows,
+    keys,
+    lo,
+    hi,
     MASKED: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    k_pos, k_bucket, k, v = load_key_tile(
-        K,
-        V,
-        k_perm_bh,
-        k_bucket_bh,
-        k_base,
-        v_base,
-        stride_kt,
-        stride_kd,
-        stride_vt,
-        stride_vd,
-        slot0,
-        T,
-        MASKED=MASKED,
-        BLOCK_N=BLOCK_N,
-        HEAD_DIM=HEAD_DIM,
-    )
-    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-    p = tl.math.exp2(s - lse[:, None])
-    if MASKED:
-        allowed = (q_bucket[:, None] == k_bucket[None, :]) & (k_pos[None, :] <= q_pos[:, None])
-        p = tl.where(allowed, p, 0.0)
-    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
-    ds = p * (dp - delta[:, None])
-    dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
+    """dQ of the query tile `rows` = (q, do, lse, delta, q_pos, q_bucket, start, qk_scale)
+    over its key tiles [lo, hi) (slots start + j * BLOCK_N); MASKED as in the forward."""
+    q, do, lse, delta, q_pos, q_bucket, start, qk_scale = rows
+    for j in range(lo, hi):
+        k_pos, k_bucket, k, v = load_key_tile(
+            keys, start + j * BLOCK_N, MASKED=MASKED, BLOCK_N=BLOCK_N, HEAD_DIM=q.shape[1]
+        )
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        p = tl.math.exp2(s - lse[:, None])
+        if MASKED:
+            allowed = (q_bucket[:, None] == k_bucket[None, :]) & (k_pos[None, :] <= q_pos[:, None])
+            p = tl.where(allowed, p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
     return dq
 
 
@@ -435,15 +323,13 @@ def sparse_attention_bwd_dq_kernel(
     _bh, tile, b, h, row_base, piece, start, n_full, end = query_tile_range(
         tile_start, tile_n_full, tile_end, H, T, n_tiles, MAX_PIECES=MAX_PIECES
     )
-    piece_tiles = MIN_TILES
-    if MAX_PIECES > 1:
-        piece_tiles = piece_length(Work, n_slots, MIN_TILES=MIN_TILES)
     first, stop, n_live = range_piece(
-        start, end, piece, piece_tiles, BLOCK=BLOCK_N, MAX_PIECES=MAX_PIECES
+        start, end, piece, Work, n_slots, BLOCK_N, MAX_PIECES, MIN_TILES
     )
     if MAX_PIECES > 1:
         if piece >= tl.maximum(n_live, 1):
             return  # an empty piece of a short range
+    q_strides = (stride_qb, stride_qt, stride_qh, stride_qd)
     slots, row_ok, load_ok, q_pos, q_bucket, q = load_query_rows(
         Q,
         q_perm,
@@ -454,13 +340,10 @@ def sparse_attention_bwd_dq_kernel(
         tile,
         start,
         end,
-        stride_qb,
-        stride_qt,
-        stride_qh,
-        stride_qd,
+        q_strides,
         T,
-        BLOCK_M=BLOCK_M,
-        HEAD_DIM=HEAD_DIM,
+        BLOCK_M,
+        HEAD_DIM,
     )
     offs_d = tl.arange(0, HEAD_DIM)
     do_ptrs = dOut + b * stride_dob + h * stride_doh + q_pos[:, None] * stride_dot
@@ -472,62 +355,26 @@ def sparse_attention_bwd_dq_kernel(
     v_base = b * stride_vb + h * stride_vh
     k_perm_bh = k_perm + row_base
     k_bucket_bh = k_bucket_sorted + row_base
+    keys = (
+        K,
+        V,
+        k_perm_bh,
+        k_bucket_bh,
+        k_base,
+        v_base,
+        stride_kt,
+        stride_kd,
+        stride_vt,
+        stride_vd,
+        T,
+    )
+    rows = (q, do, lse, delta, q_pos, q_bucket, start, qk_scale)
 
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    for j in range(first, tl.minimum(stop, n_full)):
-        dq = _dq_tile(
-            dq,
-            q,
-            do,
-            lse,
-            delta,
-            q_pos,
-            q_bucket,
-            K,
-            V,
-            k_perm_bh,
-            k_bucket_bh,
-            k_base,
-            v_base,
-            stride_kt,
-            stride_kd,
-            stride_vt,
-            stride_vd,
-            start + j * BLOCK_N,
-            T,
-            qk_scale,
-            MASKED=False,
-            BLOCK_N=BLOCK_N,
-            HEAD_DIM=HEAD_DIM,
-            DOT_PRECISION=DOT_PRECISION,
-        )
-    for j in range(tl.maximum(first, n_full), stop):
-        dq = _dq_tile(
-            dq,
-            q,
-            do,
-            lse,
-            delta,
-            q_pos,
-            q_bucket,
-            K,
-            V,
-            k_perm_bh,
-            k_bucket_bh,
-            k_base,
-            v_base,
-            stride_kt,
-            stride_kd,
-            stride_vt,
-            stride_vd,
-            start + j * BLOCK_N,
-            T,
-            qk_scale,
-            MASKED=True,
-            BLOCK_N=BLOCK_N,
-            HEAD_DIM=HEAD_DIM,
-            DOT_PRECISION=DOT_PRECISION,
-        )
+    lo, hi = first, tl.minimum(stop, n_full)
+    dq = _dq_range(dq, rows, keys, lo, hi, False, BLOCK_N, DOT_PRECISION)
+    lo, hi = tl.maximum(first, n_full), stop
+    dq = _dq_range(dq, rows, keys, lo, hi, True, BLOCK_N, DOT_PRECISION)
     if MAX_PIECES > 1:
         if n_live > 1:
             add_rows(dQAcc, row_base + slots, row_ok, dq * sm_scale, HEAD_DIM=HEAD_DIM)
@@ -571,8 +418,7 @@ def sparse_attention_bwd_store_rows_kernel(
     bh, tile, b, h, row_base, _ = program_tile(n_tiles, H, T, REVERSED=False)
     start = tl.load(tile_start + bh * n_tiles + tile)
     end = tl.load(tile_end + bh * n_tiles + tile)
-    piece_tiles = piece_length(Work, n_slots, MIN_TILES=MIN_TILES)
-    _, _, n_live = range_piece(start, end, 0, piece_tiles, BLOCK=RANGE_BLOCK, MAX_PIECES=MAX_PIECES)
+    _, _, n_live = range_piece(start, end, 0, Work, n_slots, RANGE_BLOCK, MAX_PIECES, MIN_TILES)
     if n_live <= 1:
         return  # stored directly by its only piece
     slots = tile * ROWS + tl.arange(0, ROWS)

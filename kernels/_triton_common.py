@@ -59,17 +59,30 @@ def piece_length(Work, n_slots, MIN_TILES: tl.constexpr):
 
 
 @triton.jit
-def range_piece(start, end, piece, piece_tiles, BLOCK: tl.constexpr, MAX_PIECES: tl.constexpr):
+def range_piece(
+    start,
+    end,
+    piece,
+    Work,
+    n_slots,
+    BLOCK: tl.constexpr,
+    MAX_PIECES: tl.constexpr,
+    MIN_TILES: tl.constexpr,
+):
     """(first, stop, n_live): the tiles [first, stop) of the range [start, end) of sorted
     slots, cut into tiles of BLOCK, that piece `piece` walks, and how many pieces are not
     empty.
 
-    A range of n tiles is cut into min(MAX_PIECES, n // piece_tiles) pieces of equal
-    length (the last may be shorter), each at least piece_tiles long: long ranges, such as
+    A range of n tiles is cut into min(MAX_PIECES, n // piece_length) pieces of equal
+    length (the last may be shorter), each at least piece_length long: long ranges, such as
     those of a large bucket, are spread over several programs instead of setting the
     kernel's length alone. An empty range gives n_live = 0 (piece 0 still writes its
     zeros); n_live > 1 means the pieces write partial results that a second pass combines.
+    With MAX_PIECES = 1 nothing is read: the range is one piece.
     """
+    piece_tiles = MIN_TILES
+    if MAX_PIECES > 1:
+        piece_tiles = piece_length(Work, n_slots, MIN_TILES=MIN_TILES)
     n_range = (tl.maximum(end - start, 0) + BLOCK - 1) // BLOCK
     n_pieces = tl.minimum(tl.maximum(n_range // piece_tiles, 1), MAX_PIECES)
     per = tl.maximum((n_range + n_pieces - 1) // n_pieces, 1)
@@ -119,15 +132,14 @@ def load_query_rows(
     tile,
     start,
     end,
-    stride_qb,
-    stride_qt,
-    stride_qh,
-    stride_qd,
+    q_strides,
     T,
     BLOCK_M: tl.constexpr,
     HEAD_DIM: tl.constexpr,
 ):
-    """The rows of a query tile: (slots, row_ok, load_ok, q_pos, q_bucket, q)."""
+    """The rows of a query tile: (slots, row_ok, load_ok, q_pos, q_bucket, q);
+    `q_strides` = (stride_qb, stride_qt, stride_qh, stride_qd) of Q."""
+    stride_qb, stride_qt, stride_qh, stride_qd = q_strides
     slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok, load_ok = tile_loads(slots, T, start, end)
     q_pos = tl.load(q_perm + row_base + slots, mask=row_ok, other=0).to(tl.int64)
@@ -148,27 +160,16 @@ def add_rows(Acc, rows, row_ok, values, HEAD_DIM: tl.constexpr):
 
 
 @triton.jit
-def load_key_tile(
-    K,
-    V,
-    k_perm_bh,
-    k_bucket_bh,
-    k_base,
-    v_base,
-    stride_kt,
-    stride_kd,
-    stride_vt,
-    stride_vd,
-    slot0,
-    T,
-    MASKED: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-):
+def load_key_tile(keys, slot0, MASKED: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr):
     """Key tile of sorted slots [slot0, slot0 + BLOCK_N): positions, buckets, K and V rows.
 
-    Unmasked tiles lie inside [0, T) by construction and skip the bounds and the buckets.
+    `keys` = (K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt,
+    stride_vd, T): the key rows of one (batch, head), as `key_rows` builds them. Unmasked
+    tiles lie inside [0, T) by construction and skip the bounds and the buckets.
     """
+    K, V, k_perm_bh, k_bucket_bh, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd, T = (
+        keys
+    )
     slots = slot0 + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     if MASKED:

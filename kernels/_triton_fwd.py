@@ -20,7 +20,6 @@ import triton.language as tl
 from ._triton_common import (
     load_key_tile,
     load_query_rows,
-    piece_length,
     program_tile,
     query_tile_range,
     range_piece,
@@ -30,85 +29,54 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _attend_tile(
+def _attend_range(
     acc,
     m_i,
     l_i,
-    q,
-    q_pos,
-    q_bucket,
-    K,
-    V,
-    k_perm_bh,
-    k_bucket_bh,
-    k_base,
-    v_base,
-    stride_kt,
-    stride_kd,
-    stride_vt,
-    stride_vd,
-    slot0,
-    T,
-    qk_scale,
+    rows,
+    keys,
+    lo,
+    hi,
     MASKED: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    k_pos, k_bucket, k, v = load_key_tile(
-        K,
-        V,
-        k_perm_bh,
-        k_bucket_bh,
-        k_base,
-        v_base,
-        stride_kt,
-        stride_kd,
-        stride_vt,
-        stride_vd,
-        slot0,
-        T,
-        MASKED=MASKED,
-        BLOCK_N=BLOCK_N,
-        HEAD_DIM=HEAD_DIM,
-    )
-    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-    if MASKED:
-        allowed = (q_bucket[:, None] == k_bucket[None, :]) & (k_pos[None, :] <= q_pos[:, None])
-        s = tl.where(allowed, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        # A row with nothing allowed so far keeps m = -inf; shift by 0 to avoid inf - inf.
-        m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-    else:
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_shift = m_new
-    p = tl.math.exp2(s - m_shift[:, None])
-    alpha = tl.math.exp2(m_i - m_shift)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
-    acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
-    return acc, m_new, l_i
+    """Online softmax of the query tile `rows` = (q, q_pos, q_bucket, start, qk_scale) over
+    its key tiles [lo, hi) (slots start + j * BLOCK_N): returns (acc, m_i, l_i).
+
+    MASKED applies the bucket/causal mask; the tiles every query of the tile may see run
+    without it (fewer loads, no compare, no select).
+    """
+    q, q_pos, q_bucket, start, qk_scale = rows
+    for j in range(lo, hi):
+        k_pos, k_bucket, k, v = load_key_tile(
+            keys, start + j * BLOCK_N, MASKED=MASKED, BLOCK_N=BLOCK_N, HEAD_DIM=q.shape[1]
+        )
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        if MASKED:
+            allowed = (q_bucket[:, None] == k_bucket[None, :]) & (k_pos[None, :] <= q_pos[:, None])
+            s = tl.where(allowed, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            # A row with nothing allowed so far keeps m = -inf; shift by 0 to avoid inf - inf.
+            m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_shift = m_new
+        p = tl.math.exp2(s - m_shift[:, None])
+        alpha = tl.math.exp2(m_i - m_shift)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, m_i, l_i
 
 
 @triton.jit
-def _store_output(
-    Out,
-    LSE,
-    out,
-    lse,
-    b,
-    h,
-    q_pos,
-    row_base,
-    slots,
-    row_ok,
-    stride_ob,
-    stride_ot,
-    stride_oh,
-    stride_od,
-    HEAD_DIM: tl.constexpr,
-):
-    """Output rows to their original positions, LSE to the sorted slots."""
+def _store_output(Out, LSE, out, lse, b, h, q_pos, row_base, slots, row_ok, o_strides):
+    """Output rows to their original positions, LSE to the sorted slots; `o_strides` =
+    (stride_ob, stride_ot, stride_oh, stride_od) of Out."""
+    stride_ob, stride_ot, stride_oh, stride_od = o_strides
+    HEAD_DIM: tl.constexpr = out.shape[1]
     offs_d = tl.arange(0, HEAD_DIM)
     o_ptrs = Out + b * stride_ob + h * stride_oh + q_pos[:, None] * stride_ot
     o_ptrs += offs_d[None, :] * stride_od
@@ -165,15 +133,13 @@ def sparse_attention_fwd_kernel(
     _bh, tile, b, h, row_base, piece, start, n_full, end = query_tile_range(
         tile_start, tile_n_full, tile_end, H, T, n_tiles, MAX_PIECES=MAX_PIECES
     )
-    piece_tiles = MIN_TILES
-    if MAX_PIECES > 1:
-        piece_tiles = piece_length(Work, n_slots, MIN_TILES=MIN_TILES)
     first, stop, n_live = range_piece(
-        start, end, piece, piece_tiles, BLOCK=BLOCK_N, MAX_PIECES=MAX_PIECES
+        start, end, piece, Work, n_slots, BLOCK_N, MAX_PIECES, MIN_TILES
     )
     if MAX_PIECES > 1:
         if piece >= tl.maximum(n_live, 1):
             return  # an empty piece of a short range
+    q_strides = (stride_qb, stride_qt, stride_qh, stride_qd)
     slots, row_ok, _, q_pos, q_bucket, q = load_query_rows(
         Q,
         q_perm,
@@ -184,76 +150,39 @@ def sparse_attention_fwd_kernel(
         tile,
         start,
         end,
-        stride_qb,
-        stride_qt,
-        stride_qh,
-        stride_qd,
+        q_strides,
         T,
-        BLOCK_M=BLOCK_M,
-        HEAD_DIM=HEAD_DIM,
+        BLOCK_M,
+        HEAD_DIM,
     )
     k_base = b * stride_kb + h * stride_kh
     v_base = b * stride_vb + h * stride_vh
     k_perm_bh = k_perm + row_base
     k_bucket_bh = k_bucket_sorted + row_base
+    keys = (
+        K,
+        V,
+        k_perm_bh,
+        k_bucket_bh,
+        k_base,
+        v_base,
+        stride_kt,
+        stride_kd,
+        stride_vt,
+        stride_vd,
+        T,
+    )
+    rows = (q, q_pos, q_bucket, start, qk_scale)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     # Key tiles [first, stop) of the range: those every query of the tile may see (the
     # first n_full) without a mask, then the rest with it.
-    for j in range(first, tl.minimum(stop, n_full)):
-        acc, m_i, l_i = _attend_tile(
-            acc,
-            m_i,
-            l_i,
-            q,
-            q_pos,
-            q_bucket,
-            K,
-            V,
-            k_perm_bh,
-            k_bucket_bh,
-            k_base,
-            v_base,
-            stride_kt,
-            stride_kd,
-            stride_vt,
-            stride_vd,
-            start + j * BLOCK_N,
-            T,
-            qk_scale,
-            MASKED=False,
-            BLOCK_N=BLOCK_N,
-            HEAD_DIM=HEAD_DIM,
-            DOT_PRECISION=DOT_PRECISION,
-        )
-    for j in range(tl.maximum(first, n_full), stop):
-        acc, m_i, l_i = _attend_tile(
-            acc,
-            m_i,
-            l_i,
-            q,
-            q_pos,
-            q_bucket,
-            K,
-            V,
-            k_perm_bh,
-            k_bucket_bh,
-            k_base,
-            v_base,
-            stride_kt,
-            stride_kd,
-            stride_vt,
-            stride_vd,
-            start + j * BLOCK_N,
-            T,
-            qk_scale,
-            MASKED=True,
-            BLOCK_N=BLOCK_N,
-            HEAD_DIM=HEAD_DIM,
-            DOT_PRECISION=DOT_PRECISION,
-        )
+    lo, hi = first, tl.minimum(stop, n_full)
+    acc, m_i, l_i = _attend_range(acc, m_i, l_i, rows, keys, lo, hi, False, BLOCK_N, DOT_PRECISION)
+    lo, hi = tl.maximum(first, n_full), stop
+    acc, m_i, l_i = _attend_range(acc, m_i, l_i, rows, keys, lo, hi, True, BLOCK_N, DOT_PRECISION)
 
     seen = l_i > 0.0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]
@@ -268,23 +197,8 @@ def sparse_attention_fwd_kernel(
             tl.store(LSEPart + part, lse_part, mask=row_ok)
             return
     lse = tl.where(seen, m_i + tl.math.log2(tl.where(seen, l_i, 1.0)), float("inf"))
-    _store_output(
-        Out,
-        LSE,
-        out,
-        lse,
-        b,
-        h,
-        q_pos,
-        row_base,
-        slots,
-        row_ok,
-        stride_ob,
-        stride_ot,
-        stride_oh,
-        stride_od,
-        HEAD_DIM=HEAD_DIM,
-    )
+    o_strides = (stride_ob, stride_ot, stride_oh, stride_od)
+    _store_output(Out, LSE, out, lse, b, h, q_pos, row_base, slots, row_ok, o_strides)
 
 
 @triton.jit
@@ -320,8 +234,7 @@ def sparse_attention_fwd_combine_kernel(
     bh, tile, b, h, row_base, _ = program_tile(n_tiles, H, T, REVERSED=False)
     start = tl.load(tile_start + bh * n_tiles + tile)
     end = tl.load(tile_end + bh * n_tiles + tile)
-    piece_tiles = piece_length(Work, n_slots, MIN_TILES=MIN_TILES)
-    _, _, n_live = range_piece(start, end, 0, piece_tiles, BLOCK=BLOCK_N, MAX_PIECES=MAX_PIECES)
+    _, _, n_live = range_piece(start, end, 0, Work, n_slots, BLOCK_N, MAX_PIECES, MIN_TILES)
     if n_live <= 1:
         return  # written by the forward itself
     slots = tile * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -347,20 +260,5 @@ def sparse_attention_fwd_combine_kernel(
     seen = l_i > 0.0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]
     lse = tl.where(seen, m_i + tl.math.log2(tl.where(seen, l_i, 1.0)), float("inf"))
-    _store_output(
-        Out,
-        LSE,
-        out,
-        lse,
-        b,
-        h,
-        q_pos,
-        row_base,
-        slots,
-        row_ok,
-        stride_ob,
-        stride_ot,
-        stride_oh,
-        stride_od,
-        HEAD_DIM=HEAD_DIM,
-    )
+    o_strides = (stride_ob, stride_ot, stride_oh, stride_od)
+    _store_output(Out, LSE, out, lse, b, h, q_pos, row_base, slots, row_ok, o_strides)

@@ -129,37 +129,108 @@ _INTERPRETER = KernelConfig(
     dq_split=_INTERPRETER_SPLIT,
 )
 
-# Measured on an H100 (PERF.md, v2 and v3 sweeps at T=16384): large buckets (and QK-sparse, whose
-# kept rows form one bucket) want big tiles; small buckets waste less with small tiles.
-_CUDA_LARGE_BUCKETS = KernelConfig(
-    fwd=LaunchConfig(128, 128, 4, 2),
-    dkdv=LaunchConfig(32, 128, 4, 3),  # v3 sweep: deeper pipeline, 3% over (64, 64, 4, 2)
-    dq=LaunchConfig(128, 32, 4, 5),
-)
-# Five stages for the gathered loads (v12): below five, Triton 3.6 waits for every copy in
-# flight at the top of each key tile (the row index is itself a load), so nothing overlaps.
-_CUDA_MEDIUM_BUCKETS = KernelConfig(
-    fwd=LaunchConfig(128, 64, 4, 5),
-    dkdv=LaunchConfig(32, 64, 4, 1),
-    dq=LaunchConfig(64, 32, 4, 3),
-)
-_CUDA_SMALL_BUCKETS = KernelConfig(
-    fwd=LaunchConfig(64, 32, 4, 5),
-    dkdv=LaunchConfig(32, 64, 4, 1),
-    dq=LaunchConfig(64, 32, 4, 3),
-)
-# Head dim 128 (v1 sweep: 64 x 64 tiles, 2 stages; v12: narrower tiles, 5 stages).
-_CUDA_HEAD_128 = KernelConfig(
-    fwd=LaunchConfig(64, 32, 4, 5),
-    dkdv=LaunchConfig(32, 64, 4, 5),
-    dq=LaunchConfig(64, 32, 4, 5),
+
+@dataclass(frozen=True)
+class TileTable:
+    """The configurations of one GPU generation, by dtype, head dim and mean bucket size."""
+
+    float32: KernelConfig
+    head_128: KernelConfig
+    large_buckets: KernelConfig  # mean bucket >= 4096 rows (and QK-sparse: one bucket)
+    medium_buckets: KernelConfig  # 1024 < mean bucket < 4096 rows
+    small_buckets: KernelConfig
+
+    def choose(self, dtype: torch.dtype, head_dim: int, mean_bucket_rows: float) -> KernelConfig:
+        if dtype == torch.float32:
+            return self.float32
+        if head_dim == 128:
+            return self.head_128
+        if mean_bucket_rows >= 4096:
+            return self.large_buckets
+        if mean_bucket_rows > 1024:
+            return self.medium_buckets
+        return self.small_buckets
+
+    def configs(self) -> dict[str, KernelConfig]:
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
+# Compute capability 9.x (H100, H200), measured on an H100 (PERF.md, v2 and v3 sweeps at
+# T=16384): large buckets (and QK-sparse, whose kept rows form one bucket) want big tiles;
+# small buckets waste less with small tiles.
+def _tiles(fwd: tuple, dkdv: tuple, dq: tuple) -> KernelConfig:
+    """A KernelConfig from (block_m, block_n, num_warps, num_stages) per kernel."""
+    return KernelConfig(LaunchConfig(*fwd), LaunchConfig(*dkdv), LaunchConfig(*dq))
+
+
+SM90_TILES = TileTable(
+    # dK/dV, v3 sweep: a deeper pipeline, 3% over (64, 64, 4, 2).
+    large_buckets=_tiles((128, 128, 4, 2), (32, 128, 4, 3), (128, 32, 4, 5)),
+    # Five stages for the gathered loads (v12): below five, Triton 3.6 waits for every copy
+    # in flight at the top of each key tile (the row index is itself a load), so nothing
+    # overlaps.
+    medium_buckets=_tiles((128, 64, 4, 5), (32, 64, 4, 1), (64, 32, 4, 3)),
+    small_buckets=_tiles((64, 32, 4, 5), (32, 64, 4, 1), (64, 32, 4, 3)),
+    # Head dim 128 (v1 sweep: 64 x 64 tiles, 2 stages; v12: narrower tiles, 5 stages).
+    head_128=_tiles((64, 32, 4, 5), (32, 64, 4, 5), (64, 32, 4, 5)),
+    float32=_tiles((64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2)),
 )
 
-_CUDA_FLOAT32 = KernelConfig(
-    fwd=LaunchConfig(64, 32, 4, 2),
-    dkdv=LaunchConfig(32, 32, 4, 2),
-    dq=LaunchConfig(32, 32, 4, 2),
-)
+# Shared memory one block may use (CUDA C Programming Guide, table of compute capabilities).
+SHARED_MEMORY_BYTES = {8: 163 * 1024, 9: 227 * 1024}
+_HEAD_DIMS = {"float32": 64, "head_128": 128}  # the largest head dim each entry serves
+_ELEMENT_BYTES = {"float32": 4}  # other entries serve 2-byte dtypes
+
+
+def shared_memory_estimate(kind: str, launch: LaunchConfig, head_dim: int, element: int) -> int:
+    """An upper bound on the shared memory of one kernel's block: the operand tiles its key
+    (or query) loop loads, once per pipeline stage, plus the tiles it keeps for the whole
+    loop, all staged in shared memory. Triton stages less (`compile_kernels.py` prints what
+    it really uses); the bound keeps a table safe without a GPU to ask."""
+    m, n, stages = launch.block_m, launch.block_n, max(launch.num_stages, 1)
+    resident, per_stage = {
+        "fwd": (m, 2 * n),  # Q kept; K and V per key tile
+        "dkdv": (2 * n, 2 * m),  # K and V kept; Q and dO per query tile
+        "dq": (2 * m, 2 * n),  # Q and dO kept; K and V per key tile
+    }[kind]
+    return element * head_dim * (resident + stages * per_stage)
+
+
+def _fit_stages(table: TileTable, limit: int) -> TileTable:
+    """`table` with each kernel's pipeline made shallower until its estimate fits `limit`."""
+    fitted = {}
+    for name, cfg in table.configs().items():
+        head_dim, element = _HEAD_DIMS.get(name, 64), _ELEMENT_BYTES.get(name, 2)
+        launches = {}
+        for kind in ("fwd", "dkdv", "dq"):
+            launch = getattr(cfg, kind)
+            while (
+                launch.num_stages > 1
+                and shared_memory_estimate(kind, launch, head_dim, element) > limit
+            ):
+                launch = dataclasses.replace(launch, num_stages=launch.num_stages - 1)
+            launches[kind] = launch
+        fitted[name] = dataclasses.replace(cfg, **launches)
+    return TileTable(**fitted)
+
+
+# Compute capability 8.x (A100: 163 KB of shared memory a block, not measured here): the
+# same tiles with pipelines shallow enough for the estimate to fit.
+SM80_TILES = _fit_stages(SM90_TILES, SHARED_MEMORY_BYTES[8])
+# By the major compute capability; other generations get the conservative table.
+TILE_TABLES = {8: SM80_TILES, 9: SM90_TILES}
+
+
+@functools.cache
+def _capability_major(index: int) -> int:
+    return torch.cuda.get_device_capability(index)[0]
+
+
+def tile_table(device: torch.device) -> TileTable:
+    """The table for a CUDA device's compute capability."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return TILE_TABLES.get(_capability_major(index), SM80_TILES)
+
 
 _override: KernelConfig | None = None
 _split_override: dict[str, RangeSplit] = {}
@@ -182,15 +253,7 @@ def _select(
         return _override
     if device.type != "cuda":
         return _INTERPRETER
-    if dtype == torch.float32:
-        return _CUDA_FLOAT32
-    if head_dim == 128:
-        return _CUDA_HEAD_128
-    if mean_bucket_rows >= 4096:
-        return _CUDA_LARGE_BUCKETS
-    if mean_bucket_rows > 1024:
-        return _CUDA_MEDIUM_BUCKETS
-    return _CUDA_SMALL_BUCKETS
+    return tile_table(device).choose(dtype, head_dim, mean_bucket_rows)
 
 
 @contextlib.contextmanager

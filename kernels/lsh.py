@@ -184,14 +184,18 @@ def _lsh_buckets_fake(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     return x.new_empty(x.shape[:3], dtype=torch.int32)
 
 
-@torch.library.custom_op("scfa::lsh_buckets_pair", mutates_args=())
-def _lsh_buckets_pair_op(
-    q: torch.Tensor, k: torch.Tensor, rotations: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_pair_inputs(q: torch.Tensor, k: torch.Tensor, rotations: torch.Tensor) -> None:
     _check_x("q", q)
     _check_x("k", k)
     _check_pair(q, k)
     _check_rotations(rotations, q)
+
+
+@torch.library.custom_op("scfa::lsh_buckets_pair", mutates_args=())
+def _lsh_buckets_pair_op(
+    q: torch.Tensor, k: torch.Tensor, rotations: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_pair_inputs(q, k, rotations)
     q_ids, k_ids = _compute((q, k), rotations)
     return q_ids, k_ids
 
@@ -200,10 +204,7 @@ def _lsh_buckets_pair_op(
 def _lsh_buckets_pair_fake(
     q: torch.Tensor, k: torch.Tensor, rotations: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_x("q", q)
-    _check_x("k", k)
-    _check_pair(q, k)
-    _check_rotations(rotations, q)
+    _check_pair_inputs(q, k, rotations)
     return (
         q.new_empty(q.shape[:3], dtype=torch.int32),
         k.new_empty(k.shape[:3], dtype=torch.int32),

@@ -271,35 +271,41 @@ def _search_steps(T: int) -> int:
     return max(1, (T + 1).bit_length())
 
 
+def _range_launch(
+    T: int, n_tiles: int, block_m: int, block_n: int, work: torch.Tensor | None
+) -> dict:
+    """The keyword arguments both range kernels take; Work is None unless it counts work."""
+    return {
+        "Work": work,
+        "T": T,
+        "n_tiles": n_tiles,
+        "n_groups": ceil_div(n_tiles, _RANGE_GROUP),
+        "BLOCK_M": block_m,
+        "BLOCK_N": block_n,
+        "GROUP": _RANGE_GROUP,
+        "STEPS": _search_steps(T),
+        "COUNT_WORK": work is not None,
+    }
+
+
 def query_tile_ranges(
     plan: SparsityPlan, block_m: int, block_n: int, work: torch.Tensor | None = None
 ) -> QueryTileRanges:
     """Each query tile's key range. With `work` (a zeroed int32 element on the device), also
     adds up the ranges' lengths in key tiles there (for split ranges), without a host read."""
-    T = plan.seq_len
-    BH = plan.queries.perm.shape[0]
-    n_tiles = ceil_div(T, block_m)
-    n_groups = ceil_div(n_tiles, _RANGE_GROUP)
-    device = plan.queries.perm.device
-    start, n_full, end = (
-        torch.empty((BH, n_tiles), dtype=torch.int32, device=device) for _ in range(3)
-    )
-    query_tile_ranges_kernel[(BH * n_groups,)](
-        plan.queries.composite,
-        plan.queries.bucket,
-        plan.keys.composite,
-        start,
-        n_full,
-        end,
-        start if work is None else work,
-        T,
-        n_tiles,
-        n_groups,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        GROUP=_RANGE_GROUP,
-        STEPS=_search_steps(T),
-        COUNT_WORK=work is not None,
+    T, BH = plan.seq_len, plan.queries.perm.shape[0]
+    launch = _range_launch(T, ceil_div(T, block_m), block_m, block_n, work)
+    start, n_full, end = torch.empty(
+        (3, BH, launch["n_tiles"]), dtype=torch.int32, device=plan.queries.perm.device
+    ).unbind(0)
+    query_tile_ranges_kernel[(BH * launch["n_groups"],)](
+        QComp=plan.queries.composite,
+        QBucket=plan.queries.bucket,
+        KComp=plan.keys.composite,
+        Start=start,
+        NFull=n_full,
+        End=end,
+        **launch,
     )
     return QueryTileRanges(block_m, block_n, start, n_full, end, work)
 
@@ -308,31 +314,20 @@ def key_tile_ranges(
     plan: SparsityPlan, block_m: int, block_n: int, work: torch.Tensor | None = None
 ) -> KeyTileRanges:
     """Each key tile's query range; `work` as in `query_tile_ranges`, in query tiles."""
-    T = plan.seq_len
-    BH = plan.keys.perm.shape[0]
-    n_tiles = ceil_div(T, block_n)
-    n_groups = ceil_div(n_tiles, _RANGE_GROUP)
-    device = plan.keys.perm.device
-    start, n_diag, n_full, end = (
-        torch.empty((BH, n_tiles), dtype=torch.int32, device=device) for _ in range(4)
-    )
-    key_tile_ranges_kernel[(BH * n_groups,)](
-        plan.keys.composite,
-        plan.keys.bucket,
-        plan.queries.composite,
-        start,
-        n_diag,
-        n_full,
-        end,
-        start if work is None else work,
-        T,
-        n_tiles,
-        n_groups,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        GROUP=_RANGE_GROUP,
-        STEPS=_search_steps(T),
-        COUNT_WORK=work is not None,
+    T, BH = plan.seq_len, plan.keys.perm.shape[0]
+    launch = _range_launch(T, ceil_div(T, block_n), block_m, block_n, work)
+    start, n_diag, n_full, end = torch.empty(
+        (4, BH, launch["n_tiles"]), dtype=torch.int32, device=plan.keys.perm.device
+    ).unbind(0)
+    key_tile_ranges_kernel[(BH * launch["n_groups"],)](
+        KComp=plan.keys.composite,
+        KBucket=plan.keys.bucket,
+        QComp=plan.queries.composite,
+        Start=start,
+        NDiag=n_diag,
+        NFull=n_full,
+        End=end,
+        **launch,
     )
     return KeyTileRanges(block_m, block_n, start, n_diag, n_full, end, work)
 

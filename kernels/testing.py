@@ -14,47 +14,13 @@ from torch import Tensor
 
 from . import reference
 from .attention import hash_sparse_attention, qk_sparse_attention
+from .tolerances import TOLERANCES, max_rel_err
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    """Bounds on `max_rel_err` of the output and of each gradient (dq, dk, dv)."""
-
-    out: float
-    grad: float
-
-
-# The kernels against the float32 reference of the same rounded inputs, per input dtype.
-# Seen on an H100 at T <= 16384 (PERF.md): bfloat16 out 1.4e-3..2.2e-3, grads 2.3e-3..2.7e-3;
-# float16 1.8e-4..3.4e-4; float32 (true float32 products) ~1e-6. The interpreter's float32
-# is numpy's (~1e-7). About 10x headroom everywhere.
-TOLERANCES: dict[torch.dtype, Tolerance] = {
-    torch.float16: Tolerance(out=5e-3, grad=1e-2),
-    torch.bfloat16: Tolerance(out=2e-2, grad=3e-2),
-    torch.float32: Tolerance(out=1e-4, grad=1e-4),
-}
-
-
-def max_rel_err(got: Tensor, want: Tensor) -> float:
-    """The error metric: the largest norm-relative error ||got - want|| / ||want|| over
-    (batch, head) of (B, T, H, D) tensors (over the whole tensor for other shapes), in
-    float64; the plain norm of the difference where want is all zero."""
-    got64, want64 = got.detach().double(), want.detach().double()
-    if got64.dim() == 4:
-        b, t, h, d = got64.shape
-        got64 = got64.permute(0, 2, 1, 3).reshape(b * h, t * d)
-        want64 = want64.permute(0, 2, 1, 3).reshape(b * h, t * d)
-    else:
-        got64, want64 = got64.reshape(1, -1), want64.reshape(1, -1)
-    diff = (got64 - want64).norm(dim=1)
-    scale = want64.norm(dim=1)
-    rel = torch.where(scale > 0, diff / torch.where(scale > 0, scale, 1.0), diff)
-    return float(rel.max()) if rel.numel() else 0.0
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """One sparsity pattern: 'hash' (a, c = q_hash, k_hash) or 'qk' (a, c = q_keep, k_keep)."""
+class SparsityMask:
+    """The masks of one test case: kind 'hash' (a, c = q_hash, k_hash) or 'qk' (a, c =
+    q_keep, k_keep), with the kernel call and the reference that go with it."""
 
     kind: str
     a: Tensor
@@ -110,7 +76,7 @@ def random_hash(
     *,
     given: bool = False,
     out_of_range: float = 0.0,
-) -> Pattern:
+) -> SparsityMask:
     """Ids in [0, n_buckets); `given` passes n_buckets to the kernel, and then a fraction
     `out_of_range` of the ids is moved outside (negative or >= n_buckets)."""
     gen = generator(seed)
@@ -121,15 +87,15 @@ def random_hash(
             far = torch.randint(0, 2, ids.shape, generator=gen).bool()
             ids[outside] = torch.where(far[outside], n_buckets + 5, -1 - ids[outside])
     count = n_buckets if (given or out_of_range) else None
-    return Pattern("hash", q_hash.to(device), k_hash.to(device), count)
+    return SparsityMask("hash", q_hash.to(device), k_hash.to(device), count)
 
 
-def random_keep(b: int, t: int, h: int, drop, device: str, seed: int) -> Pattern:
+def random_keep(b: int, t: int, h: int, drop, device: str, seed: int) -> SparsityMask:
     """drop: a float, or one drop rate per head (heads with different sparsity)."""
     gen = generator(seed)
     p_drop = torch.as_tensor(drop, dtype=torch.float32).expand(h)
     q_keep, k_keep = (torch.rand(b, t, h, generator=gen) >= p_drop for _ in range(2))
-    return Pattern("qk", q_keep.to(device), k_keep.to(device))
+    return SparsityMask("qk", q_keep.to(device), k_keep.to(device))
 
 
 def expect(condition: object, message: str) -> None:
@@ -147,7 +113,7 @@ def assert_matches(got: Tensor, want: Tensor, bound: float, what: str) -> None:
 
 
 def check_forward(
-    pattern: Pattern, q: Tensor, k: Tensor, v: Tensor, sm_scale: float | None = None
+    pattern: SparsityMask, q: Tensor, k: Tensor, v: Tensor, sm_scale: float | None = None
 ) -> Tensor:
     """Kernel output against the reference; stranded rows must be exactly 0. Returns it."""
     out = pattern.kernel(q, k, v, sm_scale)
@@ -161,7 +127,7 @@ def check_forward(
 
 
 def check_backward(
-    pattern: Pattern,
+    pattern: SparsityMask,
     q: Tensor,
     k: Tensor,
     v: Tensor,

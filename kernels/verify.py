@@ -8,8 +8,8 @@ from the SAME rounded inputs, so only the kernel's own error is measured:
 * dq, dk, dv: every row, from the chunked exact formulas (O(chunk x T) memory);
 * no NaN/inf anywhere; stranded queries (no allowed key) output exactly 0 and get dq = 0.
 
-The error of a tensor is `scfa_kernels.testing.max_rel_err` (the largest norm-relative error
-||got - want|| / ||want|| over (batch, head)), bounded by `testing.TOLERANCES`. Exit code 0
+The error of a tensor is `scfa_kernels.tolerances.max_rel_err` (the largest norm-relative error
+||got - want|| / ||want|| over (batch, head)), bounded by `tolerances.TOLERANCES`. Exit code 0
 iff every case passes; 2 when there is no CUDA device (``--cpu`` runs a tiny case through
 Triton's interpreter instead).
 """
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from . import hash_sparse_attention, lsh_buckets, qk_sparse_attention, reference
-from .testing import TOLERANCES, Tolerance, max_rel_err
+from .tolerances import TOLERANCES, Tolerance, max_rel_err
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

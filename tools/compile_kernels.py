@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
+from collections import Counter
+from pathlib import Path
 
 # Pointer element types by argument name; other arguments are i32 scalars unless listed.
 _POINTERS = {
@@ -61,6 +64,28 @@ _POINTERS = {
     "Work": "*i32",
 }
 _FLOATS = {"qk_scale", "sm_scale"}
+# Shared memory one block may use, per architecture (CUDA C Programming Guide, compute
+# capabilities table): 163 KB on sm_80 (A100), 227 KB on sm_90 (H100/H200). Triton reports
+# a kernel over it only when it loads it on a GPU; here it fails at compile time.
+SHARED_MEMORY_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
+
+
+# Buffers that only split launches (MAX_PIECES > 1) or the pair copy (PAIRS = 2) use; the
+# launches pass None otherwise, which Triton compiles as a constexpr.
+_SPLIT_ONLY = ("OutPart", "LSEPart", "Work", "dKAcc", "dVAcc", "dQAcc")
+_PAIR_ONLY = ("AccB", "DstB")
+
+
+def _with_unused_none(kernel, constexprs: dict) -> dict:
+    """`constexprs` plus None for the buffers the launches leave out in this configuration."""
+    unused = []
+    if constexprs.get("MAX_PIECES") == 1:
+        unused += _SPLIT_ONLY
+    if constexprs.get("PAIRS") == 1:
+        unused += _PAIR_ONLY
+    if constexprs.get("COUNT_WORK") is False:
+        unused.append("Work")
+    return constexprs | {name: None for name in unused if name in kernel.arg_names}
 
 
 def _signature(kernel, constexprs: dict, pointers: dict[str, str]) -> dict[str, str]:
@@ -77,14 +102,26 @@ def _signature(kernel, constexprs: dict, pointers: dict[str, str]) -> dict[str, 
     return types
 
 
-def _cases():
+# Per tile-table entry: its case label, the pointer type and head dim compiled, tl.dot's
+# input precision.
+_TABLE_CASES = {
+    "large_buckets": ("bf16 d64 large buckets", "*bf16", 64, None),
+    "medium_buckets": ("bf16 d64 medium buckets", "*bf16", 64, None),
+    "small_buckets": ("bf16 d64 small buckets", "*bf16", 64, None),
+    "head_128": ("fp16 d128", "*fp16", 128, None),
+    "float32": ("fp32 d64", "*fp32", 64, "ieee"),
+}
+
+
+def _cases(arch: int):
+    """(label, kernel, constexprs, pointer types, options) of every kernel to compile for
+    sm_<arch>, with the tile table `config.py` picks for that compute capability."""
     from scfa_kernels import _triton_bwd, _triton_fwd, _triton_plan, _triton_sort, config
 
+    table = config.TILE_TABLES[arch // 10]
     attention_configs = {
-        "bf16 d64 large buckets": ("*bf16", 64, config._CUDA_LARGE_BUCKETS, None),
-        "bf16 d64 small buckets": ("*bf16", 64, config._CUDA_SMALL_BUCKETS, None),
-        "fp16 d128": ("*fp16", 128, config._CUDA_HEAD_128, None),
-        "fp32 d64": ("*fp32", 64, config._CUDA_FLOAT32, "ieee"),
+        label: (ptr, head_dim, getattr(table, name), precision)
+        for name, (label, ptr, head_dim, precision) in _TABLE_CASES.items()
     }
     for label, (ptr, head_dim, cfg, precision) in attention_configs.items():
         pointers = dict(_POINTERS)
@@ -152,10 +189,103 @@ def _cases():
             yield label, kernel, constexprs, _POINTERS, {}
 
 
+_DROPPED = re.compile(r"^(\.loc|\.file|//|\$L__tmp\d+:$)")
+_PARAM = re.compile(r"\b[A-Za-z_$][\w$]*_param_\d+\b")
+_ENTRY = re.compile(r"(\.entry|\.func)\s+[A-Za-z_$][\w$]*")
+_COMMENT = re.compile(r"\s*//.*$")
+_REGISTER = re.compile(r"(%[a-z]+)\d+")
+_BLOCK = re.compile(r"^\$L__BB\w+:$")
+
+
+def normalise_ptx(ptx: str) -> list[str]:
+    """PTX lines without what does not run: `.loc`/`.file` line info and their `$L__tmp`
+    labels, comments, debug sections, the kernel's name and parameter names (every parameter
+    reads as `param`), and the parameter declarations themselves (a buffer passed as None
+    drops one)."""
+    lines, in_debug = [], False
+    for line in ptx.splitlines():
+        stripped = _COMMENT.sub("", line.strip())
+        if stripped.startswith(".section") and ".debug" in stripped:
+            in_debug = True
+        if in_debug:
+            in_debug = stripped != "}"
+            continue
+        if not stripped or _DROPPED.match(stripped) or stripped.startswith(".param"):
+            continue
+        stripped = _ENTRY.sub(r"\1 kernel", stripped)
+        lines.append(_PARAM.sub("param", stripped).rstrip(","))
+    return lines
+
+
+def block_instructions(lines: list[str]) -> list[tuple[str, Counter]]:
+    """Per basic block (split at `$L__BB` labels): its label and the multiset of its
+    instructions with register numbers erased. Equal lists mean the code differs only in
+    register names and the order of instructions inside blocks."""
+    blocks: list[tuple[str, Counter]] = [("entry", Counter())]
+    for line in lines:
+        if _BLOCK.match(line):
+            blocks.append((line, Counter()))
+        else:
+            blocks[-1][1][_REGISTER.sub(r"\1", line)] += 1
+    return blocks
+
+
+def compare_ptx(before: str, after: str) -> str:
+    """'same', 'reordered' (same instructions per basic block, other order or registers)
+    or a short account of the difference."""
+    a, b = normalise_ptx(before), normalise_ptx(after)
+    if a == b:
+        return f"same ({len(a)} lines)"
+    blocks_a, blocks_b = block_instructions(a), block_instructions(b)
+    if blocks_a == blocks_b:
+        return f"reordered ({len(a)} lines, {len(blocks_a)} blocks, same instructions per block)"
+    count_a = sum(sum(c.values()) for _, c in blocks_a)
+    count_b = sum(sum(c.values()) for _, c in blocks_b)
+    return f"DIFFERS ({len(blocks_a)} -> {len(blocks_b)} blocks, {count_a} -> {count_b} lines)"
+
+
+def compare_dumps(before: Path, after: Path) -> list[str]:
+    """One line per PTX file of `before`: how its namesake under `after` compares."""
+    report = []
+    for old in sorted(before.rglob("*.ptx")):
+        name = old.relative_to(before)
+        new = after / name
+        verdict = compare_ptx(old.read_text(), new.read_text()) if new.exists() else "missing"
+        report.append(f"{name}: {verdict}")
+    return report
+
+
+def case_file_stem(label: str) -> str:
+    """A file name for a case label: letters, digits, '=', '.', '-' kept, the rest '_'."""
+    return re.sub(r"[^A-Za-z0-9=.-]+", "_", label).strip("_")
+
+
+def dump_kernel(root: Path, arch: int, label: str, asm: dict) -> None:
+    """Write a compiled kernel's PTX and TTGIR under root/sm_<arch>/."""
+    folder = root / f"sm_{arch}"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = case_file_stem(label)
+    (folder / f"{stem}.ptx").write_text(asm["ptx"])
+    (folder / f"{stem}.ttgir").write_text(str(asm["ttgir"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", type=int, nargs="+", default=[80, 90])
+    parser.add_argument("--dump", type=Path, help="write each kernel's PTX and TTGIR here")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs=2,
+        metavar=("BEFORE", "AFTER"),
+        help="compare two --dump folders (normalised PTX) instead of compiling",
+    )
     args = parser.parse_args(argv)
+    if args.compare:
+        report = compare_dumps(*args.compare)
+        print("\n".join(report))
+        equal = all(": same" in line or ": reordered" in line for line in report)
+        return 0 if report and equal else 1
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("error: unset TRITON_INTERPRET: the interpreter does not compile", file=sys.stderr)
         return 2
@@ -166,13 +296,20 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for arch in args.archs:
         target = GPUTarget("cuda", arch, 32)
-        for label, kernel, constexprs, pointers, options in _cases():
+        for label, kernel, constexprs, pointers, options in _cases(arch):
             started = time.perf_counter()
+            constexprs = _with_unused_none(kernel, constexprs)
             signature = _signature(kernel, constexprs, pointers)
             source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
             try:
-                triton.compile(source, target=target, options=options)
-                verdict = "ok"
+                compiled = triton.compile(source, target=target, options=options)
+                shared = compiled.metadata.shared
+                verdict = f"ok, {shared} B shared"
+                if shared > SHARED_MEMORY_LIMIT[arch]:
+                    failed += 1
+                    verdict = f"FAILED: {shared} B shared > {SHARED_MEMORY_LIMIT[arch]} B"
+                if args.dump is not None:
+                    dump_kernel(args.dump, arch, label, compiled.asm)
             except Exception as exc:  # reported per kernel, the rest still compiles
                 failed += 1
                 verdict = f"FAILED: {type(exc).__name__}: {str(exc).strip()[:2000]}"

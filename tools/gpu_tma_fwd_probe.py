@@ -228,23 +228,8 @@ def sorted_rows_fwd_kernel(
     seen = l_i > 0.0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]
     lse = tl.where(seen, m_i + tl.math.log2(tl.where(seen, l_i, 1.0)), float("inf"))
-    _store_output(
-        Out,
-        LSE,
-        out,
-        lse,
-        b,
-        h,
-        q_pos,
-        row_base,
-        slots,
-        row_ok,
-        stride_ob,
-        stride_ot,
-        stride_oh,
-        stride_od,
-        HEAD_DIM=HEAD_DIM,
-    )
+    o_strides = (stride_ob, stride_ot, stride_oh, stride_od)
+    _store_output(Out, LSE, out, lse, b, h, q_pos, row_base, slots, row_ok, o_strides)
 
 
 def sorted_copies(q, k, v, plan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

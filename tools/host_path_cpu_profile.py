@@ -48,7 +48,7 @@ def stubbed_launches() -> Iterator[list[str]]:
         return lambda *args, **kwargs: launched.append(name)
 
     InterpretedFunction.__getitem__ = getitem
-    config._select = lambda device, dtype, head_dim, mean_rows: config._CUDA_SMALL_BUCKETS
+    config._select = lambda device, dtype, head_dim, mean_rows: config.SM90_TILES.small_buckets
     try:
         yield launched
     finally:

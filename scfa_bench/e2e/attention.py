@@ -27,7 +27,7 @@ import torch
 import scfa_bench.e2e.layer_attention as fns
 from scfa_bench.e2e.model import AttentionFn
 
-Pattern = str  # "dense" | "hash" | "qk" | "none"
+AttentionKind = str  # "dense" | "hash" | "qk" | "none": what a model's attention layers compute
 
 PROBE_SEQ_LEN = 64
 
@@ -45,7 +45,7 @@ class PlugInfo:
     """What the step needs to know about a plug before building it."""
 
     name: str
-    pattern: Pattern
+    pattern: AttentionKind
     shared_qk: bool
     # The registered implementation whose availability applies (None: always available).
     registered: str | None

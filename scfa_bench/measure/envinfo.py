@@ -6,6 +6,7 @@ is best-effort: a missing tool gives "n/a", never an exception.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import os
@@ -90,11 +91,19 @@ def git_revision() -> str:
         return NOT_AVAILABLE
 
 
-def kernels_hash(folder: Path | None = None) -> str:
-    """SHA-256 over the `*.py` sources of the installed `scfa_kernels` package (or `folder`),
-    sorted by name, name and bytes of each; found without importing it; "n/a" when absent.
+# Kernel files whose whole code is hashed: the tile tables and how a launch picks them.
+_CONFIG_FILES = ("config.py",)
 
-    Recorded in the meta so `check` can tell a baseline measured on other kernels.
+
+def kernels_hash(folder: Path | None = None) -> str:
+    """SHA-256 of the device code of the installed `scfa_kernels` package (or `folder`), found
+    without importing it; "n/a" when absent.
+
+    Device code: every `@...jit` function and the module-level constants of the files that
+    hold them, plus the whole of `config.py` (tile tables), each as `ast.unparse` of its
+    syntax tree with docstrings dropped, so comments, docstrings and formatting do not count
+    and host-side code (launches, plans, tests) does not either. Recorded in the meta so
+    `check` can tell a baseline measured on other kernels.
     """
     if folder is None:
         try:
@@ -109,8 +118,46 @@ def kernels_hash(folder: Path | None = None) -> str:
         return NOT_AVAILABLE
     digest = hashlib.sha256()
     for source in sources:
-        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+        code = device_code(source.read_text(encoding="utf-8"), whole=source.name in _CONFIG_FILES)
+        if code:
+            digest.update(source.name.encode() + b"\0" + code.encode() + b"\0")
     return digest.hexdigest()
+
+
+def _is_jit(decorator: ast.expr) -> bool:
+    """`@triton.jit`, `@jit`, `@gluon.jit`, and those called with arguments."""
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+    return name == "jit"
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef) or not body:
+            continue
+        first = body[0]
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+            if isinstance(first.value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def device_code(text: str, *, whole: bool = False) -> str:
+    """The device code of one kernel file as normalised source ("" when it has none): its
+    jit functions and module-level assignments (or, with `whole`, the whole module)."""
+    tree = _without_docstrings(ast.parse(text))
+    if whole:
+        return ast.unparse(tree)
+    jitted = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and any(map(_is_jit, node.decorator_list))
+    ]
+    if not jitted:
+        return ""
+    constants = [node for node in tree.body if isinstance(node, ast.Assign | ast.AnnAssign)]
+    return "\n".join(ast.unparse(node) for node in constants + jitted)
 
 
 def _nvml_facts() -> dict[str, Any]:

@@ -19,7 +19,7 @@ def test_a_stubbed_call_takes_the_gpu_path_and_is_timed() -> None:
         # plan (histogram, scatter, ranges), forward, delta, dK/dV and dQ with their ranges
         assert "sparse_attention_fwd_kernel" in launched
         assert "sparse_attention_bwd_dq_kernel" in launched
-        assert config._select(None, None, 64, 1.0) is config._CUDA_SMALL_BUCKETS
+        assert config._select(None, None, 64, 1.0) is config.SM90_TILES.small_buckets
         assert tool.host_us_per_call(call, 2) > 0
         text = tool.profile_text(call, 2)
     assert "function calls" in text

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from scfa_kernels.testing import (
     TOLERANCES,
-    Pattern,
+    SparsityMask,
     assert_matches,
     check_backward,
     generator,
@@ -29,7 +29,7 @@ DTYPES = [torch.float16, torch.float32]
 DTYPE_IDS = ["fp16", "fp32"]
 
 
-def _pattern(kind: str, b: int, t: int, h: int, sparsity, device: str, seed: int) -> Pattern:
+def _pattern(kind: str, b: int, t: int, h: int, sparsity, device: str, seed: int) -> SparsityMask:
     if kind == "hash":
         return random_hash(b, t, h, sparsity, device, seed)
     return random_keep(b, t, h, sparsity, device, seed)
@@ -70,7 +70,7 @@ def test_backward_one_bucket_equals_dense_causal(device, dtype):
     b, t, h, d = 1, 90, 2, 32
     q, k, v = make_qkv(b, t, h, d, dtype, device, seed=4)
     zeros = torch.zeros(b, t, h, dtype=torch.int64, device=device)
-    grads = check_backward(Pattern("hash", zeros, zeros), q, k, v, seed=4)
+    grads = check_backward(SparsityMask("hash", zeros, zeros), q, k, v, seed=4)
     # torch's dense causal attention, float32, same upstream gradient.
     leaves = [x.detach().float().transpose(1, 2).requires_grad_() for x in (q, k, v)]
     out = F.scaled_dot_product_attention(*leaves, is_causal=True).transpose(1, 2)
@@ -85,10 +85,10 @@ def test_backward_all_kept_matches_reference(device):
     b, t, h, d = 2, 80, 1, 16
     q, k, v = make_qkv(b, t, h, d, torch.float16, device, seed=5)
     keep = torch.ones(b, t, h, dtype=torch.bool, device=device)
-    check_backward(Pattern("qk", keep, keep), q, k, v, seed=5)
+    check_backward(SparsityMask("qk", keep, keep), q, k, v, seed=5)
 
 
-def _zero_grads_everywhere(pattern: Pattern, q, k, v) -> None:
+def _zero_grads_everywhere(pattern: SparsityMask, q, k, v) -> None:
     leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
     out = pattern.kernel(*leaves)
     out.backward(torch.randn(out.shape, generator=generator(6)).to(q.dtype).to(q.device))
@@ -103,14 +103,14 @@ def _zero_grads_everywhere(pattern: Pattern, q, k, v) -> None:
 def test_backward_every_query_stranded(device, dtype):
     q, k, v = make_qkv(1, 70, 2, 16, dtype, device, seed=6)
     q_hash = torch.zeros(1, 70, 2, dtype=torch.int64, device=device)
-    _zero_grads_everywhere(Pattern("hash", q_hash, q_hash + 1), q, k, v)
+    _zero_grads_everywhere(SparsityMask("hash", q_hash, q_hash + 1), q, k, v)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_backward_nothing_kept(device, dtype):
     q, k, v = make_qkv(1, 70, 2, 16, dtype, device, seed=7)
     none = torch.zeros(1, 70, 2, dtype=torch.bool, device=device)
-    _zero_grads_everywhere(Pattern("qk", none, none), q, k, v)
+    _zero_grads_everywhere(SparsityMask("qk", none, none), q, k, v)
 
 
 def test_backward_heads_with_different_drop_rates(device):
@@ -135,7 +135,7 @@ def test_backward_bucket_ids_with_gaps_and_large_values(device):
     q, k, v = make_qkv(1, 90, 2, 16, torch.float32, device, seed=10)
     base = random_hash(1, 90, 2, 2, device, seed=10)
     as_ids = lambda x: torch.where(x == 0, 3, 1000)
-    check_backward(Pattern("hash", as_ids(base.a), as_ids(base.c)), q, k, v, seed=10)
+    check_backward(SparsityMask("hash", as_ids(base.a), as_ids(base.c)), q, k, v, seed=10)
 
 
 def test_backward_batches_with_different_patterns(device):
@@ -147,7 +147,7 @@ def test_backward_batches_with_different_patterns(device):
     q_keep[1] = torch.rand(t, h, generator=gen) > 0.5
     k_keep[1] = torch.rand(t, h, generator=gen) > 0.5
     k_keep[2] = False
-    dq, dk, dv = check_backward(Pattern("qk", q_keep.to(device), k_keep.to(device)), q, k, v)
+    dq, dk, dv = check_backward(SparsityMask("qk", q_keep.to(device), k_keep.to(device)), q, k, v)
     for g in (dq, dk, dv):
         assert torch.count_nonzero(g[2]) == 0 and torch.count_nonzero(g[0]) > 0
 

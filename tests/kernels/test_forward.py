@@ -14,7 +14,7 @@ import scfa_kernels
 from scfa_kernels import validation
 from scfa_kernels.testing import (
     TOLERANCES,
-    Pattern,
+    SparsityMask,
     assert_matches,
     check_forward,
     make_qkv,
@@ -80,7 +80,7 @@ def test_one_bucket_equals_dense_causal(device, dtype):
     b, t, h, d = 1, 100, 2, 32
     q, k, v = make_qkv(b, t, h, d, dtype, device, seed=11)
     zeros = torch.zeros(b, t, h, dtype=torch.int64, device=device)
-    out = check_forward(Pattern("hash", zeros, zeros), q, k, v)
+    out = check_forward(SparsityMask("hash", zeros, zeros), q, k, v)
     assert_matches(out.float().cpu(), _sdpa_causal(q, k, v).cpu(), TOLERANCES[dtype].out, "sdpa")
 
 
@@ -89,7 +89,7 @@ def test_all_kept_equals_dense_causal(device, dtype):
     b, t, h, d = 2, 70, 1, 16
     q, k, v = make_qkv(b, t, h, d, dtype, device, seed=12)
     keep = torch.ones(b, t, h, dtype=torch.bool, device=device)
-    out = check_forward(Pattern("qk", keep, keep), q, k, v)
+    out = check_forward(SparsityMask("qk", keep, keep), q, k, v)
     assert_matches(out.float().cpu(), _sdpa_causal(q, k, v).cpu(), TOLERANCES[dtype].out, "sdpa")
 
 
@@ -167,7 +167,7 @@ def test_non_contiguous_inputs(device, kind):
     # The pattern tensors non-contiguous too: a (B, H, T) tensor seen as (B, T, H).
     a, c = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (pattern.a, pattern.c))
     assert not a.is_contiguous()
-    pattern = Pattern(kind, a, c)
+    pattern = SparsityMask(kind, a, c)
     out = check_forward(pattern, q, k, v)
     dense_out = pattern.kernel(q.contiguous(), k.contiguous(), v.contiguous())
     torch.testing.assert_close(out, dense_out, rtol=1e-6, atol=1e-6)
@@ -180,7 +180,7 @@ def test_bucket_ids_with_gaps_and_large_values(device, ids):
     base = random_hash(b, t, h, 2, device, seed=18)
     lo, hi = ids
     as_ids = lambda x: torch.where(x == 0, lo, hi).to(torch.int64)
-    check_forward(Pattern("hash", as_ids(base.a), as_ids(base.c)), q, k, v)
+    check_forward(SparsityMask("hash", as_ids(base.a), as_ids(base.c)), q, k, v)
 
 
 @pytest.mark.parametrize("hash_dtype", [torch.int32, torch.int64, torch.int16, torch.uint8])
@@ -189,7 +189,7 @@ def test_hash_integer_dtypes_agree(device, hash_dtype):
     q, k, v = make_qkv(b, t, h, d, torch.float32, device, seed=19)
     base = random_hash(b, t, h, 3, device, seed=19)
     out64 = base.kernel(q, k, v)
-    cast = Pattern("hash", base.a.to(hash_dtype), base.c.to(hash_dtype))
+    cast = SparsityMask("hash", base.a.to(hash_dtype), base.c.to(hash_dtype))
     torch.testing.assert_close(cast.kernel(q, k, v), out64, rtol=0, atol=0)
 
 
@@ -203,11 +203,11 @@ def test_batches_with_different_patterns(device):
     q_hash[1] = torch.randint(0, 4, (t, h), generator=gen)
     k_hash[1] = torch.randint(0, 4, (t, h), generator=gen)
     k_hash[2] = 7
-    pattern = Pattern("hash", q_hash.to(device), k_hash.to(device))
+    pattern = SparsityMask("hash", q_hash.to(device), k_hash.to(device))
     out = check_forward(pattern, q, k, v)
     assert torch.count_nonzero(out[2]) == 0 and torch.count_nonzero(out[0]) > 0
     # Each batch alone gives the same rows: batches do not leak into each other.
-    alone = Pattern("hash", pattern.a[1:2], pattern.c[1:2]).kernel(q[1:2], k[1:2], v[1:2])
+    alone = SparsityMask("hash", pattern.a[1:2], pattern.c[1:2]).kernel(q[1:2], k[1:2], v[1:2])
     torch.testing.assert_close(out[1:2], alone, rtol=1e-6, atol=1e-6)
 
 

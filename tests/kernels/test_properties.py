@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scfa_kernels.testing import Pattern, check_backward, check_forward, make_qkv
+from scfa_kernels.testing import SparsityMask, check_backward, check_forward, make_qkv
 
 # On a CPU every case runs the kernels through Triton's interpreter: seconds each.
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ def test_hash_matches_reference(device, shape, n_buckets, dtype, seed):
     b, t, h, d = shape
     gen = torch.Generator().manual_seed(seed)
     q_hash, k_hash = (torch.randint(0, n_buckets, (b, t, h), generator=gen) for _ in range(2))
-    pattern = Pattern("hash", q_hash.to(device), k_hash.to(device))
+    pattern = SparsityMask("hash", q_hash.to(device), k_hash.to(device))
     q, k, v = make_qkv(b, t, h, d, dtype, device, seed)
     check_forward(pattern, q, k, v)
     check_backward(pattern, q, k, v, seed=seed)
@@ -56,7 +56,7 @@ def test_qk_matches_reference(device, shape, drops, dtype, seed):
     gen = torch.Generator().manual_seed(seed)
     p_drop = torch.tensor(drops[:h])  # one drop rate per head
     q_keep, k_keep = (torch.rand(b, t, h, generator=gen) >= p_drop for _ in range(2))
-    pattern = Pattern("qk", q_keep.to(device), k_keep.to(device))
+    pattern = SparsityMask("qk", q_keep.to(device), k_keep.to(device))
     q, k, v = make_qkv(b, t, h, d, dtype, device, seed)
     check_forward(pattern, q, k, v)
     check_backward(pattern, q, k, v, seed=seed)

@@ -23,7 +23,7 @@ from scfa_kernels.plan import (
     query_tile_ranges_torch,
 )
 from scfa_kernels.testing import (
-    Pattern,
+    SparsityMask,
     check_backward,
     check_forward,
     make_qkv,
@@ -41,14 +41,14 @@ def _live_pieces(n_range: torch.Tensor, max_pieces: int, piece_tiles: int) -> to
     return (n_range + per - 1) // per
 
 
-def _plan(pattern: Pattern):
+def _plan(pattern: SparsityMask):
     """The plan of a test pattern: hash ids (as many buckets as the ids use) or keep masks."""
     if pattern.kind == "hash":
         return hash_plan(pattern.a, pattern.c, int(max(pattern.a.max(), pattern.c.max())) + 1)
     return qk_plan(pattern.a, pattern.c)
 
 
-def _most_pieces(pattern: Pattern, cfg: config.KernelConfig, split: config.RangeSplit) -> int:
+def _most_pieces(pattern: SparsityMask, cfg: config.KernelConfig, split: config.RangeSplit) -> int:
     """The most pieces any forward, dK/dV or dQ tile range is cut into."""
     plan = _plan(pattern)
     most = 0
@@ -81,10 +81,10 @@ SPLITS = {
 }
 
 
-def _patterns(device: str, b: int, t: int, h: int) -> dict[str, Pattern]:
+def _patterns(device: str, b: int, t: int, h: int) -> dict[str, SparsityMask]:
     zeros = torch.zeros(b, t, h, dtype=torch.int64, device=device)
     return {
-        "one bucket": Pattern("hash", zeros, zeros),
+        "one bucket": SparsityMask("hash", zeros, zeros),
         "2 buckets": random_hash(b, t, h, 2, device, seed=t),
         "qk drop 0.3": random_keep(b, t, h, 0.3, device, seed=t),
     }
@@ -123,7 +123,7 @@ def test_split_and_whole_agree_on_stranded_rows(device):
     b, t, h, d = 1, 96, 2, 16
     keep = torch.rand(b, t, h, generator=torch.Generator().manual_seed(3)) > 0.5
     keep = keep.to(device)
-    pattern = Pattern("qk", keep, keep)
+    pattern = SparsityMask("qk", keep, keep)
     q, k, v = make_qkv(b, t, h, d, torch.float32, device, seed=13)
     for split in (SPLITS["8 pieces"], config.NO_SPLIT):
         with config.override(_forced(device, torch.float32, d, split)):

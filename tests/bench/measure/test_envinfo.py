@@ -45,7 +45,37 @@ def test_kernels_hash_covers_the_installed_kernel_sources(tmp_path: Path) -> Non
     assert envinfo.kernels_hash(copy) == installed
     (copy / "PERF.md").write_text("notes are not sources\n")
     assert envinfo.kernels_hash(copy) == installed
-    source = copy / "attention.py"
-    source.write_text(source.read_text() + "\n# changed\n")
-    assert envinfo.kernels_hash(copy) != installed
+
+
+def _edited(folder: Path, name: str, old: str, new: str) -> None:
+    source = folder / name
+    text = source.read_text()
+    assert old in text, f"{old!r} not in {name}"
+    source.write_text(text.replace(old, new, 1))
+
+
+def test_kernels_hash_covers_device_code_only(tmp_path: Path) -> None:
+    """Docstrings, comments and host code leave the hash alone; device code and tile tables
+    change it."""
+    import scfa_kernels
+
+    installed = envinfo.kernels_hash()
+    copy = tmp_path / "kernels"
+    shutil.copytree(Path(scfa_kernels.__file__).parent, copy)
+    # A docstring and a comment of a jit function, a comment of the tile table, host code.
+    _edited(copy, "_triton_fwd.py", '    """Online softmax', '    """Softmax, online,')
+    _edited(
+        copy, "_triton_fwd.py", "    for j in range(lo, hi):", "    for j in range(lo, hi):  # x"
+    )
+    _edited(copy, "config.py", "# Compute capability 9.x", "# cc 9.x")
+    _edited(copy, "_launch.py", "    BH = B * H\n", "    BH = H * B\n")
+    assert envinfo.kernels_hash(copy) == installed
+    for name, old, new in (
+        ("_triton_fwd.py", "acc = acc * alpha[:, None]", "acc = acc * alpha[:, None] * 1.0"),
+        ("config.py", "_tiles((128, 128, 4, 2)", "_tiles((128, 128, 4, 3)"),
+    ):
+        changed = tmp_path / name
+        shutil.copytree(copy, changed)
+        _edited(changed, name, old, new)
+        assert envinfo.kernels_hash(changed) != installed, name
     assert envinfo.kernels_hash(tmp_path / "empty") == "n/a"
