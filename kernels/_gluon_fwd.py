@@ -95,13 +95,18 @@ def _tma_compatible(t: torch.Tensor) -> bool:
 def use_hopper_forward(q: torch.Tensor, config: object = None, dense: bool = True) -> bool:
     """Whether the forward of `q` takes the Gluon Hopper kernel.
 
-    True only for: a CUDA tensor on compute capability 9.x, not under TRITON_INTERPRET,
+    True only with SCFA_HOPPER=1, and then only for: a CUDA tensor on compute capability 9.x,
+    not under TRITON_INTERPRET,
     bf16/fp16, head dim 64 or 128, Gluon importable, SCFA_FORCE_PORTABLE not "1", and the
     dense case (`dense`: one bucket of hash-sparse, whose plan keeps rows in order; other
     plans would run the kernel's slow gathered path). `config` (the KernelConfig) is
     accepted for the caller's convenience; the Gluon tiles are fixed per head dim.
     """
     del config
+    # Opt-in (SCFA_HOPPER=1) until a GPU run shows it exact and faster than the portable
+    # kernel; SCFA_FORCE_PORTABLE=1 wins over it.
+    if os.environ.get("SCFA_HOPPER", "0") != "1":
+        return False
     if os.environ.get("SCFA_FORCE_PORTABLE", "0") == "1":
         return False
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):

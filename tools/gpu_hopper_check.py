@@ -272,6 +272,7 @@ def table(points: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("SCFA_HOPPER", "1")  # the Gluon forward is opt-in; this checks it
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--skip-timing", action="store_true")

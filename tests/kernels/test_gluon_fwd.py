@@ -35,6 +35,7 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: capability["value"])
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     monkeypatch.delenv("SCFA_FORCE_PORTABLE", raising=False)
+    monkeypatch.setenv("SCFA_HOPPER", "1")
     return capability
 
 
@@ -42,6 +43,14 @@ def fake_gpu(monkeypatch):
 def test_hopper_bf16_d64_dense_takes_gluon(fake_gpu):
     assert _gluon_fwd.use_hopper_forward(_cuda_like(), None, dense=True)
     assert _gluon_fwd.use_hopper_forward(_cuda_like(torch.float16, 128), None, dense=True)
+
+
+@needs_gluon
+def test_the_hopper_path_is_opt_in(fake_gpu, monkeypatch):
+    monkeypatch.delenv("SCFA_HOPPER")
+    assert not _gluon_fwd.use_hopper_forward(_cuda_like(), None, dense=True)
+    monkeypatch.setenv("SCFA_HOPPER", "1")
+    assert _gluon_fwd.use_hopper_forward(_cuda_like(), None, dense=True)
 
 
 def test_cpu_tensor_never_takes_gluon():
