@@ -5,7 +5,7 @@
 Runs on any machine: the plan and the launch functions are replaced by stand-ins that only
 allocate their outputs, so what remains is the public function's checks, the custom
 operators' dispatch and the autograd plumbing. Printed per call, in microseconds, against a
-trivial autograd op on the same tensors. A developer tool for kernels/PERF.md (v6): at small
+trivial autograd op on the same tensors. A developer tool for kernels/PERF.md: at small
 batch x heads the GPU work of a call is short enough for host time to show in its timing.
 """
 
@@ -33,10 +33,10 @@ def _per_call_us(fn: Callable[[], None], calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=500)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     q, k, v = (torch.randn(B, T, H, D, requires_grad=True) for _ in range(3))
     do = torch.randn(B, T, H, D)
