@@ -279,3 +279,36 @@ def test_every_sub_package_is_shipped() -> None:
     listed = set(tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["packages"])
     packages = {m for m, p in MODULES.items() if p.name == "__init__.py"}
     assert packages - listed == set()
+
+
+def _nightly_entries() -> tuple[str, ...]:
+    """tests/conftest.py's NIGHTLY, read without importing it (it is pytest's, not a module)."""
+    tree = ast.parse((REPO / "tests" / "conftest.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            if any(isinstance(t, ast.Name) and t.id == "NIGHTLY" for t in targets):
+                assert node.value is not None
+                return tuple(ast.literal_eval(node.value))
+    raise AssertionError("tests/conftest.py defines no NIGHTLY")
+
+
+def test_every_nightly_entry_names_a_real_test() -> None:
+    """A renamed or deleted test would leave its nightly entry matching nothing, silently."""
+    if not (REPO / "tests").is_dir():
+        pytest.skip("installed without the source tree")
+    wrong = []
+    for entry in _nightly_entries():
+        path, _, rest = entry.partition("::")
+        file = REPO / path
+        if not file.is_file():
+            wrong.append(f"{entry}: no file {path}")
+            continue
+        names = rest.split("[")[0].split("::") if rest else []
+        defined = {
+            node.name
+            for node in ast.walk(ast.parse(file.read_text(encoding="utf-8")))
+            if isinstance(node, ast.FunctionDef | ast.ClassDef)
+        }
+        wrong += [f"{entry}: no {name} in {path}" for name in names if name not in defined]
+    assert not wrong, "\n".join(wrong)
