@@ -51,3 +51,55 @@ def interpreter_subprocess() -> None:
             f"numpy {numpy.__version__} breaks Triton's interpreter (triton-lang/triton#9171); "
             "install numpy<2.4 to run this test"
         )
+
+
+# --- the nightly tier ----------------------------------------------------------------------
+# Tests that run only nightly (`-m nightly`; the default run deselects them through addopts in
+# pyproject.toml). Each entry is a test file, a test function ("file::name", every
+# parametrization) or one node id. Only long interpreter runs whose property a faster test of
+# the default tier also checks belong here; tests/bench/test_architecture.py checks that every
+# entry names a real test.
+NIGHTLY: tuple[str, ...] = (
+    # Hypothesis over random shapes (about 50 CPU-seconds): the default tier's parametrized
+    # forward and backward tests cover the same shapes' classes (T not a multiple of a tile,
+    # head dims 16-128, both dtypes, stranded queries) at fixed draws.
+    "tests/kernels/test_properties.py",
+    # Range splitting: 9 (pattern, split) pairs of about 9 CPU-seconds. The default tier keeps
+    # three that cover every pattern and every split once (one bucket / 8 pieces, 2 buckets /
+    # 2 pieces, QK / 4 pieces of >= 3 tiles); the split arithmetic is pattern-independent.
+    "tests/kernels/test_split.py::test_split_ranges_match_reference[one bucket-2 pieces]",
+    "tests/kernels/test_split.py::test_split_ranges_match_reference"
+    "[one bucket-4 pieces of >= 3 tiles]",
+    "tests/kernels/test_split.py::test_split_ranges_match_reference[2 buckets-8 pieces]",
+    "tests/kernels/test_split.py::test_split_ranges_match_reference"
+    "[2 buckets-4 pieces of >= 3 tiles]",
+    "tests/kernels/test_split.py::test_split_ranges_match_reference[qk drop 0.3-2 pieces]",
+    "tests/kernels/test_split.py::test_split_ranges_match_reference[qk drop 0.3-8 pieces]",
+    # The counting sort past one chunk group (T=1100, 5.5 CPU-seconds each): the default tier
+    # keeps 1100 with 7 buckets, and T up to 300 with 1, 2 and 64 buckets.
+    "tests/kernels/test_plan.py::test_counting_sort_matches_stable_torch_sort[1100-1-False]",
+    "tests/kernels/test_plan.py::test_counting_sort_matches_stable_torch_sort[1100-2-False]",
+    "tests/kernels/test_plan.py::test_counting_sort_matches_stable_torch_sort[1100-64-False]",
+    # The operators' registration does not depend on the dtype: fp16 stays in the default tier.
+    "tests/kernels/test_ops.py::test_opcheck_hash[fp32]",
+    "tests/kernels/test_ops.py::test_opcheck_qk[fp32]",
+    # Out-of-range ids in float32 too: the default tier runs all three cases in float16, and
+    # both dtypes through the forward and backward tests.
+    "tests/kernels/test_ops.py::test_out_of_range_ids_match_nothing[1-50-fp32]",
+    "tests/kernels/test_ops.py::test_out_of_range_ids_match_nothing[3-70-fp32]",
+    "tests/kernels/test_ops.py::test_out_of_range_ids_match_nothing[8-97-fp32]",
+    # Dynamo's `eager` backend traces what `aot_eager` (default tier) traces, and less.
+    "tests/kernels/test_ops.py::test_compiled_fullgraph_matches_eager_fwd_and_bwd[eager]",
+)
+
+
+def nightly_entry_matches(entry: str, nodeid: str) -> bool:
+    """`entry` is the node id, its function without the parametrization, or its file."""
+    return nodeid == entry or nodeid.startswith((entry + "[", entry + "::"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marker must be on by then
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(nightly_entry_matches(entry, item.nodeid) for entry in NIGHTLY):
+            item.add_marker(pytest.mark.nightly)

@@ -131,13 +131,13 @@ def heaviest_kernels(seq_len: int, batch: int, top: int) -> None:
         torch.cuda.empty_cache()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--compile", choices=["off", "on", "both"], default="both")
     parser.add_argument("--top", type=int, default=12, help="kernels listed per implementation")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
         return 2

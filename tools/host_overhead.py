@@ -33,10 +33,10 @@ def _per_call_us(fn: Callable[[], None], calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=500)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     q, k, v = (torch.randn(B, T, H, D, requires_grad=True) for _ in range(3))
     do = torch.randn(B, T, H, D)

@@ -171,7 +171,7 @@ ALL = [("hash", 1), ("hash", 2), ("hash", 8), ("hash", 32), ("qk", 0.2), ("qk", 
 
 
 CANDIDATES = {
-    # v3 round: deeper software pipelines and larger key tiles for the dense-like patterns.
+    # Deeper software pipelines and larger key tiles for the dense-like patterns.
     "dkdv": [
         (64, 64, 4, 2),
         (32, 128, 4, 3),
@@ -357,15 +357,28 @@ def host_costs(log) -> None:
     )
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
+SECTIONS = ("base", "current", "plan", "sparse_sweep", "small_t_sweep", "d128", "profile", "host")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("."))
-    ap.add_argument("--sections", default="base,current,plan,sparse_sweep,d128")
+    ap.add_argument(
+        "--sections",
+        default="base,current,plan,sparse_sweep,d128",
+        help=f"comma-separated, of: {','.join(SECTIONS)}",
+    )
     ap.add_argument("--tag", default="current")
     args = ap.parse_args(argv)
+    sections = args.sections.split(",")
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        ap.error(f"--sections: unknown {', '.join(unknown)} (known: {', '.join(SECTIONS)})")
+    if not torch.cuda.is_available():
+        print("error: no CUDA device; this script tunes the kernels on a GPU", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     sink = open(args.out / "tune.jsonl", "a")
-    sections = args.sections.split(",")
 
     def log(row):
         print(json.dumps(row), flush=True)

@@ -5,7 +5,7 @@ do_bench times what a caller sees: when the host issues a call's kernels more sl
 GPU runs them (many short kernels), the host's launch cost is in the time, and it varies with
 the machine's CPU. A CUDA graph issues all kernels of one call at once, so its replays time the
 GPU's work alone: the clock the regression gate wants, since the gate must compare a baseline
-recorded on one machine with a run on another (issue 9: the gate's fresh-machine replay failed
+recorded on one machine with a run on another (the gate's fresh-machine replay once failed
 on rows whose do_bench time was set by the host).
 
 All report the median and the 20th/80th percentiles in milliseconds, with the same linear

@@ -1,4 +1,4 @@
-"""The repository stands alone (issue 12): no tracked file points at notes that do not ship
+"""The repository stands alone: no tracked file points at notes that do not ship
 with it. Tuning logs under results/ are raw output and exempt."""
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def test_validate_rejects_impossible_dtype_or_device(overrides: dict, key: str, 
 
 
 def test_hash_suite_on_cpu_is_unavailable_in_seconds(tmp_path: Path) -> None:
-    """Issue 12: 1 min 49 s of bf16 `error` rows before; now every row is `unavailable` at once."""
+    """Before: 1 min 49 s of bf16 `error` rows before; now every row is `unavailable` at once."""
     suite = load_suite(ROOT / "suites/hash.yaml")
     started = time.monotonic()
     outcome = run_suite(suite, RunOptions(out_dir=tmp_path, device="cpu"))

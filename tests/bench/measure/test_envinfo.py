@@ -32,7 +32,7 @@ def test_git_revision_reads_the_checkout(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_kernels_hash_covers_the_installed_kernel_sources(tmp_path: Path) -> None:
-    """Issue 9: the meta names the kernels a run measured, so a stale baseline shows."""
+    """The meta names the kernels a run measured, so a stale baseline shows."""
     import scfa_kernels
 
     installed = envinfo.kernels_hash()

@@ -1,5 +1,5 @@
 """Out of memory is `oom` on every device: CUDA's OutOfMemoryError, Python's MemoryError and
-the CPU allocator's RuntimeError (issue 12: CPU OOM was recorded as `unavailable` / `error`)."""
+the CPU allocator's RuntimeError (CPU OOM was once recorded as `unavailable` / `error`)."""
 
 from __future__ import annotations
 

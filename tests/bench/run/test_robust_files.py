@@ -1,4 +1,4 @@
-"""Results files that survive anything (issue 12): write failures exit 2 with one line and leave
+"""Results files that survive anything: write failures exit 2 with one line and leave
 whole rows only; resume drops a partly written last row (both ways it used to corrupt a file);
 a changed suite is refused; a SIGKILLed run's meta reads `incomplete`."""
 
@@ -158,7 +158,7 @@ def test_output_error_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 @pytest.mark.parametrize("variant", ["glued", "counted_as_done"])
 def test_resume_drops_a_partly_written_last_row(tmp_path: Path, variant: str) -> None:
-    """Issue 12: resuming after a cut row either glued new rows onto the fragment
+    """Resuming after a cut row either glued new rows onto the fragment
     (`scfa_hashmine`) or, when the cut fell inside the last cell, counted the fragment as
     done and left a broken row behind. Now the fragment is dropped and measured again."""
     suite = suite_file(tmp_path)
