@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import json
 import os
 import signal
@@ -262,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         call, parent_pid = _parse(argv)
         if parent_pid is not None:
+            # Import the heavy modules first: an interrupt that lands inside a library's import
+            # can be swallowed there, and the worker would then measure unwatched.
+            for module in ("torch", "triton", "scfa_bench.run.loop", "scfa_bench.measure.point"):
+                importlib.import_module(module)
             stop_when_orphaned(parent_pid)
         outcome = call.run(tuple(sys.argv))
     except InputError as exc:
