@@ -56,21 +56,17 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "forward-tolerance-10x",
-        "scfa_bench/measure/correctness.py",
-        'FORWARD_TOLERANCE = {"fp16": 5e-3, "bf16": 2e-2, "fp32": 5e-3}',
-        'FORWARD_TOLERANCE = {"fp16": 5e-2, "bf16": 2e-1, "fp32": 5e-2}',
-        ("tests/bench/measure/test_correctness.py",),
+        "kernels/tolerances.py",
+        'forward=Bound(\n            5e-3,\n            "P is rounded to float16',
+        'forward=Bound(\n            5e-2,\n            "P is rounded to float16',
+        ("tests/kernels/test_tolerances.py", "tests/bench/measure/test_correctness.py"),
     ),
     Mutation(
         "plan-block-m-n-swapped",
         "kernels/plan.py",
-        "        BLOCK_M=block_m,\n        BLOCK_N=block_n,\n        GROUP=_RANGE_GROUP,\n"
-        "        STEPS=_search_steps(T),\n        COUNT_WORK=work is not None,\n    )\n"
-        "    return QueryTileRanges",
-        "        BLOCK_M=block_n,\n        BLOCK_N=block_m,\n        GROUP=_RANGE_GROUP,\n"
-        "        STEPS=_search_steps(T),\n        COUNT_WORK=work is not None,\n    )\n"
-        "    return QueryTileRanges",
-        ("tests/kernels/test_plan.py", "-k", "ranges"),
+        "launch = _range_launch(T, ceil_div(T, block_m), block_m, block_n, work)",
+        "launch = _range_launch(T, ceil_div(T, block_m), block_n, block_m, work)",
+        ("tests/kernels/test_tile_shapes.py", "tests/kernels/test_plan.py", "-k", "range or tile"),
     ),
     Mutation(
         "resume-remeasures-failed-rows",
@@ -137,8 +133,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "suite-name-prefix-match",
         "scfa_bench/suite/parse.py",
-        "_NAME_RE.fullmatch(name)",
-        "_NAME_RE.match(name)",
+        "NAME_PATTERN.fullmatch(name)",
+        "NAME_PATTERN.match(name)",
         ("tests/bench/suite/test_parse.py",),
         # With `match`, an anchor-free pattern accepts any name that starts well.
         alternatives=(
