@@ -73,7 +73,13 @@ MUTATIONS: list[Mutation] = [
         "scfa_bench/results/resume.py",
         "return {r.key for r in results.rows}",
         'return {r.key for r in results.rows if r.status == "ok"}',
-        ("tests/bench/run/test_loop.py", "tests/bench/run/test_robust_files.py", "-k", "resume"),
+        (
+            "tests/bench/results/test_resume_statuses.py",
+            "tests/bench/run/test_loop.py",
+            "tests/bench/run/test_robust_files.py",
+            "-k",
+            "resume",
+        ),
     ),
     Mutation(
         "speedup-inverted",
