@@ -166,29 +166,21 @@ class _Nsa:
 
 
 _DESC = "NSA (fla-core, approximate): compression + {s} chosen blocks of 64, 16 q heads per KV"
+# What every NSA variant declares: CUDA, half precision, grouped heads (16 per KV head).
+_DECLARED = {
+    "pattern": "dense",
+    "devices": ("cuda",),
+    "dtypes": ("fp16", "bf16"),
+    "max_head_dim": 256,
+    "heads_multiple": GROUP,
+}
 
 
-@register(
-    name="nsa",
-    pattern="dense",
-    devices=("cuda",),
-    dtypes=("fp16", "bf16"),
-    max_head_dim=256,
-    heads_multiple=GROUP,
-    description=_DESC.format(s=16),
-)
+@register(name="nsa", description=_DESC.format(s=16), **_DECLARED)
 class Nsa(_Nsa):
     block_counts = 16
 
 
-@register(
-    name="nsa_s4",
-    pattern="dense",
-    devices=("cuda",),
-    dtypes=("fp16", "bf16"),
-    max_head_dim=256,
-    heads_multiple=GROUP,
-    description=_DESC.format(s=4),
-)
+@register(name="nsa_s4", description=_DESC.format(s=4), **_DECLARED)
 class NsaFewBlocks(_Nsa):
     block_counts = 4
