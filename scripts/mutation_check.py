@@ -64,12 +64,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "plan-block-m-n-swapped",
         "kernels/plan.py",
-        "        BLOCK_M=block_m,\n        BLOCK_N=block_n,\n        GROUP=_RANGE_GROUP,\n"
-        "        STEPS=_search_steps(T),\n        COUNT_WORK=work is not None,\n    )\n"
-        "    return QueryTileRanges",
-        "        BLOCK_M=block_n,\n        BLOCK_N=block_m,\n        GROUP=_RANGE_GROUP,\n"
-        "        STEPS=_search_steps(T),\n        COUNT_WORK=work is not None,\n    )\n"
-        "    return QueryTileRanges",
+        "query_tile_ranges_kernel, plan.queries, plan.keys, 3, block_m, block_n, work, tile=",
+        "query_tile_ranges_kernel, plan.queries, plan.keys, 3, block_n, block_m, work, tile=",
         ("tests/kernels/test_plan.py", "-k", "ranges"),
     ),
     Mutation(
