@@ -21,7 +21,7 @@ from ._triton_fwd import (
     sparse_attention_fwd_kernel,
 )
 from .config import ceil_div
-from .plan import SparsityPlan, key_tile_ranges, query_tile_ranges
+from .plan import KeyTileRanges, QueryTileRanges, SparsityPlan, key_tile_ranges, query_tile_ranges
 
 
 def dot_input_precision(dtype: torch.dtype) -> str | None:
@@ -68,6 +68,12 @@ def _sorted_rows(plan: SparsityPlan) -> dict[str, torch.Tensor]:
     }
 
 
+def _range_bounds(ranges: QueryTileRanges | KeyTileRanges) -> dict[str, torch.Tensor | None]:
+    """What every kernel that walks the plan's tile ranges takes of them: each range's first
+    and one-past-last slot, and the work counter (None unless split launches count work)."""
+    return {"tile_start": ranges.start, "tile_end": ranges.end, "Work": ranges.work}
+
+
 def forward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -91,48 +97,38 @@ def forward(
         out_part = torch.empty((pieces, BH, T, D), dtype=torch.float32, device=q.device)
         lse_part = torch.empty((pieces, BH, T), dtype=torch.float32, device=q.device)
     tiles = _tile_launch(cfg.fwd, cfg.fwd_split, pieces, q.device)
+    # What the forward and the kernel that combines its split tiles both take.
+    shared = {
+        "Out": out,
+        "LSE": lse,
+        "OutPart": out_part,
+        "LSEPart": lse_part,
+        **_range_bounds(ranges),
+        **_strides("o", out),
+        "H": H,
+        "T": T,
+        "n_tiles": n_tiles,
+        "part_rows": BH * T,
+        "HEAD_DIM": D,
+    }
     sparse_attention_fwd_kernel[(pieces * BH * n_tiles,)](
         Q=q,
         K=k,
         V=v,
-        Out=out,
-        LSE=lse,
-        OutPart=out_part,
-        LSEPart=lse_part,
-        Work=work,
         **_sorted_rows(plan),
-        tile_start=ranges.start,
         tile_n_full=ranges.n_full,
-        tile_end=ranges.end,
         **_strides("q", q),
         **_strides("k", k),
         **_strides("v", v),
-        **_strides("o", out),
-        H=H,
-        T=T,
-        n_tiles=n_tiles,
-        part_rows=BH * T,
         qk_scale=sm_scale * LOG2E,
-        HEAD_DIM=D,
         DOT_PRECISION=dot_input_precision(q.dtype),
+        **shared,
         **tiles,
     )
     if pieces > 1:
         sparse_attention_fwd_combine_kernel[(BH * n_tiles,)](
-            Out=out,
-            LSE=lse,
-            OutPart=out_part,
-            LSEPart=lse_part,
-            Work=work,
             q_perm=plan.queries.perm,
-            tile_start=ranges.start,
-            tile_end=ranges.end,
-            **_strides("o", out),
-            H=H,
-            T=T,
-            n_tiles=n_tiles,
-            part_rows=BH * T,
-            HEAD_DIM=D,
+            **shared,
             **{name: tiles[name] for name in _PIECE_ARGS},
         )
     return out, lse
@@ -219,11 +215,9 @@ def backward(
         dV=dv,
         dKAcc=dk_acc,
         dVAcc=dv_acc,
-        Work=kr.work,
-        tile_start=kr.start,
+        **_range_bounds(kr),
         tile_n_diag=kr.n_diag,
         tile_n_full=kr.n_full,
-        tile_end=kr.end,
         **_strides("dk", dk),
         **_strides("dv", dv),
         n_tiles=n_key_tiles,
@@ -237,10 +231,8 @@ def backward(
     sparse_attention_bwd_dq_kernel[(dq_pieces * BH * n_query_tiles,)](
         dQ=dq,
         dQAcc=dq_acc,
-        Work=qr.work,
-        tile_start=qr.start,
+        **_range_bounds(qr),
         tile_n_full=qr.n_full,
-        tile_end=qr.end,
         **_strides("dq", dq),
         n_tiles=n_query_tiles,
         **common,
@@ -252,7 +244,11 @@ def backward(
 
 
 def _store_split_rows(
-    pairs: tuple[torch.Tensor, ...], perm: torch.Tensor, ranges, n_tiles: int, tiles: dict
+    pairs: tuple[torch.Tensor, ...],
+    perm: torch.Tensor,
+    ranges: QueryTileRanges | KeyTileRanges,
+    n_tiles: int,
+    tiles: dict,
 ) -> None:
     """Rows of split tiles from their float32 sums (in sorted order) to the gradients:
     `pairs` = (acc, grad) or (acc, grad, acc_b, grad_b) (dK and dV of the same key tiles).
@@ -268,9 +264,7 @@ def _store_split_rows(
         AccB=acc_b,
         DstB=dst_b,
         perm=perm,
-        tile_start=ranges.start,
-        tile_end=ranges.end,
-        Work=ranges.work,
+        **_range_bounds(ranges),
         **_strides("", dst),
         H=H,
         T=T,

@@ -272,20 +272,37 @@ def _search_steps(T: int) -> int:
 
 
 def _range_launch(
-    T: int, n_tiles: int, block_m: int, block_n: int, work: torch.Tensor | None
-) -> dict:
-    """The keyword arguments both range kernels take; Work is None unless it counts work."""
-    return {
-        "Work": work,
-        "T": T,
-        "n_tiles": n_tiles,
-        "n_groups": ceil_div(n_tiles, _RANGE_GROUP),
-        "BLOCK_M": block_m,
-        "BLOCK_N": block_n,
-        "GROUP": _RANGE_GROUP,
-        "STEPS": _search_steps(T),
-        "COUNT_WORK": work is not None,
-    }
+    kernel,
+    tiled: SortedRows,
+    searched: SortedRows,
+    n_results: int,
+    block_m: int,
+    block_n: int,
+    work: torch.Tensor | None,
+    *,
+    tile: int,
+) -> tuple[torch.Tensor, ...]:
+    """Run a range kernel over the tiles of `tile` rows of `tiled`, searching `searched`;
+    return its `n_results` int32 (BH, n_tiles) results. Both range kernels take the same
+    arguments in the same order but for the number of results. Work is None unless it
+    counts work."""
+    BH, T = tiled.perm.shape
+    n_tiles = ceil_div(T, tile)
+    n_groups = ceil_div(n_tiles, _RANGE_GROUP)
+    results = torch.empty(
+        (n_results, BH, n_tiles), dtype=torch.int32, device=tiled.perm.device
+    ).unbind(0)
+    kernel[(BH * n_groups,)](
+        *(tiled.composite, tiled.bucket, searched.composite),
+        *results,
+        *(work, T, n_tiles, n_groups),
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        GROUP=_RANGE_GROUP,
+        STEPS=_search_steps(T),
+        COUNT_WORK=work is not None,
+    )
+    return results
 
 
 def query_tile_ranges(
@@ -293,19 +310,8 @@ def query_tile_ranges(
 ) -> QueryTileRanges:
     """Each query tile's key range. With `work` (a zeroed int32 element on the device), also
     adds up the ranges' lengths in key tiles there (for split ranges), without a host read."""
-    T, BH = plan.seq_len, plan.queries.perm.shape[0]
-    launch = _range_launch(T, ceil_div(T, block_m), block_m, block_n, work)
-    start, n_full, end = torch.empty(
-        (3, BH, launch["n_tiles"]), dtype=torch.int32, device=plan.queries.perm.device
-    ).unbind(0)
-    query_tile_ranges_kernel[(BH * launch["n_groups"],)](
-        QComp=plan.queries.composite,
-        QBucket=plan.queries.bucket,
-        KComp=plan.keys.composite,
-        Start=start,
-        NFull=n_full,
-        End=end,
-        **launch,
+    start, n_full, end = _range_launch(
+        query_tile_ranges_kernel, plan.queries, plan.keys, 3, block_m, block_n, work, tile=block_m
     )
     return QueryTileRanges(block_m, block_n, start, n_full, end, work)
 
@@ -314,20 +320,8 @@ def key_tile_ranges(
     plan: SparsityPlan, block_m: int, block_n: int, work: torch.Tensor | None = None
 ) -> KeyTileRanges:
     """Each key tile's query range; `work` as in `query_tile_ranges`, in query tiles."""
-    T, BH = plan.seq_len, plan.keys.perm.shape[0]
-    launch = _range_launch(T, ceil_div(T, block_n), block_m, block_n, work)
-    start, n_diag, n_full, end = torch.empty(
-        (4, BH, launch["n_tiles"]), dtype=torch.int32, device=plan.keys.perm.device
-    ).unbind(0)
-    key_tile_ranges_kernel[(BH * launch["n_groups"],)](
-        KComp=plan.keys.composite,
-        KBucket=plan.keys.bucket,
-        QComp=plan.queries.composite,
-        Start=start,
-        NDiag=n_diag,
-        NFull=n_full,
-        End=end,
-        **launch,
+    start, n_diag, n_full, end = _range_launch(
+        key_tile_ranges_kernel, plan.keys, plan.queries, 4, block_m, block_n, work, tile=block_n
     )
     return KeyTileRanges(block_m, block_n, start, n_diag, n_full, end, work)
 

@@ -64,8 +64,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "plan-block-m-n-swapped",
         "kernels/plan.py",
-        "launch = _range_launch(T, ceil_div(T, block_m), block_m, block_n, work)",
-        "launch = _range_launch(T, ceil_div(T, block_m), block_n, block_m, work)",
+        "query_tile_ranges_kernel, plan.queries, plan.keys, 3, block_m, block_n, work, tile=",
+        "query_tile_ranges_kernel, plan.queries, plan.keys, 3, block_n, block_m, work, tile=",
         ("tests/kernels/test_tile_shapes.py", "tests/kernels/test_plan.py", "-k", "range or tile"),
     ),
     Mutation(
