@@ -16,14 +16,13 @@ Sequence lengths must be powers of two (without varlen), head dims 16..256.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from scfa_bench.impls.base import AttentionInputs, ImplUnavailable
+from scfa_bench.impls.base import AttentionInputs, ImplUnavailable, optional_cuda_package
 from scfa_bench.impls.registry import register
 
 ALPHA = 1.5
@@ -102,13 +101,9 @@ class AdaSplash:
     kind = "approximate"
 
     def available(self, device: str) -> tuple[bool, str]:
-        if device != "cuda" or not torch.cuda.is_available():
+        if device != "cuda":
             return False, "AdaSplash runs on CUDA only"
-        try:
-            importlib.import_module("adasplash")
-        except ImportError as exc:
-            return False, f"adasplash is not installed ({exc}): {INSTALL}"
-        return True, ""
+        return optional_cuda_package("adasplash", "AdaSplash", INSTALL)
 
     def effective_inputs(self, inputs: AttentionInputs) -> AttentionInputs:
         t = inputs.q.shape[1]

@@ -6,6 +6,7 @@ a device and, given those inputs, returns the forward call the harness checks an
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -77,3 +78,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and any(m in text for m in _CPU_OOM_MESSAGES)
+
+
+def optional_cuda_package(module: str, method: str, install: str) -> tuple[bool, str]:
+    """`available` of a method from an optional package that runs on CUDA only: (True, "") or
+    (False, why), naming the install command when the package is missing."""
+    if not torch.cuda.is_available():
+        return False, f"{method} runs on CUDA only"
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        return False, f"{module.split('.')[0]} is not installed ({exc}): {install}"
+    return True, ""

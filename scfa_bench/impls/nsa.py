@@ -21,14 +21,13 @@ counted as pairs). Sequence lengths must be multiples of `block_size`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from scfa_bench.impls.base import AttentionInputs, ImplUnavailable
+from scfa_bench.impls.base import AttentionInputs, ImplUnavailable, optional_cuda_package
 from scfa_bench.impls.registry import register
 
 GROUP = 16
@@ -96,13 +95,9 @@ class _Nsa:
     block_counts = 16
 
     def available(self, device: str) -> tuple[bool, str]:
-        if device != "cuda" or not torch.cuda.is_available():
+        if device != "cuda":
             return False, "fla-core's NSA runs on CUDA only"
-        try:
-            importlib.import_module("fla.ops.nsa")
-        except ImportError as exc:
-            return False, f"fla-core is not installed ({exc}): {INSTALL}"
-        return True, ""
+        return optional_cuda_package("fla.ops.nsa", "fla-core's NSA", INSTALL)
 
     def _kv_heads(self, inputs: AttentionInputs) -> AttentionInputs:
         _, t, h, _ = inputs.q.shape
