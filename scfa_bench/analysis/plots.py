@@ -141,6 +141,11 @@ def _line_figure(kind: str, rows: pd.DataFrame, baseline: str | None) -> Figure:
     log_y = _wants_log_axis(kind, plotted)
     for ax in axes:
         _style_line_axes(ax, kind, baseline, log_y)
+    # One y range too: a panel whose values span less than a tick step would show no tick.
+    low = min(ax.get_ylim()[0] for ax in axes)
+    high = max(ax.get_ylim()[1] for ax in axes)
+    for ax in axes:
+        ax.set_ylim(low, high)
     return fig
 
 
