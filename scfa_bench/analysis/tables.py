@@ -3,7 +3,8 @@
 The README's headline table (between `<!-- tables:headline:start -->` and
 `<!-- tables:headline:end -->`) and the whole of `docs/results.md` are rendered from the CSVs
 under `results/baselines/` and their `.meta.json`, so the numbers in the documents are the
-numbers in the files. `--check` renders them again and reports any difference.
+numbers in the files; the README's quality block comes from `results/quality/`
+(`quality_tables`). `--check` renders them again and reports any difference.
 
 The current run of a suite on a card is its newest committed file (by the meta's `started`
 time, then the file name); older files stay in the tree as history and are not shown.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scfa_bench.analysis import results_tables as rt
+from scfa_bench.analysis.quality_tables import QUALITY_BLOCK, render_quality_block
 from scfa_bench.errors import InputError
 from scfa_bench.results.reader import Results, read_results
 from scfa_bench.results.row import ResultRow
@@ -218,8 +220,10 @@ def rendered_pages(root: Path) -> dict[Path, str]:
     if not readme.is_file():
         raise InputError(f"{readme}: not found")
     readme_text = readme.read_text(encoding="utf-8")
+    readme_text = replace_block(readme_text, HEADLINE, render_headline(current), readme)
+    quality = render_quality_block(root)
     return {
-        readme: replace_block(readme_text, HEADLINE, render_headline(current), readme),
+        readme: replace_block(readme_text, QUALITY_BLOCK, quality, readme),
         root / RESULTS_PAGE: render_results_page(current, every),
     }
 

@@ -19,7 +19,8 @@ from ..results_factory import default_meta, model_rows, suite_rows, write_result
 ROOT = Path(__file__).resolve().parents[3]
 README_STUB = (
     "# project\n\nIntro.\n\n<!-- tables:headline:start -->\nstale\n"
-    "<!-- tables:headline:end -->\n\nAfter.\n"
+    "<!-- tables:headline:end -->\n\nAfter.\n<!-- tables:quality:start -->\n"
+    "<!-- tables:quality:end -->\n"
 )
 
 
@@ -145,6 +146,7 @@ def _copy_of_the_repository(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "README.md", copy / "README.md")
     shutil.copy(ROOT / "docs/results.md", copy / "docs/results.md")
     shutil.copytree(ROOT / "results/baselines", copy / "results/baselines")
+    shutil.copytree(ROOT / "results/quality", copy / "results/quality")
     return copy
 
 
