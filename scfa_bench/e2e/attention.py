@@ -197,15 +197,19 @@ def _check_peer_shape(
             raise AttentionConfigError(f"attention {info.name!r}: {problem}")
 
 
-def _unavailable_on_shape(name: str, attend: AttentionFn) -> AttentionFn:
-    """`attend`, its ImplUnavailable (a shape it cannot take) raised as AttentionUnavailable."""
+def _trainable(name: str, attend: AttentionFn) -> AttentionFn:
+    """`attend`, its ImplUnavailable (a shape it cannot take) raised as AttentionUnavailable, as
+    is an output without a gradient (a model would train without its attention's gradient)."""
     from scfa_bench.impls.base import ImplUnavailable
 
     def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         try:
-            return attend(q, k, v)
+            out = attend(q, k, v)
         except ImplUnavailable as exc:
             raise AttentionUnavailable(f"{name}: {exc}") from exc
+        if torch.is_grad_enabled() and q.requires_grad and not out.requires_grad:
+            raise AttentionUnavailable(f"{name}: its output has no gradient (no backward)")
+        return out
 
     return attention
 
@@ -218,7 +222,7 @@ def _peer(info: PlugInfo, device: str) -> Attention:
     impl: Any = get_spec(info.name).create()
 
     def for_layer(layer: int) -> AttentionFn:
-        return _unavailable_on_shape(info.name, impl.model_attention(device))
+        return _trainable(info.name, impl.model_attention(device))
 
     def density(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> float:
         with torch.no_grad():

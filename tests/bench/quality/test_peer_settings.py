@@ -140,3 +140,15 @@ def test_peer_density_is_metered_only_in_evaluation() -> None:
     attend(q, k, v)
     want = moba.moba_density(moba.moba_choice(q, k, 128, 2), 128)
     assert meter.density == pytest.approx(want) and want < 1
+
+
+def test_a_peer_call_without_a_gradient_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(moba, "moba_reference_attention", lambda q, k, v, **kw: v.detach())
+    attend = build_attention(
+        "moba_k2_b128", heads=2, head_dim=8, dtype=torch.float32, device="cpu"
+    ).for_layer(0)
+    q, k, v = _leaves(1, 128, 2, 8, seed=5)
+    with pytest.raises(AttentionUnavailable, match="no gradient"):
+        attend(q, k, v)
+    with torch.no_grad():
+        attend(q, k, v)  # evaluation needs none
