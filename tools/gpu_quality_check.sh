@@ -7,8 +7,10 @@
 #
 # Phases: sanity (suites/quality_gpu_sanity.yaml, fails on any row that is not ok, or when
 # cuDNN and math SDPA, or an SCFA kernel and its dense reference, train differently), recall (~4 min on one H100), quality (T=8192,
-# ~8 min), quality_16k (T=16384, ~10 min), summary. With a 10-minute limit per command, run
-# one or two phases per command. Runs live in $RUNS (default results/quality-gpu, git-ignored,
+# ~8 min), quality_16k (T=16384, ~10 min), summary; those times are without the peer settings
+# (MoBA, AdaSplash, NSA), which add an unmeasured few minutes to each where their packages are
+# installed: shard with GPUS=N. With a 10-minute limit per command, run one or two phases per
+# command. Runs live in $RUNS (default results/quality-gpu, git-ignored,
 # so it survives between commands on the same machine); a phase whose run was cut short resumes
 # it (`--resume`), a finished one is not run again. With GPUS=N > 1 each GPU trains every N-th
 # setting (`--shard i/N`, logs in $RUNS/<phase>.parts/) and tools/quality_merge.py joins the

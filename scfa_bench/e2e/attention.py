@@ -11,6 +11,12 @@
 * qk (`scfa_qk`, `naive_qk`): keep masks Bernoulli(1 - drop_rate) for q and for k, drawn
   fresh on the device at every call (no host synchronisation).
 * `identity`: out = v, the model without attention.
+* peer (`moba`, `moba_k2_b128`, `adasplash`, `nsa`, `nsa_s4`): the registered implementation's
+  own differentiable call on the layer's q, k, v (its `model_attention(device)`: one per layer),
+  available where its `model_available(device)` says (MoBA also on the CPU, through its dense
+  masked reference); `Attention.density` measures a call's density through the implementation's
+  `measured_density`. A shape the method cannot take (AdaSplash: T not a power of two; NSA:
+  T not a multiple of 64) raises AttentionUnavailable at the first call.
 
 `naive_*` use the dense masked float32 reference (`scfa_kernels.reference`): slow, exact, for
 tests. Names that are also registered implementations take their availability from the
@@ -21,13 +27,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 import scfa_bench.e2e.layer_attention as fns
 from scfa_bench.e2e.model import AttentionFn
 
-AttentionKind = str  # "dense" | "hash" | "qk" | "none": what a model's attention layers compute
+AttentionKind = str  # "dense" | "hash" | "qk" | "none" | "peer": what a model's layers compute
+DensityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]
 
 PROBE_SEQ_LEN = 64
 
@@ -87,7 +95,18 @@ PLUGS: dict[str, PlugInfo] = {
         "naive_qk", "qk", False, "naive_qk", "dense masked reference, random keep masks"
     ),
     "identity": PlugInfo("identity", "none", False, None, "no attention: out = v"),
+    **{
+        name: PlugInfo(name, "peer", False, name, f"{what}, the registered implementation's call")
+        for name, what in (
+            ("moba", "MoBA, top-3 of blocks of 512 by mean key (FlexAttention)"),
+            ("moba_k2_b128", "MoBA, top-2 of blocks of 128 by mean key (FlexAttention)"),
+            ("adasplash", "AdaSplash causal 1.5-entmax (T a power of two)"),
+            ("nsa", "NSA (fla-core), 16 chosen blocks of 64; heads a multiple of 16"),
+            ("nsa_s4", "NSA (fla-core), 4 chosen blocks of 64; heads a multiple of 16"),
+        )
+    },
 }
+_TORCH_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,8 @@ class Attention:
 
     info: PlugInfo
     for_layer: Callable[[int], AttentionFn]
+    # (q, k, v) of one call -> the fraction of causal pairs it attends (peers only).
+    density: DensityFn | None = None
 
     @property
     def shared_qk(self) -> bool:
@@ -137,6 +158,11 @@ def _check_available(info: PlugInfo, device: str) -> None:
     from scfa_bench.impls.registry import get_spec
 
     spec = get_spec(info.registered)
+    if info.pattern == "peer":
+        ok, reason = spec.create().model_available(device)  # type: ignore[attr-defined]
+        if not ok:
+            raise AttentionUnavailable(f"{info.name}: {reason}")
+        return
     if device not in spec.devices:
         raise AttentionUnavailable(f"{info.name}: runs on {', '.join(spec.devices)}, not {device}")
     ok, reason = spec.create().available(device)
@@ -153,6 +179,56 @@ def _check_head_dim(info: PlugInfo, head_dim: int) -> None:
                 f"attention {info.name!r}: head dim {head_dim} (d_model / heads) is not "
                 f"supported; the SCFA kernels take {', '.join(map(str, SUPPORTED_HEAD_DIMS))}"
             )
+
+
+def _check_peer_shape(
+    info: PlugInfo, heads: int, head_dim: int, dtype: torch.dtype, device: str
+) -> None:
+    """What the peer declares: head dims, heads (NSA: a multiple of 16), dtypes on its devices."""
+    from scfa_bench.impls.registry import get_spec
+
+    spec = get_spec(info.name)
+    problem = spec.head_dim_problem(head_dim) or spec.heads_problem(heads)
+    if problem:
+        raise AttentionConfigError(f"attention {info.name!r}: {problem} (heads {heads})")
+    if device in spec.devices and dtype in _TORCH_DTYPES:
+        problem = spec.dtype_problem(_TORCH_DTYPES[dtype], device)
+        if problem:
+            raise AttentionConfigError(f"attention {info.name!r}: {problem}")
+
+
+def _trainable(name: str, attend: AttentionFn) -> AttentionFn:
+    """`attend`, its ImplUnavailable (a shape it cannot take) raised as AttentionUnavailable, as
+    is an output without a gradient (a model would train without its attention's gradient)."""
+    from scfa_bench.impls.base import ImplUnavailable
+
+    def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        try:
+            out = attend(q, k, v)
+        except ImplUnavailable as exc:
+            raise AttentionUnavailable(f"{name}: {exc}") from exc
+        if torch.is_grad_enabled() and q.requires_grad and not out.requires_grad:
+            raise AttentionUnavailable(f"{name}: its output has no gradient (no backward)")
+        return out
+
+    return attention
+
+
+def _peer(info: PlugInfo, device: str) -> Attention:
+    """One implementation object per model: each layer gets its own attention from it."""
+    from scfa_bench.impls.base import AttentionInputs
+    from scfa_bench.impls.registry import get_spec
+
+    impl: Any = get_spec(info.name).create()
+
+    def for_layer(layer: int) -> AttentionFn:
+        return _trainable(info.name, impl.model_attention(device))
+
+    def density(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(impl.measured_density(AttentionInputs(q, k, v)))
+
+    return Attention(info, for_layer, density)
 
 
 def _probe(attend: AttentionFn, name: str, head_dim: int, dtype: torch.dtype, device: str) -> None:
@@ -193,7 +269,12 @@ def build_attention(
     info = plug_info(name)
     _check_axes(info, n_buckets, drop_rate)
     _check_head_dim(info, head_dim)
+    if info.pattern == "peer":
+        _check_peer_shape(info, heads, head_dim, dtype, device)
     _check_available(info, device)
+
+    if info.pattern == "peer":
+        return _peer(info, device)
 
     if info.pattern == "dense":
         attend = fns.sdpa_attention(_SDPA_BACKENDS[name])

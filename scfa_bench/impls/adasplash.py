@@ -11,7 +11,8 @@ query rows).
 
 AdaSplash takes (B, H, T, D) contiguous tensors: the point's tensors are laid out so outside the
 timing (views of (B, T, H, D) leaves with that memory order), so the timed call pays no copy.
-Sequence lengths must be powers of two (without varlen), head dims 16..256.
+Sequence lengths must be powers of two (without varlen), head dims 16..256. Training
+(`model_attention`) uses the same call, `adasplash_attention`, through AdaSplash's own backward.
 """
 
 from __future__ import annotations
@@ -84,6 +85,26 @@ def entmax_density(inputs: AttentionInputs, n_rows: int = DENSITY_ROWS) -> float
     return float(kept / causal_pairs)
 
 
+def check_seq_len(t: int) -> None:
+    if t & (t - 1):
+        raise ImplUnavailable(f"AdaSplash needs a power-of-two sequence length, not {t}")
+
+
+def adasplash_bhtd(qt: Tensor, kt: Tensor, vt: Tensor) -> Tensor:
+    """AdaSplash's causal 1.5-entmax call on contiguous (B, H, T, D) tensors."""
+    from adasplash import adasplash
+
+    return adasplash(qt, kt, vt, alpha=ALPHA, is_causal=True)
+
+
+def adasplash_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """(B, T, H, D) -> (B, T, H, D) through `adasplash_bhtd`, differentiable by AdaSplash's own
+    backward (a model's q, k, v are copied into its layout)."""
+    check_seq_len(q.shape[1])
+    qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+    return adasplash_bhtd(qt, kt, vt).transpose(1, 2)
+
+
 def _bhtd_leaf(x: Tensor) -> Tensor:
     """A (B, T, H, D) leaf whose memory is (B, H, T, D) contiguous."""
     return x.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_(x.requires_grad)
@@ -106,9 +127,7 @@ class AdaSplash:
         return optional_cuda_package("adasplash", "AdaSplash", INSTALL)
 
     def effective_inputs(self, inputs: AttentionInputs) -> AttentionInputs:
-        t = inputs.q.shape[1]
-        if t & (t - 1):
-            raise ImplUnavailable(f"AdaSplash needs a power-of-two sequence length, not {t}")
+        check_seq_len(inputs.q.shape[1])
         q, k, v = (_bhtd_leaf(x) for x in inputs.leaves)
         return replace(inputs, q=q, k=k, v=v, reference_attention=entmax_attention)
 
@@ -116,7 +135,12 @@ class AdaSplash:
         return entmax_density(inputs)
 
     def prepare(self, inputs: AttentionInputs) -> Callable[[], Tensor]:
-        from adasplash import adasplash
-
         qt, kt, vt = (x.transpose(1, 2) for x in inputs.leaves)  # contiguous (B, H, T, D)
-        return lambda: adasplash(qt, kt, vt, alpha=ALPHA, is_causal=True).transpose(1, 2)
+        return lambda: adasplash_bhtd(qt, kt, vt).transpose(1, 2)
+
+    def model_available(self, device: str) -> tuple[bool, str]:
+        return self.available(device)
+
+    def model_attention(self, device: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """A differentiable (B, T, H, D) attention for one model layer."""
+        return adasplash_attention

@@ -14,12 +14,17 @@ choice and mask are rebuilt inside every timed call, as a training step must.
 
 The kind is `approximate`: the check compares with the dense masked reference over the mask
 the choice gives (`moba_mask`), and `density` is measured from that choice.
+
+For training (`model_attention`), `MobaFlex` is the same FlexAttention call, differentiable (no
+gradient flows through the choice). FlexAttention has no backward on the CPU, so there the model
+gets `moba_reference_attention`: the same function through the dense masked reference (slow).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -30,6 +35,7 @@ from scfa_bench.impls.flex_sparse import flex_available
 from scfa_bench.impls.registry import register
 
 FLEX_BLOCK = 128
+FlexCall = Callable[..., Tensor]
 
 
 def block_means(k: Tensor, block: int) -> Tensor:
@@ -123,6 +129,42 @@ def _block_mask(choice: Tensor, block: int, seq_len: int) -> object:
     )
 
 
+def moba_reference_attention(q: Tensor, k: Tensor, v: Tensor, block: int, top_k: int) -> Tensor:
+    """MoBA by its definition, (B, T, H, D): the dense masked float32 reference over the mask
+    of the choice, differentiable, on any device (O(T^2) memory: small shapes only)."""
+    from scfa_kernels import reference
+
+    choice = moba_choice(q, k, block, top_k)
+    mask = moba_mask(choice, block, torch.arange(q.shape[1], device=q.device))
+    return reference.masked_attention(q, k, v, mask).to(q.dtype)
+
+
+class MobaFlex:
+    """MoBA through FlexAttention on (B, T, H, D) q, k, v; differentiable in q, k and v.
+
+    One choice buffer per shape, refilled in place at every call: the mask_mod closes over the
+    same tensor, so a compiled `flex` is not rebuilt per call. FlexAttention's backward reads
+    that buffer again, so a call's backward must run before the next call of the same shape
+    (true of one model layer: one MobaFlex per layer)."""
+
+    def __init__(self, block: int, top_k: int, flex: FlexCall) -> None:
+        if block % FLEX_BLOCK:
+            raise ImplUnavailable(f"MoBA block {block} is not a multiple of {FLEX_BLOCK}")
+        self.block, self.top_k, self.flex = block, top_k, flex
+        self._choice: dict[tuple[int, ...], Tensor] = {}
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        b, t, h, _ = q.shape
+        choice = self._choice.get((b, t, h))
+        if choice is None:
+            choice = torch.full((b, h, t, self.top_k), -1, dtype=torch.int64, device=q.device)
+            self._choice[(b, t, h)] = choice
+        choice.copy_(moba_choice(q, k, self.block, self.top_k))
+        block_mask = _block_mask(choice, self.block, t)
+        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+        return self.flex(qt, kt, vt, block_mask=block_mask).transpose(1, 2)
+
+
 class _Moba:
     kind = "approximate"
     block = 512
@@ -147,20 +189,19 @@ class _Moba:
 
     def prepare(self, inputs: AttentionInputs) -> Callable[[], Tensor]:
         self._check_shape(inputs)
-        b, t, h, _ = inputs.q.shape
-        flex = _compiled_flex()
-        q, k = inputs.q, inputs.k
-        qt, kt, vt = (x.transpose(1, 2) for x in inputs.leaves)
-        # One index buffer per point, refilled in place: the mask_mod keeps one closure and
-        # the compiled kernel is not rebuilt per call.
-        choice = torch.full((b, h, t, self.top_k), -1, dtype=torch.int64, device=q.device)
+        moba = MobaFlex(self.block, self.top_k, _compiled_flex())
+        q, k, v = inputs.leaves
+        return lambda: moba(q, k, v)
 
-        def forward() -> Tensor:
-            choice.copy_(moba_choice(q, k, self.block, self.top_k))
-            block_mask = _block_mask(choice, self.block, t)
-            return flex(qt, kt, vt, block_mask=block_mask).transpose(1, 2)
+    def model_available(self, device: str) -> tuple[bool, str]:
+        """Training runs on the CPU too, through the reference."""
+        return (True, "") if device == "cpu" else flex_available(device)
 
-        return forward
+    def model_attention(self, device: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """A differentiable (B, T, H, D) attention for one model layer."""
+        if device == "cpu":
+            return partial(moba_reference_attention, block=self.block, top_k=self.top_k)
+        return MobaFlex(self.block, self.top_k, _compiled_flex())
 
 
 _DESC = "MoBA (approximate): own block + top-{k} earlier blocks of {b} by mean key, FlexAttention"

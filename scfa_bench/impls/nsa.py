@@ -17,12 +17,17 @@ The kind is `approximate`. The check compares with our own float32 reference of 
 (`nsa_reference`) given the blocks fla-core chose on the same inputs; `density` is the fraction of
 causal (query, key) pairs inside the chosen blocks (the compressed branch's block means are not
 counted as pairs). Sequence lengths must be multiples of `block_size`.
+
+For training (`model_attention`), `nsa_attention` makes the same `parallel_nsa` call on a model's
+(B, T, H, D) q, k, v, with the KV heads sliced out of k and v inside autograd (every 16th head, as
+for a point; the other heads' keys and values are unused) and the gates fixed at 0.5.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -33,6 +38,38 @@ from scfa_bench.impls.registry import register
 GROUP = 16
 GATE = 0.5
 INSTALL = "pip install 'scfa-bench[peers]' (or: pip install fla-core einops)"
+
+
+def check_shape(t: int, heads: int, block_size: int) -> None:
+    if heads % GROUP:
+        raise ImplUnavailable(f"NSA needs a multiple of {GROUP} query heads, not {heads}")
+    if t % block_size:
+        raise ImplUnavailable(f"NSA needs T a multiple of {block_size}, not {t}")
+
+
+def kv_heads(x: Tensor) -> Tensor:
+    """The KV heads of (B, T, H, D) keys or values: heads 0, GROUP, 2 GROUP, ..., contiguous."""
+    return x[:, :, ::GROUP].contiguous()
+
+
+def gated_nsa(
+    q: Tensor, k: Tensor, v: Tensor, gate: Tensor, block_counts: int, block_size: int
+) -> Tensor:
+    """fla-core's `parallel_nsa`: q (B, T, HQ, D), k and v (B, T, HQ / GROUP, D), both branches
+    weighted by `gate` (B, T, HQ), no sliding window."""
+    from fla.ops.nsa import parallel_nsa
+
+    return parallel_nsa(
+        q, k, v, g_cmp=gate, g_slc=gate, block_counts=block_counts, block_size=block_size
+    )
+
+
+def nsa_attention(q: Tensor, k: Tensor, v: Tensor, block_counts: int, block_size: int) -> Tensor:
+    """(B, T, HQ, D) -> (B, T, HQ, D), differentiable in q, k and v (gradients reach the KV heads
+    only)."""
+    check_shape(q.shape[1], q.shape[2], block_size)
+    gate = torch.full(q.shape[:3], GATE, device=q.device, dtype=q.dtype)
+    return gated_nsa(q.contiguous(), kv_heads(k), kv_heads(v), gate, block_counts, block_size)
 
 
 def selection_mask(block_indices: Tensor, block_size: int, group: int, rows: Tensor) -> Tensor:
@@ -101,14 +138,8 @@ class _Nsa:
 
     def _kv_heads(self, inputs: AttentionInputs) -> AttentionInputs:
         _, t, h, _ = inputs.q.shape
-        if h % GROUP:
-            raise ImplUnavailable(f"NSA needs a multiple of {GROUP} query heads, not {h}")
-        if t % self.block_size:
-            raise ImplUnavailable(f"NSA needs T a multiple of {self.block_size}, not {t}")
-        k, v = (
-            x.detach()[:, :, ::GROUP].contiguous().requires_grad_(x.requires_grad)
-            for x in (inputs.k, inputs.v)
-        )
+        check_shape(t, h, self.block_size)
+        k, v = (kv_heads(x.detach()).requires_grad_(x.requires_grad) for x in (inputs.k, inputs.v))
         return replace(inputs, k=k, v=v)
 
     def choose_blocks(self, q: Tensor, k: Tensor) -> Tensor:
@@ -139,25 +170,26 @@ class _Nsa:
         chosen = self.choose_blocks(grouped.q, grouped.k)
         return replace(grouped, reference_attention=nsa_reference(chosen, self.block_size))
 
+    def _grouped(self, inputs: AttentionInputs) -> AttentionInputs:
+        """`inputs` with KV heads (already so after effective_inputs; a model's are not)."""
+        return self._kv_heads(inputs) if inputs.k.shape[2] == inputs.q.shape[2] else inputs
+
     def measured_density(self, inputs: AttentionInputs) -> float:
-        return selection_density(self.choose_blocks(inputs.q, inputs.k), self.block_size)
+        grouped = self._grouped(inputs)
+        return selection_density(self.choose_blocks(grouped.q, grouped.k), self.block_size)
 
     def prepare(self, inputs: AttentionInputs) -> Callable[[], Tensor]:
-        from fla.ops.nsa import parallel_nsa
-
-        q, k, v = inputs.leaves
-        if k.shape[2] == q.shape[2]:  # not yet grouped (prepare called without effective_inputs)
-            q, k, v = self._kv_heads(inputs).leaves
+        q, k, v = self._grouped(inputs).leaves
         gate = torch.full(q.shape[:3], GATE, device=q.device, dtype=q.dtype)
-        return lambda: parallel_nsa(
-            q,
-            k,
-            v,
-            g_cmp=gate,
-            g_slc=gate,
-            block_counts=self.block_counts,
-            block_size=self.block_size,
-        )
+        counts, size = self.block_counts, self.block_size
+        return lambda: gated_nsa(q, k, v, gate, counts, size)
+
+    def model_available(self, device: str) -> tuple[bool, str]:
+        return self.available(device)
+
+    def model_attention(self, device: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """A differentiable (B, T, H, D) attention for one model layer."""
+        return partial(nsa_attention, block_counts=self.block_counts, block_size=self.block_size)
 
 
 _DESC = "NSA (fla-core, approximate): compression + {s} chosen blocks of 64, 16 q heads per KV"

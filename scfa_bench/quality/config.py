@@ -49,16 +49,19 @@ class AttentionSetting:
     drop_rate: float | None = None
     lsh: str = "per_call"  # hash settings: fresh LSH rotations per call, or fixed per layer
     name: str | None = None  # the `setting` column; a default is derived from the rest
+    # Query heads of this setting's model, in place of the run's (same d_model, same weights).
+    heads: int | None = None
 
     def label(self) -> str:
         if self.name is not None:
             return self.name
+        heads = "" if self.heads is None else f" heads={self.heads}"
         if self.n_buckets is not None:
             suffix = "" if self.lsh == "per_call" else " fixed"
-            return f"{self.impl} nb={self.n_buckets}{suffix}"
+            return f"{self.impl} nb={self.n_buckets}{suffix}{heads}"
         if self.drop_rate is not None:
-            return f"{self.impl} p={self.drop_rate:g}"
-        return self.impl
+            return f"{self.impl} p={self.drop_rate:g}{heads}"
+        return self.impl + heads
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,18 @@ Differences from the timed model step (`e2e.attention`), both as in Pagliardini 
 
 `DensityMeter` measures, while switched on (evaluation only), the fraction of causal
 query-key pairs each attention lets through: 1 for dense, about 1/nb for hash, about
-(1 - p)^2 for QK-dropping.
+(1 - p)^2 for QK-dropping; for a peer method (MoBA, AdaSplash, NSA) what its implementation's
+`measured_density` says of the layer's q, k, v.
+
+A setting's `heads` (NSA needs 16 query heads per KV head) changes only how the model splits
+d_model into heads: every projection keeps its shape, so that setting starts from the same
+weights too (`heads_config`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 import torch
@@ -27,10 +32,11 @@ import scfa_bench.e2e.layer_attention as fns
 from scfa_bench.e2e.attention import (
     AttentionConfigError,
     AttentionUnavailable,
+    DensityFn,
     build_attention,
     plug_info,
 )
-from scfa_bench.e2e.model import AttentionFn
+from scfa_bench.e2e.model import AttentionFn, ModelConfig
 from scfa_bench.quality.config import AttentionSetting
 
 # Hash-pattern implementations a training setting can name, beyond the e2e plugs.
@@ -130,6 +136,22 @@ def _dense_metered(attend: AttentionFn, meter: DensityMeter) -> AttentionFn:
     return metered
 
 
+def _peer_metered(attend: AttentionFn, density: DensityFn, meter: DensityMeter) -> AttentionFn:
+    def metered(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if meter.active:
+            b, t, h, _ = q.shape
+            kept = density(q, k, v) * b * h * t * (t + 1) / 2
+            meter.add(torch.tensor(kept), b, t, h)
+        return attend(q, k, v)
+
+    return metered
+
+
+def heads_config(model: ModelConfig, setting: AttentionSetting) -> ModelConfig:
+    """The run's model, with the setting's head split when it gives one."""
+    return model if setting.heads is None else replace(model, heads=setting.heads)
+
+
 def _reformer_kernel(q: Tensor, k: Tensor, v: Tensor, q_hash: Tensor, k_hash: Tensor) -> Tensor:
     from scfa_bench.impls.reformer import reformer_lsh_attention
 
@@ -145,7 +167,7 @@ def _hash_kernel(impl: str, n_buckets: int) -> fns.HashKernel:
 
 
 def setting_pattern(impl: str) -> str:
-    """dense | hash | qk | none; AttentionConfigError for a name no setting can take."""
+    """dense | hash | qk | none | peer; AttentionConfigError for a name no setting can take."""
     return "hash" if impl == REFORMER else plug_info(impl).pattern
 
 
@@ -191,6 +213,10 @@ def layer_attention(
 
             keep = qk_sparse_attention
         return lambda layer: _qk_attention(keep, float(cast(float, setting.drop_rate)), meter)
+    if pattern == "peer":
+        assert built is not None and built.density is not None
+        density = built.density
+        return lambda layer: _peer_metered(built.for_layer(layer), density, meter)
     if pattern != "hash":
         assert built is not None
         if pattern == "none":
@@ -217,6 +243,7 @@ __all__ = [
     "DensityMeter",
     "PerCallLsh",
     "hash_kept_pairs",
+    "heads_config",
     "layer_attention",
     "qk_kept_pairs",
     "setting_pattern",

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from scfa_bench.e2e.model import DecoderLM, ModelConfig
 from scfa_bench.quality.config import AttentionSetting, OptimizerSettings, TrainingSettings
-from scfa_bench.quality.settings import DensityMeter, layer_attention
+from scfa_bench.quality.settings import DensityMeter, heads_config, layer_attention
 
 ATTENTION_SEED_OFFSET = 1 << 20  # the attention's random draws, apart from the init's
 AUTOCAST = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -99,10 +99,11 @@ def build_trainer(
 ) -> Trainer:
     """Model (from `init`), optimizer and step of one unit; raises the attention's errors."""
     training = opts.training
+    config = heads_config(unit.model, unit.setting)  # init's shapes do not depend on the heads
     for_layer = layer_attention(
         unit.setting,
-        heads=unit.model.heads,
-        head_dim=unit.model.head_dim,
+        heads=config.heads,
+        head_dim=config.head_dim,
         dtype=AUTOCAST[opts.dtype] if opts.device == "cuda" else torch.float32,
         device=opts.device,
         shared_qk=training.shared_qk,
@@ -110,7 +111,7 @@ def build_trainer(
         seed=unit.seed,
     )
     with torch.device(opts.device):
-        model = DecoderLM(unit.model, for_layer, shared_qk=training.shared_qk)
+        model = DecoderLM(config, for_layer, shared_qk=training.shared_qk)
     model.load_state_dict(init)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]

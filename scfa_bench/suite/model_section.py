@@ -135,6 +135,9 @@ def check_model_implementations(
                 f"head dim {head_dim} (d_model {model.config.d_model} / heads "
                 f"{model.config.heads}): {problem} (implementations[{i}] {impl!r})",
             )
+        problem = get_spec(registered).heads_problem(model.config.heads) if registered else None
+        if problem:  # grouped-query methods (NSA: 16 query heads per KV head)
+            raise v.fail("model.heads", f"{problem} (implementations[{i}] {impl!r})")
         for axis in PLUGS[impl].axes:
             if sweep.values(axis) is None:
                 needs = f"implementation {impl!r} uses axis {axis!r}, so sweep.{axis} is required"

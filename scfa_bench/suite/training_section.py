@@ -4,8 +4,8 @@ A training suite has `name`, `description`, `device` and `training` only. Keys o
 (the reference, with defaults, is docs/quality.md "Suite keys"): data (`corpus`, `task` or
 both), `model`, `batch`, `seq_len`, `steps` or `tokens`, `max_seconds`, `eval_every`,
 `eval_batches`, `optimizer`, `dtype`, `compile`, `seeds`, `shared_qk` and `settings` (a list of
-`{impl, n_buckets, drop_rate, lsh, name}`; a list of n_buckets or drop_rate gives one setting
-per value). Every error names the key path.
+`{impl, n_buckets, drop_rate, lsh, heads, name}`; a list of n_buckets or drop_rate gives one
+setting per value). Every error names the key path.
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def _settings(v: Validator, value: Any, model: ModelShape) -> tuple[AttentionSet
 
 
 def _setting(v: Validator, item: Any, where: str, model: ModelShape) -> list[AttentionSetting]:
-    keys = ("impl", "n_buckets", "drop_rate", "lsh", "name")
+    keys = ("impl", "n_buckets", "drop_rate", "lsh", "heads", "name")
     s = v.mapping(item, where, keys, ("impl",))
     impl = v.string(s["impl"], f"{where}.impl")
     known = sorted(n for n in (*PLUGS, REFORMER) if n not in SHARED_QK_PLUGS)
@@ -231,14 +231,7 @@ def _setting(v: Validator, item: Any, where: str, model: ModelShape) -> list[Att
         expected = ", ".join(known)
         raise v.fail(f"{where}.impl", f"unknown attention {impl!r}; expected one of: {expected}")
     pattern = "hash" if impl == REFORMER else PLUGS[impl].pattern
-    registered = impl if impl == REFORMER else PLUGS[impl].registered
-    problem = get_spec(registered).head_dim_problem(model.head_dim) if registered else None
-    if problem:
-        raise v.fail(
-            "training.model.heads",
-            f"head dim {model.head_dim} (d_model {model.d_model} / heads {model.heads}): "
-            f"{problem} ({where} {impl!r})",
-        )
+    heads = _setting_heads(v, s, where, impl, model)
     axis = {"hash": "n_buckets", "qk": "drop_rate"}.get(pattern)
     for other in ("n_buckets", "drop_rate"):
         if other in s and other != axis:
@@ -248,7 +241,7 @@ def _setting(v: Validator, item: Any, where: str, model: ModelShape) -> list[Att
     lsh = v.string(s.get("lsh", "per_call"), f"{where}.lsh", LSH_MODES)
     name = v.string(s["name"], f"{where}.name") if "name" in s else None
     if axis is None:
-        return [AttentionSetting(impl, name=name)]
+        return [AttentionSetting(impl, name=name, heads=heads)]
     if axis not in s:
         raise v.fail(where, f"{impl!r} needs {axis}")
     raw = s[axis] if isinstance(s[axis], list) else [s[axis]]
@@ -260,9 +253,44 @@ def _setting(v: Validator, item: Any, where: str, model: ModelShape) -> list[Att
             if nb % 2:
                 at = f"{where}.n_buckets" + (f"[{j}]" if isinstance(s[axis], list) else "")
                 raise v.fail(at, f"LSH buckets need an even count, got {nb}")
-        return [AttentionSetting(impl, n_buckets=nb, lsh=lsh, name=name) for nb in values]
+        return [
+            AttentionSetting(impl, n_buckets=nb, lsh=lsh, name=name, heads=heads) for nb in values
+        ]
     rates = v.seq(raw, f"{where}.drop_rate", v.number, low=0.0, high=1.0, high_open=True)
-    return [AttentionSetting(impl, drop_rate=p, name=name) for p in rates]
+    return [AttentionSetting(impl, drop_rate=p, name=name, heads=heads) for p in rates]
+
+
+def _setting_heads(
+    v: Validator, s: dict[str, Any], where: str, impl: str, model: ModelShape
+) -> int | None:
+    """The setting's `heads` (None: the model's), checked against what `impl` declares: head
+    dims, and heads per KV head for grouped-query methods (NSA)."""
+    heads = v.integer(s["heads"], f"{where}.heads", minimum=1) if "heads" in s else None
+    count = model.heads if heads is None else heads
+    # The path to change: the setting's own heads when it has them, else the model's.
+    at = f"{where}.heads" if heads is not None else "training.model.heads"
+    if model.d_model % count:
+        raise v.fail(at, f"{count} heads do not divide d_model {model.d_model}")
+    registered = impl if impl == REFORMER else PLUGS[impl].registered
+    if registered is None:
+        return heads
+    spec = get_spec(registered)
+    head_dim = model.d_model // count
+    problem = spec.head_dim_problem(head_dim)
+    if problem:
+        raise v.fail(
+            at,
+            f"head dim {head_dim} (d_model {model.d_model} / heads {count}): "
+            f"{problem} ({where} {impl!r})",
+        )
+    problem = spec.heads_problem(count)
+    if problem:
+        raise v.fail(
+            f"{where}.heads",
+            f"{problem} (the model has {model.heads}): give this setting `heads: "
+            f"{spec.heads_multiple}` or another multiple dividing d_model {model.d_model}",
+        )
+    return heads
 
 
 def training_suite(v: Validator, data: dict[str, Any]) -> Suite:

@@ -75,6 +75,10 @@ BAD_INPUT = [
         "head dim 20",
     ),
     ({"model": {"layers": 1, "d_model": 30, "heads": 4}}, "training.model.heads", "divide"),
+    ({"settings": [{"impl": "nsa"}]}, f"{S0}.heads", "multiple of 16 heads, not 2"),
+    ({"settings": [{"impl": "nsa", "heads": 8}]}, f"{S0}.heads", "multiple of 16 heads, not 8"),
+    ({"settings": [{"impl": "sdpa_math", "heads": 3}]}, f"{S0}.heads", "do not divide"),
+    ({"settings": [{"impl": "adasplash", "heads": 4}]}, f"{S0}.heads", "head dim 8"),
     ({"settings": [{"impl": "hashformer", "n_buckets": 4}]}, f"{S0}.impl", "shared_qk"),
     ({"settings": [{"impl": "sdpa_nope"}]}, f"{S0}.impl", "unknown attention"),
     ({"settings": [{"impl": "naive_hash", "n_buckets": [4, 5]}]}, f"{S0}.n_buckets[1]", "even"),
@@ -141,10 +145,16 @@ def test_shipped_training_suites_follow_the_paper() -> None:
         assert (t.model.layers, t.model.d_model, t.model.heads) == (6, 512, 8)
         assert t.batch * seq_len == 65536 and t.seeds == (0, 1)
         labels = [s.label() for s in t.settings]
-        assert labels == ["dense"] + [f"scfa_hash nb={n}" for n in (8, 16, 32)] + [
+        assert labels[:7] == ["dense"] + [f"scfa_hash nb={n}" for n in (8, 16, 32)] + [
             f"scfa_qk p={p}" for p in (0.3, 0.5, 0.7)
         ]
         assert t.settings[0].impl == "sdpa_cudnn"
+        assert labels[7:] == [*PEERS, "nsa_s4 heads=16", "dense heads=16"]
     recall = load_suite(ROOT / "suites" / "recall.yaml").training
     assert recall is not None and recall.data_names() == ("mqar", "passkey")
     assert max(recall.seq_len) == 8192
+    assert [s.label() for s in recall.settings][3:] == [*PEERS, "dense heads=16"]
+    assert all(t & (t - 1) == 0 for t in recall.seq_len)  # AdaSplash needs powers of two
+
+
+PEERS = ["moba", "moba_k2_b128", "adasplash", "nsa heads=16"]

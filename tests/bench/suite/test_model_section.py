@@ -108,6 +108,10 @@ def test_tiny_model_suite_gets_defaults(tmp_path: Path) -> None:
             ),
         ),
         (
+            ("[sdpa_math, scfa_hash, identity]", "[sdpa_math, nsa]"),
+            re.escape("model.heads (line 5): nsa needs a multiple of 16 heads, not 2"),
+        ),
+        (
             ("  batch: 1\n", "  batch: 1\n  tokens_per_step: 64\n"),
             r"model \(line 2\): expected exactly one of `batch` and `tokens_per_step`",
         ),
