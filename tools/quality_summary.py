@@ -7,6 +7,9 @@ statuses), and the time dense needed against each setting's.
 --strict exits 1 when a row is not `ok` or a final val loss is not finite (the sanity check).
 --agree A B exits 1 unless settings A and B (two dense attentions: they must compute the same
 model) have val losses within 2% of each other at every evaluation of every CSV.
+--repeat FIRST.csv SECOND.csv: the same suite run twice with the same seeds; per setting and
+seed, how far the final val loss moved against that setting's seed spread in the first run;
+exits 1 when a move is larger than the spread.
 """
 
 from __future__ import annotations
@@ -76,7 +79,26 @@ def _agree(path: Path, a: str, b: str) -> bool:
     return ok
 
 
+def _repeat(first: Path, second: Path) -> bool:
+    from scfa_bench.analysis.quality_frame import read_quality
+    from scfa_bench.analysis.quality_summary import repeat_differences
+
+    found = repeat_differences(read_quality(first), read_quality(second))
+    for d in found:
+        spread = "-" if d.seed_spread is None else f"{d.seed_spread:.4f}"
+        verdict = {True: "within", False: "OUTSIDE", None: "no spread"}[d.within_seed_noise]
+        print(
+            f"repeat {d.experiment} | {d.setting} seed {d.seed}: {d.first:.4f} -> {d.second:.4f}"
+            f" (moved {d.difference:.4f}, seed spread {spread}: {verdict})"
+        )
+    return bool(found) and all(d.within_seed_noise is not False for d in found)
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--repeat"] and len(argv) == 3:
+        ok = _repeat(Path(argv[1]), Path(argv[2]))
+        print("repeat: every move within its seed spread" if ok else "FAIL: repeat")
+        return 0 if ok else 1
     strict = "--strict" in argv
     agree: tuple[str, str] | None = None
     if "--agree" in argv:

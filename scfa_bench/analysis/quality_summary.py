@@ -148,3 +148,45 @@ def speedup_text(speedups: dict[int, float | None]) -> str:
 
 def _seeds(values: dict[int, float]) -> str:
     return ", ".join(str(s) for s in sorted(values))
+
+
+@dataclass(frozen=True)
+class RepeatDifference:
+    """One (experiment, setting, seed) trained in two runs: how far its final val loss moved,
+    against the seed spread of that setting in the first run (max - min over its seeds)."""
+
+    experiment: str
+    setting: str
+    seed: int
+    first: float
+    second: float
+    seed_spread: float | None  # None with a single seed: nothing to compare with
+
+    @property
+    def difference(self) -> float:
+        return abs(self.second - self.first)
+
+    @property
+    def within_seed_noise(self) -> bool | None:
+        return None if self.seed_spread is None else self.difference <= self.seed_spread
+
+
+def repeat_differences(first: pd.DataFrame, second: pd.DataFrame) -> list[RepeatDifference]:
+    """Every run (setting, seed) of each experiment that ended ok in both frames."""
+    from scfa_bench.analysis.quality_frame import experiments
+
+    again = dict(experiments(second))
+    found = []
+    for title, rows in experiments(first):
+        if title not in again:
+            continue
+        before = {s: _runs(g, "val_loss")[1] for s, g in rows.groupby("setting")}
+        after = {s: _runs(g, "val_loss")[1] for s, g in again[title].groupby("setting")}
+        for setting, losses in sorted(before.items()):
+            values = list(losses.values())
+            spread = max(values) - min(values) if len(values) > 1 else None
+            for seed, loss in sorted(losses.items()):
+                other = after.get(setting, {}).get(seed)
+                if other is not None:
+                    found.append(RepeatDifference(title, setting, seed, loss, other, spread))
+    return found

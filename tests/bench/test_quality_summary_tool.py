@@ -50,3 +50,27 @@ def test_table_strict_and_agree(tool, tmp_path: Path, capsys: pytest.CaptureFixt
 def test_agree_fails_beyond_two_percent(tool, tmp_path: Path) -> None:
     _csv(tmp_path / "run.csv", [{}, {"setting": "other", "val_loss": 5.2}])
     assert tool.main([str(tmp_path), "--agree", "dense", "other"]) == 1
+
+
+def test_repeat_flags_a_move_larger_than_the_seed_spread(tmp_path: Path, capsys) -> None:
+    tool = load_tool("quality_summary")
+    first = _csv(tmp_path / "a.csv", [
+        {"seed": 0, "step": 10, "val_loss": 3.0}, {"seed": 1, "step": 10, "val_loss": 3.2},
+        {"setting": "hash", "seed": 0, "step": 10, "val_loss": 2.9},
+        {"setting": "hash", "seed": 1, "step": 10, "val_loss": 2.95},
+    ])  # fmt: skip
+    same = _csv(tmp_path / "b.csv", [
+        {"seed": 0, "step": 10, "val_loss": 3.1}, {"seed": 1, "step": 10, "val_loss": 3.2},
+        {"setting": "hash", "seed": 0, "step": 10, "val_loss": 2.94},
+        {"setting": "hash", "seed": 1, "step": 10, "val_loss": 2.95},
+    ])  # fmt: skip
+    assert tool.main(["--repeat", str(first), str(same)]) == 0
+    moved = _csv(tmp_path / "c.csv", [
+        {"seed": 0, "step": 10, "val_loss": 3.0}, {"seed": 1, "step": 10, "val_loss": 3.2},
+        {"setting": "hash", "seed": 0, "step": 10, "val_loss": 2.8},  # moved 0.1 > spread 0.05
+        {"setting": "hash", "seed": 1, "step": 10, "val_loss": 2.95},
+    ])  # fmt: skip
+    assert tool.main(["--repeat", str(first), str(moved)]) == 1
+    assert "hash seed 0: 2.9000 -> 2.8000 (moved 0.1000, seed spread 0.0500: OUTSIDE)" in (
+        capsys.readouterr().out
+    )
