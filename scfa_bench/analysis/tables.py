@@ -12,12 +12,16 @@ time, then the file name); older files stay in the tree as history and are not s
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from scfa_bench.analysis import results_tables as rt
+from scfa_bench.analysis.density_bands import density_section
 from scfa_bench.analysis.quality_tables import QUALITY_BLOCK, render_quality_block
 from scfa_bench.errors import InputError
 from scfa_bench.results.reader import Results, read_results
@@ -172,7 +176,14 @@ def _section(source: Source, newest_kernels: str) -> list[str]:
         return [*lines, "", *rt.model_table(rows, baseline)]
     mode = rt.table_mode(rows)
     mode_rows = [r for r in rows if r.mode == mode]
-    return [*lines, f"Mode `{mode}`.", "", *rt.kernel_tables(mode_rows, baseline)]
+    lines += [f"Mode `{mode}`.", "", *rt.kernel_tables(mode_rows, baseline)]
+    # A run with approximate methods (peers) also says who is fastest per density band.
+    if not any(r.impl_kind == "approximate" for r in rows):
+        return lines
+    bands = density_section(pd.DataFrame([dataclasses.asdict(r) for r in source.results.rows]))
+    if bands:
+        lines += ["", bands.replace("## Fastest", "#### Fastest", 1)]
+    return lines
 
 
 def render_results_page(current: Sequence[Source], every: Sequence[Source]) -> str:

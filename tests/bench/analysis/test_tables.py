@@ -164,3 +164,25 @@ def test_committed_pages_match_the_committed_results(tmp_path: Path, cli: typer.
     failed = runner.invoke(cli, ["tables", "--check", "--root", str(copy)])
     assert failed.exit_code == 1
     assert "README.md (committed)" in failed.output
+
+
+def test_a_run_with_approximate_methods_gets_its_density_bands(repo: Path) -> None:
+    rows = suite_rows(seq_lens=(16384,), n_buckets=(8,), drop_rates=(0.5,))
+    peer = next(r for r in rows if r["impl"] == "scfa_qk" and r["mode"] == "fwd+bwd")
+    rows.append({**peer, "impl": "moba", "impl_kind": "approximate", "density": 0.2, "drop_rate": "",
+                 "ms_median": peer["ms_median"] / 10, "speedup": 30.0})  # fmt: skip
+    for row in rows:
+        row["suite"] = "peers"
+    meta = default_meta(suite_name="peers", started="2026-11-28T10:00:00")
+    write_results(repo / "results/baselines/h100/peers-20261128-100000.csv", rows, meta)
+    page = tables.render_results_page(*_current_and_every(repo))
+    peers_part = page[page.index("### `peers`") :]
+    assert "#### Fastest method by density (fwd+bwd)" in peers_part
+    assert "| 16384 | [0.15, 0.35) | moba | 0.200 |" in peers_part
+    # Runs of our kernels and dense baselines only get no band table.
+    assert page.count("Fastest method by density") == 1
+
+
+def _current_and_every(root: Path) -> tuple[list[tables.Source], list[tables.Source]]:
+    every = tables.load_sources(root)
+    return tables.current_sources(every), every
