@@ -6,7 +6,7 @@
 #   GPUS=4 tools/gpu_quality_check.sh quality # one shard of the suite per GPU, merged after
 #
 # Phases: sanity (suites/quality_gpu_sanity.yaml, fails on any row that is not ok, or when
-# cuDNN and math SDPA, or an SCFA kernel and its dense reference, train differently), recall (~4 min on one H100), quality (T=8192,
+# cuDNN and math SDPA, or an SCFA kernel and its dense reference, train differently), recall (~11 min on one H100, estimated; recall_peers more), quality (T=8192,
 # ~8 min), quality_16k (T=16384, ~10 min), summary; those times are without the peer settings
 # (MoBA, AdaSplash, NSA), which add an unmeasured few minutes to each where their packages are
 # installed: shard with GPUS=N. With a 10-minute limit per command, run one or two phases per
@@ -96,10 +96,10 @@ for phase in "${phases[@]}"; do
                 python tools/quality_summary.py "$runs/quality_gpu_sanity" \
                     --agree "${pair%%|*}" "${pair##*|}" | tail -n 3 || status=1
             done ;;
-        recall|quality|quality_16k)
+        recall|recall_peers|quality|quality_16k)
             run_suite "$phase" || status=1 ;;
         summary) ;;
-        *) echo "unknown phase $phase (sanity, recall, quality, quality_16k, summary)"; exit 2 ;;
+        *) echo "unknown phase $phase (sanity, recall, recall_peers, quality, quality_16k, summary)"; exit 2 ;;
     esac
 done
 

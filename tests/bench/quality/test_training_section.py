@@ -151,10 +151,16 @@ def test_shipped_training_suites_follow_the_paper() -> None:
         assert t.settings[0].impl == "sdpa_cudnn"
         assert labels[7:] == [*PEERS, "nsa_s4 heads=16", "dense heads=16"]
     recall = load_suite(ROOT / "suites" / "recall.yaml").training
-    assert recall is not None and recall.data_names() == ("mqar", "passkey")
-    assert max(recall.seq_len) == 8192
-    assert [s.label() for s in recall.settings][3:] == [*PEERS, "dense heads=16"]
-    assert all(t & (t - 1) == 0 for t in recall.seq_len)  # AdaSplash needs powers of two
+    peers = load_suite(ROOT / "suites" / "recall_peers.yaml").training
+    assert recall is not None and peers is not None
+    assert recall.data_names() == peers.data_names() == ("mqar", "passkey")
+    assert max(recall.seq_len) == 8192 and recall.seeds == peers.seeds == (0, 1)
+    assert [s.label() for s in recall.settings] == ["dense", "scfa_hash nb=16", "scfa_qk p=0.5"]
+    # The peers file differs from recall.yaml only in its settings: one budget, one model.
+    same = ("seq_len", "batch", "steps", "eval_every", "model", "optimizer", "tasks", "shared_qk")
+    assert all(getattr(recall, key) == getattr(peers, key) for key in same)
+    assert [s.label() for s in peers.settings] == ["dense", *PEERS, "dense heads=16"]
+    assert all(t & (t - 1) == 0 for t in peers.seq_len)  # AdaSplash needs powers of two
 
 
 PEERS = ["moba", "moba_k2_b128", "adasplash", "nsa heads=16"]
