@@ -15,7 +15,13 @@ from typing import Any
 import pandas as pd
 
 from scfa_bench.analysis.quality_frame import experiments, read_quality
-from scfa_bench.analysis.quality_summary import SettingSummary, speedup_text, summarise
+from scfa_bench.analysis.quality_summary import (
+    SettingSummary,
+    interval_text,
+    speedup_text,
+    spread_text,
+    summarise,
+)
 from scfa_bench.constants import WALL_CLOCK_WARNING
 from scfa_bench.results.meta import meta_path_for
 
@@ -78,14 +84,14 @@ def settings_table(summaries: list[SettingSummary]) -> str:
         if s.failed:
             seeds += " (" + ", ".join(f"seed {k} {v}" for k, v in sorted(s.failed.items())) + ")"
         losses = list(s.final_losses.values())
-        interval = "-" if s.diff_interval is None else _interval(s.diff_interval)
+        interval = "-" if s.diff_interval is None else interval_text(s.diff_interval)
         lines.append(
             _row(
                 [
                     s.setting,
                     seeds,
-                    _spread(list(s.finals.values())),
-                    _spread(losses),
+                    spread_text(list(s.finals.values())),
+                    spread_text(losses),
                     "-" if s.diff is None or s.verdict == "reference" else f"{s.diff:+.4f}",
                     "-" if s.verdict == "reference" else interval,
                     s.verdict,
@@ -109,20 +115,6 @@ def _device_note(rows: pd.DataFrame) -> str:
     if devices and devices[0].lower().startswith("cpu"):
         return f"Warning: {WALL_CLOCK_WARNING}.\n\n"
     return ""
-
-
-def _spread(values: list[float]) -> str:
-    """Mean over seeds, with min..max when there are several."""
-    if not values:
-        return "-"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.4f}"
-    return f"{mean:.4f} ({min(values):.4f}-{max(values):.4f})"
-
-
-def _interval(bounds: tuple[float, float]) -> str:
-    return f"[{bounds[0]:+.4f}, {bounds[1]:+.4f}]"
 
 
 def _meta_section(csv_path: Path) -> str:

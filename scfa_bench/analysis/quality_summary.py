@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from scfa_bench.analysis.quality_frame import DENSE_SETTING, ok_rows, primary_metric
+from scfa_bench.analysis.quality_frame import DENSE_SETTING, experiments, ok_rows, primary_metric
 
 HIGHER_IS_BETTER = frozenset({"val_accuracy"})
 
@@ -146,6 +146,20 @@ def speedup_text(speedups: dict[int, float | None]) -> str:
     return text
 
 
+def spread_text(values: list[float], digits: int = 4) -> str:
+    """Mean over seeds, with min-max when there are several; '-' for none."""
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def interval_text(bounds: tuple[float, float], digits: int = 4) -> str:
+    return f"[{bounds[0]:+.{digits}f}, {bounds[1]:+.{digits}f}]"
+
+
 def _seeds(values: dict[int, float]) -> str:
     return ", ".join(str(s) for s in sorted(values))
 
@@ -173,8 +187,6 @@ class RepeatDifference:
 
 def repeat_differences(first: pd.DataFrame, second: pd.DataFrame) -> list[RepeatDifference]:
     """Every run (setting, seed) of each experiment that ended ok in both frames."""
-    from scfa_bench.analysis.quality_frame import experiments
-
     again = dict(experiments(second))
     found = []
     for title, rows in experiments(first):

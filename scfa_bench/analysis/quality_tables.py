@@ -16,7 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from scfa_bench.analysis.quality_frame import experiments, read_quality
-from scfa_bench.analysis.quality_summary import SettingSummary, speedup_text, summarise
+from scfa_bench.analysis.quality_summary import (
+    SettingSummary,
+    interval_text,
+    speedup_text,
+    spread_text,
+    summarise,
+)
 from scfa_bench.analysis.results_tables import md_table
 
 QUALITY_DIR = Path("results/quality")
@@ -78,19 +84,14 @@ def _diff_cell(summary: SettingSummary) -> str:
         return summary.verdict
     text = f"{summary.final:.3f} ({summary.diff:+.3f}"
     if summary.diff_interval is not None:
-        low, high = summary.diff_interval
-        text += f" [{low:+.3f}, {high:+.3f}]"
+        text += " " + interval_text(summary.diff_interval, digits=3)
     return text + ")"
 
 
 def _accuracy_cell(summary: SettingSummary | None) -> str:
     if summary is None or not summary.finals:
         return "-" if summary is None else summary.verdict
-    values = list(summary.finals.values())
-    text = f"{sum(values) / len(values):.3f}"
-    if len(values) > 1:
-        text += f" ({min(values):.3f}-{max(values):.3f})"
-    return text
+    return spread_text(list(summary.finals.values()), digits=3)
 
 
 def recall_columns(frame: pd.DataFrame) -> list[tuple[str, dict[str, SettingSummary]]]:
