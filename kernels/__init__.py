@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import reference
 from .attention import hash_sparse_attention, qk_sparse_attention
+from .hopper import hopper_requested
 from .lsh import (
     lsh_buckets,
     lsh_buckets_from_rotations,
@@ -19,6 +20,7 @@ from .lsh import (
 
 __all__ = [
     "hash_sparse_attention",
+    "hopper_requested",
     "lsh_buckets",
     "lsh_buckets_from_rotations",
     "lsh_buckets_pair",

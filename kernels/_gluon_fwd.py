@@ -13,7 +13,7 @@ one bucket (checked on the device from the plan's composite keys: two loads per 
 That holds for every tile of dense causal attention (one bucket, all ids 0: the plan's
 permutation is the identity). Any other program (ids out of range, several buckets) gathers
 its rows with plain loads into shared memory and runs unpipelined wgmma: correct, slow. The
-host (`use_hopper_forward`) therefore sends only the dense case here.
+host (`hopper.use_hopper`) therefore sends only the dense case here.
 
 The fast path's loop, per key tile j (S_j = Q K_j^T already in registers; P_{j-1} V_{j-1}
 maybe still on the tensor cores):
@@ -32,8 +32,6 @@ end), so they only need to be finite, as with the portable kernel's rows after t
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 
@@ -61,8 +59,6 @@ except Exception as exc:  # pragma: no cover - depends on the installed Triton
 
 from ._triton_common import KEY_PAD_BUCKET, QUERY_PAD_BUCKET
 
-SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
-SUPPORTED_HEAD_DIMS = (64, 128)
 LOG2E = 1.4426950408889634
 
 
@@ -72,10 +68,6 @@ def tile_shape(head_dim: int) -> tuple[int, int, int, int]:
     if head_dim == 64:
         return 128, 128, 8, 3
     return 128, 64, 8, 3
-
-
-def _gluon_available() -> bool:
-    return GLUON_IMPORT_ERROR is None
 
 
 def _tma_compatible(t: torch.Tensor) -> bool:
@@ -90,35 +82,6 @@ def _tma_compatible(t: torch.Tensor) -> bool:
         and (t.stride(1) * size) % 16 == 0
         and t.data_ptr() % 16 == 0
     )
-
-
-def use_hopper_forward(q: torch.Tensor, config: object = None, dense: bool = True) -> bool:
-    """Whether the forward of `q` takes the Gluon Hopper kernel.
-
-    True only with SCFA_HOPPER=1, and then only for: a CUDA tensor on compute capability 9.x,
-    not under TRITON_INTERPRET,
-    bf16/fp16, head dim 64 or 128, Gluon importable, SCFA_FORCE_PORTABLE not "1", and the
-    dense case (`dense`: one bucket of hash-sparse, whose plan keeps rows in order; other
-    plans would run the kernel's slow gathered path). `config` (the KernelConfig) is
-    accepted for the caller's convenience; the Gluon tiles are fixed per head dim.
-    """
-    del config
-    # Opt-in (SCFA_HOPPER=1) until a GPU run shows it exact and faster than the portable
-    # kernel; SCFA_FORCE_PORTABLE=1 wins over it.
-    if os.environ.get("SCFA_HOPPER", "0") != "1":
-        return False
-    if os.environ.get("SCFA_FORCE_PORTABLE", "0") == "1":
-        return False
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        return False
-    if not dense or not _gluon_available():
-        return False
-    if q.device.type != "cuda" or not torch.cuda.is_available():
-        return False
-    if q.dtype not in SUPPORTED_DTYPES or q.shape[-1] not in SUPPORTED_HEAD_DIMS:
-        return False
-    major, _minor = torch.cuda.get_device_capability(q.device)
-    return major == 9
 
 
 if GLUON_IMPORT_ERROR is None:
@@ -617,7 +580,7 @@ def forward(
     tiles: tuple[int, int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, T, H, D), lse (BH, T) float32, base 2, sorted order): the Gluon forward on
-    the plan's query tile ranges. Callers check `use_hopper_forward` first. `out` / `lse`:
+    the plan's query tile ranges. Callers check `hopper.use_hopper` first. `out` / `lse`:
     buffers to write into (a check poisons them to see unwritten elements). `tiles`:
     (BLOCK_M, BLOCK_N, num_warps, STAGES) instead of `tile_shape` (tuning probes)."""
     from .plan import query_tile_ranges

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from . import _gluon_fwd, _launch
 from . import config as _config
+from .hopper import use_hopper
 from .plan import SparsityPlan, hash_plan, qk_plan
 
 _ForwardOutputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
@@ -40,10 +41,10 @@ def _forward(
     dense: bool = False,
 ) -> _ForwardOutputs:
     """`dense`: hash-sparse with one bucket, whose plan keeps rows in order (the Gluon
-    Hopper forward's case, `_gluon_fwd.use_hopper_forward`)."""
+    Hopper kernels' case, `hopper.use_hopper`)."""
     T, D = q.shape[1], q.shape[-1]
     cfg = _config.select(q.device, q.dtype, D, mean_bucket_rows(T, n_buckets))
-    if _gluon_fwd.use_hopper_forward(q, cfg, dense=dense):
+    if use_hopper(q, dense=dense):
         out, lse = _gluon_fwd.forward(q, k, v, plan, sm_scale)
     else:
         out, lse = _launch.forward(q, k, v, plan, sm_scale, cfg)

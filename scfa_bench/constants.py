@@ -41,3 +41,5 @@ FAILING_STATUSES = ("incorrect", "error")
 WALL_CLOCK_WARNING = (
     "wall-clock times on the CPU through Triton's interpreter: not indicative of GPU speed"
 )
+# What a meta records as `hopper_kernels_hash` when the run did not ask for the Hopper path.
+HOPPER_OFF = "off"

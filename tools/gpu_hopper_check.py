@@ -36,6 +36,7 @@ import torch
 
 from scfa_kernels import _gluon_fwd, _launch, hash_sparse_attention, reference
 from scfa_kernels import config as kcfg
+from scfa_kernels.hopper import use_hopper
 from scfa_kernels.plan import hash_plan
 
 # (case, B, T, H, D, dtype): dense = one bucket, ids 0 (TMA path); oob = one bucket with
@@ -157,7 +158,7 @@ def check_public_api(B: int, T: int, H: int, D: int, dtype: torch.dtype) -> dict
     for label, portable in (("gluon", False), ("portable", True)):
         leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
         with force_portable(portable):
-            routed = _gluon_fwd.use_hopper_forward(leaves[0], None, dense=True)
+            routed = use_hopper(leaves[0], dense=True)
             o = hash_sparse_attention(*leaves, q_hash, k_hash, n_buckets=1)
         g = torch.Generator(device="cuda").manual_seed(2)
         do = torch.randn(o.shape, dtype=o.dtype, device=o.device, generator=g)

@@ -4,12 +4,14 @@ same clock on both sides, and whether both measured the same kernels.
 Wall-clock (CPU, Triton interpreter) times of one machine vary by large factors between runs
 (two consecutive smoke runs on one machine differed up to 347x on one row), so the gate refuses them
 unless asked, and then uses a wider threshold. A baseline recorded on other kernels
-(`kernels_hash` in the meta differs) is stale: a warning, or bad input when required.
+(`kernels_hash` in the meta differs, or `hopper_kernels_hash`: whether the run took the
+opt-in Hopper path, and on which of its kernels) is stale: a warning, or bad input when
+required.
 """
 
 from __future__ import annotations
 
-from scfa_bench.constants import WALL_CLOCK_WARNING
+from scfa_bench.constants import HOPPER_OFF, WALL_CLOCK_WARNING
 from scfa_bench.errors import InputError
 from scfa_bench.results.reader import Results
 
@@ -61,20 +63,33 @@ def _kernels_hash(results: Results) -> str | None:
     return value if isinstance(value, str) and value and value != "n/a" else None
 
 
+def _hopper_kernels(results: Results) -> str:
+    """The Hopper path a run took: its kernels' hash, or "off" (also for runs recorded
+    before the meta said)."""
+    value = results.meta.get("hopper_kernels_hash")
+    return value if isinstance(value, str) and value else HOPPER_OFF
+
+
 def kernels_warning(new: Results, base: Results, require_same: bool) -> str | None:
-    """A warning when the baseline's kernels_hash differs from NEW's or is missing; with
-    `require_same` an InputError instead."""
+    """A warning when the baseline's kernels_hash differs from NEW's or is missing, or when
+    the two took the Hopper path differently; with `require_same` an InputError instead."""
     base_hash, new_hash = _kernels_hash(base), _kernels_hash(new)
-    if base_hash is not None and base_hash == new_hash:
+    base_hopper, new_hopper = _hopper_kernels(base), _hopper_kernels(new)
+    if base_hash is not None and base_hash == new_hash and base_hopper == new_hopper:
         return None
     if base_hash is None:
         problem = f"baseline {base.path} records no kernels_hash (recorded before it existed?)"
     elif new_hash is None:
         problem = f"{new.path} records no kernels_hash"
-    else:
+    elif base_hash != new_hash:
         problem = (
             f"baseline {base.path} was measured on other kernels (kernels_hash "
             f"{base_hash[:12]}, now {new_hash[:12]})"
+        )
+    else:
+        problem = (
+            f"baseline {base.path} was measured on another Hopper path (hopper_kernels_hash "
+            f"{base_hopper[:12]}, now {new_hopper[:12]}; SCFA_HOPPER=1 asks for it)"
         )
     advice = "re-record the baseline on the current kernels"
     if require_same:

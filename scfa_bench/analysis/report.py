@@ -35,6 +35,7 @@ _ENV_KEYS = (
     ("hostname", "host"),
     ("git_rev", "git revision"),
     ("kernels_hash", "kernels sha256"),
+    ("hopper_kernels_hash", "Hopper kernels sha256"),
     ("scfa_bench_version", "scfa-bench"),
     ("suite_name", "suite"),
     ("suite_file", "suite file"),

@@ -14,12 +14,14 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from scfa_bench import __version__
+from scfa_bench.constants import HOPPER_OFF
 from scfa_bench.measure.memory import nvml_handle, nvml_status
 
 NOT_AVAILABLE = "n/a"
@@ -93,27 +95,36 @@ def git_revision() -> str:
 
 # Kernel files whose whole code is hashed: the tile tables and how a launch picks them.
 _CONFIG_FILES = ("config.py",)
+# Kernel files of the Hopper (Gluon) path. It runs only where a run asks for it (SCFA_HOPPER=1,
+# `scfa_kernels.hopper_requested`), so its code has its own hash: a change to it leaves
+# measurements of the portable path current.
+_HOPPER_PREFIX = "_gluon"
 
 
-def kernels_hash(folder: Path | None = None) -> str:
-    """SHA-256 of the device code of the installed `scfa_kernels` package (or `folder`), found
-    without importing it; "n/a" when absent.
+def _kernel_folder(folder: Path | None) -> Path | None:
+    """`folder`, or that of the installed `scfa_kernels` package (found without importing
+    it); None when absent."""
+    if folder is not None:
+        return folder
+    try:
+        spec = importlib.util.find_spec("scfa_kernels")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
 
-    Device code: every `@...jit` function and the module-level constants of the files that
-    hold them, plus the whole of `config.py` (tile tables), each as `ast.unparse` of its
-    syntax tree with docstrings dropped, so comments, docstrings and formatting do not count
-    and host-side code (launches, plans, tests) does not either. Recorded in the meta so
-    `check` can tell a baseline measured on other kernels.
-    """
+
+def _device_hash(folder: Path | None, hopper: bool) -> str:
+    """SHA-256 of the device code of the kernel files of one path; "n/a" when none."""
+    folder = _kernel_folder(folder)
     if folder is None:
-        try:
-            spec = importlib.util.find_spec("scfa_kernels")
-        except (ImportError, ValueError):
-            return NOT_AVAILABLE
-        if spec is None or not spec.submodule_search_locations:
-            return NOT_AVAILABLE
-        folder = Path(next(iter(spec.submodule_search_locations)))
-    sources = sorted(folder.glob("*.py"))
+        return NOT_AVAILABLE
+    sources = [
+        source
+        for source in sorted(folder.glob("*.py"))
+        if source.name.startswith(_HOPPER_PREFIX) == hopper
+    ]
     if not sources:
         return NOT_AVAILABLE
     digest = hashlib.sha256()
@@ -122,6 +133,35 @@ def kernels_hash(folder: Path | None = None) -> str:
         if code:
             digest.update(source.name.encode() + b"\0" + code.encode() + b"\0")
     return digest.hexdigest()
+
+
+def kernels_hash(folder: Path | None = None) -> str:
+    """SHA-256 of the device code of the installed `scfa_kernels` package (or `folder`), found
+    without importing it; "n/a" when absent. The Hopper path's files are left out
+    (`hopper_kernels_hash`).
+
+    Device code: every `@...jit` function and the module-level constants of the files that
+    hold them, plus the whole of `config.py` (tile tables), each as `ast.unparse` of its
+    syntax tree with docstrings dropped, so comments, docstrings and formatting do not count
+    and host-side code (launches, plans, tests) does not either. Recorded in the meta so
+    `check` can tell a baseline measured on other kernels.
+    """
+    return _device_hash(folder, hopper=False)
+
+
+def hopper_kernels_hash(folder: Path | None = None) -> str:
+    """The same hash over the Hopper path's files (`_gluon*.py`) only."""
+    return _device_hash(folder, hopper=True)
+
+
+def hopper_kernels_run() -> str:
+    """What a run records of the Hopper path: its `hopper_kernels_hash` when the run asks for
+    it (it then runs wherever it supports the card, dtype and shape), else "off"."""
+    try:
+        from scfa_kernels import hopper_requested
+    except Exception:  # no kernels, or no Triton to import them with
+        return HOPPER_OFF
+    return hopper_kernels_hash() if hopper_requested() else HOPPER_OFF
 
 
 def _is_jit(decorator: ast.expr) -> bool:
@@ -149,15 +189,28 @@ def device_code(text: str, *, whole: bool = False) -> str:
     tree = _without_docstrings(ast.parse(text))
     if whole:
         return ast.unparse(tree)
+    statements = list(_module_level(tree.body))
     jitted = [
         node
-        for node in tree.body
+        for node in statements
         if isinstance(node, ast.FunctionDef) and any(map(_is_jit, node.decorator_list))
     ]
     if not jitted:
         return ""
-    constants = [node for node in tree.body if isinstance(node, ast.Assign | ast.AnnAssign)]
+    constants = [node for node in statements if isinstance(node, ast.Assign | ast.AnnAssign)]
     return "\n".join(ast.unparse(node) for node in constants + jitted)
+
+
+def _module_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The module's statements, with those inside module-level `if` and `try` blocks (the
+    Gluon kernels are defined under `if GLUON_IMPORT_ERROR is None:`)."""
+    for node in body:
+        if isinstance(node, ast.If):
+            yield from _module_level(node.body + node.orelse)
+        elif isinstance(node, ast.Try):
+            yield from _module_level(node.body + node.orelse + node.finalbody)
+        else:
+            yield node
 
 
 def _nvml_facts() -> dict[str, Any]:
@@ -199,6 +252,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "git_rev": git_revision(),
         "kernels_hash": kernels_hash(),
+        "hopper_kernels_hash": hopper_kernels_run(),
         "hostname": socket.gethostname(),
         "nvml": "available" if nvml_ok else f"unavailable ({nvml_reason})",
         "clocks": nvml["clocks"],

@@ -54,6 +54,7 @@ def new_meta(suite: Suite, env: dict[str, Any], argv: list[str], started: str) -
         "platform": env["platform"],
         "git_rev": env["git_rev"],
         "kernels_hash": env.get("kernels_hash", ""),
+        "hopper_kernels_hash": env.get("hopper_kernels_hash", ""),
         "hostname": env["hostname"],
         "timing": _timing(suite),
         "shape": None if suite.shape is None else asdict(suite.shape),

@@ -131,6 +131,21 @@ def test_missing_kernels_hash_warns_and_same_hash_is_quiet(tmp_path: Path) -> No
     assert gate.compare(new, new, require_same_kernels=True).warnings == ()
 
 
+def test_a_run_on_another_hopper_path_is_stale(tmp_path: Path) -> None:
+    """Same portable kernels, but one run took the opt-in Hopper path (or other Hopper
+    kernels): the baseline is stale; a meta from before the key counts as "off"."""
+    base = write_results(tmp_path / "old.csv", grid(), meta=default_meta())
+    for hopper in ("b" * 64, "c" * 64):
+        meta = default_meta(hopper_kernels_hash=hopper)
+        new = write_results(tmp_path / f"new-{hopper[0]}.csv", grid(), meta=meta)
+        (warning,) = gate.compare(new, base).warnings
+        assert "another Hopper path (hopper_kernels_hash off, now " + hopper[:12] in warning
+        with pytest.raises(InputError, match="another Hopper path"):
+            gate.compare(new, base, require_same_kernels=True)
+    off = write_results(tmp_path / "off.csv", grid(), meta=default_meta(hopper_kernels_hash="off"))
+    assert gate.compare(off, base, require_same_kernels=True).warnings == ()
+
+
 def test_report_and_plots_flag_wall_clock_runs(tmp_path: Path) -> None:
     csv = write_results(tmp_path / "cpu.csv", cpu_rows(), meta=default_meta(device_name="cpu"))
     data = prepare(read_results(csv))

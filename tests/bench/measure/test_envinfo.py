@@ -79,3 +79,42 @@ def test_kernels_hash_covers_device_code_only(tmp_path: Path) -> None:
         _edited(changed, name, old, new)
         assert envinfo.kernels_hash(changed) != installed, name
     assert envinfo.kernels_hash(tmp_path / "empty") == "n/a"
+
+
+def test_the_hopper_path_has_its_own_hash(tmp_path: Path) -> None:
+    """An edit of a Gluon kernel (defined under `if GLUON_IMPORT_ERROR is None:`) changes the
+    Hopper path's hash and leaves the portable kernels' hash alone, and the other way round."""
+    import scfa_kernels
+
+    portable, hopper = envinfo.kernels_hash(), envinfo.hopper_kernels_hash()
+    assert re.fullmatch(r"[0-9a-f]{64}", hopper) and hopper != portable
+    edits = {
+        "gluon": (
+            "_gluon_fwd.py",
+            "p = gl.exp2(s - m_shift[:, None])",
+            "p = gl.exp2(s - m_shift[:, None] + 0.0)",
+        ),
+        "triton": (
+            "_triton_fwd.py",
+            "acc = acc * alpha[:, None]",
+            "acc = acc * alpha[:, None] * 1.0",
+        ),
+    }
+    hashes = {}
+    for label, (name, old, new) in edits.items():
+        copy = tmp_path / label
+        shutil.copytree(Path(scfa_kernels.__file__).parent, copy)
+        _edited(copy, name, old, new)
+        hashes[label] = (envinfo.kernels_hash(copy), envinfo.hopper_kernels_hash(copy))
+    assert hashes["gluon"][0] == portable and hashes["gluon"][1] != hopper
+    assert hashes["triton"][0] != portable and hashes["triton"][1] == hopper
+
+
+def test_a_run_records_the_hopper_path_only_when_it_asks_for_it(monkeypatch) -> None:
+    monkeypatch.delenv("SCFA_FORCE_PORTABLE", raising=False)
+    monkeypatch.delenv("SCFA_HOPPER", raising=False)
+    assert envinfo.environment("cpu")["hopper_kernels_hash"] == "off"
+    monkeypatch.setenv("SCFA_HOPPER", "1")
+    assert envinfo.environment("cpu")["hopper_kernels_hash"] == envinfo.hopper_kernels_hash()
+    monkeypatch.setenv("SCFA_FORCE_PORTABLE", "1")
+    assert envinfo.environment("cpu")["hopper_kernels_hash"] == "off"

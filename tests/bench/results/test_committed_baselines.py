@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scfa_bench.measure.envinfo import kernels_hash
+from scfa_bench.constants import HOPPER_OFF
+from scfa_bench.measure.envinfo import hopper_kernels_hash, kernels_hash
 
 ROOT = Path(__file__).resolve().parents[3]
 BASELINES = ROOT / "results" / "baselines"
@@ -53,6 +54,11 @@ def test_gate_baseline_was_measured_on_these_kernels() -> None:
     assert meta.get("kernels_hash") == current, (
         "results/baselines/ci/h100-ci.csv was measured on other kernels: re-record it on a GPU "
         "(scfa-bench run suites/ci.yaml) after any kernel change"
+    )
+    # The opt-in Hopper path: either the gate did not take it, or it took these kernels.
+    hopper = meta.get("hopper_kernels_hash", HOPPER_OFF)
+    assert hopper in (HOPPER_OFF, hopper_kernels_hash(ROOT / "kernels")), (
+        "results/baselines/ci/h100-ci.csv took another Hopper path: re-record it"
     )
 
 
