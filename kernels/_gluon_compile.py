@@ -1,12 +1,14 @@
-"""Compile the Gluon Hopper forward for sm_90 without a GPU (``tools/compile_kernels.py``
-style): ``python -m scfa_kernels._gluon_compile`` prints, per dtype and head dim, whether
-it compiles and whether its PTX holds wgmma and TMA (``cp.async.bulk.tensor``).
+"""Compile the Gluon Hopper kernels (forward, backward dK/dV and dQ) for sm_90 without a GPU
+(``tools/compile_kernels.py`` style): ``python -m scfa_kernels._gluon_compile`` prints, per
+kernel, dtype and head dim, whether it compiles and whether its PTX holds wgmma and TMA
+(``cp.async.bulk.tensor``), with ptxas's registers and spills.
 
 Must run without TRITON_INTERPRET. Exit code 0 iff every case compiles with both.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 
@@ -21,21 +23,36 @@ _POINTERS = {
     "tile_start": "*i32",
     "tile_n_full": "*i32",
     "tile_end": "*i32",
+    "LSEOrig": "*fp32",
+    "Delta": "*fp32",
+    "KeyBias": "*fp32",
 }
-_DESCRIPTORS = {"q_desc": "BLOCK_M", "k_desc": "BLOCK_N", "v_desc": "BLOCK_N"}
+_TENSORS = ("Q", "K", "V", "Out", "dK", "dV", "dQ")
+_DESCRIPTORS = {"q_desc": "BLOCK_M", "do_desc": "BLOCK_M", "k_desc": "BLOCK_N", "v_desc": "BLOCK_N"}
+KERNELS = ("fwd", "dkdv", "dq")
 
 
-def compile_case(dtype: str, head_dim: int, arch: int = 90, tiles=None):
-    """The compiled kernel (triton.compile's result) for `dtype` ("bf16"/"fp16"); `tiles`:
-    (BLOCK_M, BLOCK_N, num_warps, STAGES) instead of the forward's own."""
+def _kernel_and_tiles(kernel: str, head_dim: int):
+    """The Gluon kernel named `kernel` and its (BLOCK_M, BLOCK_N, num_warps, STAGES)."""
+    from . import _gluon_bwd, _gluon_fwd
+
+    if kernel == "fwd":
+        return _gluon_fwd.hopper_attention_fwd_kernel, _gluon_fwd.tile_shape(head_dim)
+    shapes = _gluon_bwd.tile_shapes(head_dim)
+    if kernel == "dkdv":
+        return _gluon_bwd.hopper_bwd_dkdv_kernel, shapes["dkdv"]
+    return _gluon_bwd.hopper_bwd_dq_kernel, shapes["dq"]
+
+
+def compile_case(dtype: str, head_dim: int, arch: int = 90, tiles=None, kernel: str = "fwd"):
+    """The compiled kernel (triton.compile's result) `kernel` (one of KERNELS) for `dtype`
+    ("bf16"/"fp16"); `tiles`: (BLOCK_M, BLOCK_N, num_warps, STAGES) instead of its own."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
 
-    from . import _gluon_fwd
-
-    kernel = _gluon_fwd.hopper_attention_fwd_kernel
-    block_m, block_n, num_warps, stages = tiles or _gluon_fwd.tile_shape(head_dim)
+    jit_fn, own_tiles = _kernel_and_tiles(kernel, head_dim)
+    block_m, block_n, num_warps, stages = tiles or own_tiles
     constexprs = {
         "BLOCK_M": block_m,
         "BLOCK_N": block_n,
@@ -46,22 +63,22 @@ def compile_case(dtype: str, head_dim: int, arch: int = 90, tiles=None):
     gl_dtype = gl.bfloat16 if dtype == "bf16" else gl.float16
     rows = {"BLOCK_M": block_m, "BLOCK_N": block_n}
     signature = {}
-    for name in kernel.arg_names:
+    for name in jit_fn.arg_names:
         if name in constexprs:
             signature[name] = "constexpr"
         elif name in _DESCRIPTORS:
             shape = [rows[_DESCRIPTORS[name]], head_dim]
             layout = gl.NVMMASharedLayout.get_default_for(shape, gl_dtype)
             signature[name] = f"tensordesc<{dtype}[{shape[0]}, {shape[1]}],{layout!r}>"
-        elif name in ("Q", "K", "V", "Out"):
+        elif name in _TENSORS:
             signature[name] = f"*{dtype}"
         elif name in _POINTERS:
             signature[name] = _POINTERS[name]
-        elif name == "qk_scale":
+        elif name in ("qk_scale", "sm_scale"):
             signature[name] = "fp32"
         else:
             signature[name] = "i32"
-    source = _source(kernel, signature, constexprs)
+    source = _source(jit_fn, signature, constexprs)
     options = {"num_warps": num_warps}
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
 
@@ -116,28 +133,27 @@ def _error_chain(exc: BaseException) -> str:
     return "\n  caused by ".join(parts)
 
 
-def check_all() -> list[tuple[str, str]]:
-    """(case, verdict) for bf16/fp16 x D 64/128."""
+def check_all(kernels: tuple[str, ...] = KERNELS) -> list[tuple[str, str]]:
+    """(case, verdict) for each of `kernels` x bf16/fp16 x D 64/128."""
     results = []
-    for dtype in ("bf16", "fp16"):
-        for head_dim in (64, 128):
-            label = f"hopper_attention_fwd_kernel ({dtype}, d{head_dim})"
-            started = time.perf_counter()
-            try:
-                compiled = compile_case(dtype, head_dim)
-                ptx = compiled.asm["ptx"]
-                missing = [op for op in ("wgmma", "cp.async.bulk.tensor") if op not in ptx]
-                report = ptxas_report(ptx)
-                extra = f" [ptxas: {report}]" if report else ""
-                if missing:
-                    verdict = f"FAILED: PTX lacks {missing}" + extra
-                elif "C7514" in report:  # ptxas serialises the wgmmas: no overlap left
-                    verdict = "FAILED: wgmma serialised" + extra
-                else:
-                    verdict = "ok" + extra
-            except Exception as exc:  # reported per case, the rest still compiles
-                verdict = "FAILED: " + _error_chain(exc)
-            results.append((label, f"{verdict} ({time.perf_counter() - started:.1f} s)"))
+    for kernel, dtype, head_dim in itertools.product(kernels, ("bf16", "fp16"), (64, 128)):
+        label = f"{kernel} ({dtype}, d{head_dim})"
+        started = time.perf_counter()
+        try:
+            compiled = compile_case(dtype, head_dim, kernel=kernel)
+            ptx = compiled.asm["ptx"]
+            missing = [op for op in ("wgmma", "cp.async.bulk.tensor") if op not in ptx]
+            report = ptxas_report(ptx)
+            extra = f" [ptxas: {report}]" if report else ""
+            if missing:
+                verdict = f"FAILED: PTX lacks {missing}" + extra
+            elif "C7514" in report:  # ptxas serialises the wgmmas: no overlap left
+                verdict = "FAILED: wgmma serialised" + extra
+            else:
+                verdict = "ok" + extra
+        except Exception as exc:  # reported per case, the rest still compiles
+            verdict = "FAILED: " + _error_chain(exc)
+        results.append((label, f"{verdict} ({time.perf_counter() - started:.1f} s)"))
     return results
 
 
@@ -148,7 +164,7 @@ def main() -> int:
     for label, verdict in results:
         print(f"sm_90 {label}: {verdict}")
     ok = all(v.startswith("ok") for _, v in results)
-    print(f"triton {triton.__version__}: {'gluon forward compiles' if ok else 'FAILED'}")
+    print(f"triton {triton.__version__}: {'gluon kernels compile' if ok else 'FAILED'}")
     return 0 if ok else 1
 
 

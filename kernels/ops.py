@@ -3,7 +3,8 @@
 * ``scfa::hash_sparse_attention(q, k, v, q_hash, k_hash, sm_scale, n_buckets)``
 * ``scfa::qk_sparse_attention(q, k, v, q_keep, k_keep, sm_scale)``
 * ``scfa::sparse_attention_backward(do, q, k, v, out, lse, perm, bucket, composite,
-  sm_scale, n_buckets)``, the backward of both (QK-sparse is ``n_buckets = 1``).
+  sm_scale, n_buckets, dense)``, the backward of both (QK-sparse is ``n_buckets = 1``;
+  `dense`: hash-sparse with one bucket, the case the Hopper kernels take).
 
 The forward operators return ``(out, lse, perm, bucket, composite)``: the output, and what
 the backward needs (the base-2 log-sum-exp and the plan's three (2, BH, T) tensors), so the
@@ -18,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _gluon_fwd, _launch
+from . import _gluon_bwd, _gluon_fwd, _launch
 from . import config as _config
 from .hopper import use_hopper
 from .plan import SparsityPlan, hash_plan, qk_plan
@@ -88,6 +89,27 @@ def qk_sparse_attention_op(
     return _forward(q, k, v, qk_plan(q_keep, k_keep), sm_scale, n_buckets=1)
 
 
+def _backward_kernels(
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    plan: SparsityPlan,
+    sm_scale: float,
+    n_buckets: int,
+    dense: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(dq, dk, dv): the Hopper kernels where `hopper.use_hopper` says so, else the
+    portable ones. Either reads the LSE of either forward (sorted order, base 2)."""
+    if use_hopper(q, dense=dense):
+        return _gluon_bwd.backward(do, q, k, v, out, lse, plan, sm_scale, n_buckets)
+    T, D = q.shape[1], q.shape[-1]
+    cfg = _config.select(q.device, q.dtype, D, mean_bucket_rows(T, n_buckets))
+    return _launch.backward(do, q, k, v, out, lse, plan, sm_scale, cfg)
+
+
 @torch.library.custom_op("scfa::sparse_attention_backward", mutates_args=())
 def sparse_attention_backward_op(
     do: Tensor,
@@ -101,11 +123,10 @@ def sparse_attention_backward_op(
     composite: Tensor,
     sm_scale: float,
     n_buckets: int,
+    dense: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    T, D = q.shape[1], q.shape[-1]
-    cfg = _config.select(q.device, q.dtype, D, mean_bucket_rows(T, n_buckets))
     plan = SparsityPlan(perm=perm, bucket=bucket, composite=composite)
-    return _launch.backward(do, q, k, v, out, lse, plan, sm_scale, cfg)
+    return _backward_kernels(do, q, k, v, out, lse, plan, sm_scale, n_buckets, dense)
 
 
 @hash_sparse_attention_op.register_fake
@@ -120,33 +141,34 @@ def _qk_sparse_attention_fake(q, k, v, q_keep, k_keep, sm_scale):
 
 @sparse_attention_backward_op.register_fake
 def _sparse_attention_backward_fake(
-    do, q, k, v, out, lse, perm, bucket, composite, sm_scale, n_buckets
+    do, q, k, v, out, lse, perm, bucket, composite, sm_scale, n_buckets, dense=False
 ):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
-def _save_for_backward(ctx, q, k, v, output, sm_scale: float, n_buckets: int) -> None:
+def _save_for_backward(ctx, q, k, v, output, sm_scale: float, n_buckets: int, dense: bool) -> None:
     out, lse, perm, bucket, composite = output
     ctx.save_for_backward(q, k, v, out, lse, perm, bucket, composite)
     ctx.sm_scale = sm_scale
     ctx.n_buckets = n_buckets
+    ctx.dense = dense
     ctx.mark_non_differentiable(lse, perm, bucket, composite)
 
 
 def _setup_hash(ctx, inputs, output) -> None:
     q, k, v, _q_hash, _k_hash, sm_scale, n_buckets = inputs
-    _save_for_backward(ctx, q, k, v, output, sm_scale, n_buckets)
+    _save_for_backward(ctx, q, k, v, output, sm_scale, n_buckets, dense=n_buckets == 1)
 
 
 def _setup_qk(ctx, inputs, output) -> None:
     q, k, v, _q_keep, _k_keep, sm_scale = inputs
-    _save_for_backward(ctx, q, k, v, output, sm_scale, n_buckets=1)
+    _save_for_backward(ctx, q, k, v, output, sm_scale, n_buckets=1, dense=False)
 
 
 def _backward(ctx, do, *_unused_grads):
     q, k, v, out, lse, perm, bucket, composite = ctx.saved_tensors
     dq, dk, dv = sparse_attention_backward_op(
-        do, q, k, v, out, lse, perm, bucket, composite, ctx.sm_scale, ctx.n_buckets
+        do, q, k, v, out, lse, perm, bucket, composite, ctx.sm_scale, ctx.n_buckets, ctx.dense
     )
     return dq, dk, dv, None, None, None, None
 
@@ -175,15 +197,16 @@ class _EagerSparseAttention(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, out, lse, perm, bucket, composite)
         ctx.sm_scale = sm_scale
         ctx.n_buckets = n_buckets
+        ctx.dense = dense
         return out
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, out, lse, perm, bucket, composite = ctx.saved_tensors
-        T, D = q.shape[1], q.shape[-1]
-        cfg = _config.select(q.device, q.dtype, D, mean_bucket_rows(T, ctx.n_buckets))
         plan = SparsityPlan(perm=perm, bucket=bucket, composite=composite)
-        dq, dk, dv = _launch.backward(do, q, k, v, out, lse, plan, ctx.sm_scale, cfg)
+        dq, dk, dv = _backward_kernels(
+            do, q, k, v, out, lse, plan, ctx.sm_scale, ctx.n_buckets, ctx.dense
+        )
         return dq, dk, dv, None, None, None, None, None, None
 
 

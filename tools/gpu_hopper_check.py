@@ -1,4 +1,4 @@
-"""The Gluon Hopper forward on a GPU: correctness, parity with the portable forward, timing.
+"""The Gluon Hopper kernels on a GPU: correctness, parity with the portable kernels, timing.
 
     python tools/gpu_hopper_check.py --out FILE.json [--skip-timing]
 
@@ -14,7 +14,11 @@ For an H100 (torch 2.11, Triton 3.6), in about two minutes:
 (c) do_bench medians, dense causal bf16 (B=4, H=48, T=16384, D=64; B=4, H=24, D=128): cuDNN
     SDPA forward, the public `hash_sparse_attention` (one bucket, all ids 0, as the
     dense_parity suite) forced portable and on the Gluon path, and both forward kernels
-    alone on a precomputed plan; a table with ratios to cuDNN comes last.
+    alone on a precomputed plan; a table with ratios to cuDNN comes last;
+(d) the Gluon backward (`scfa_kernels._gluon_bwd.backward`) against the float32 reference's
+    gradients and the portable backward, on plans of one bucket: dense, ids out of range,
+    QK-sparse with dropped rows, T=1; and in (c), fwd+bwd of the public call (portable, and
+    Gluon both ways) and both backwards alone, against cuDNN's fwd+bwd.
 Every part runs in its own try block: a failure is printed in full (compile errors too) and
 recorded, and the rest goes on. Everything goes to the JSON file given by --out.
 """
@@ -34,10 +38,10 @@ from pathlib import Path
 
 import torch
 
-from scfa_kernels import _gluon_fwd, _launch, hash_sparse_attention, reference
+from scfa_kernels import _gluon_bwd, _gluon_fwd, _launch, hash_sparse_attention, reference
 from scfa_kernels import config as kcfg
 from scfa_kernels.hopper import use_hopper
-from scfa_kernels.plan import hash_plan
+from scfa_kernels.plan import hash_plan, qk_plan
 
 # (case, B, T, H, D, dtype): dense = one bucket, ids 0 (TMA path); oob = one bucket with
 # some ids out of range (mixed programs); hash4 = four buckets (gathered path).
@@ -51,6 +55,17 @@ CORRECTNESS = [
     ("hash4", 1, 257, 4, 64, torch.float16),
     ("hash4", 1, 200, 2, 128, torch.bfloat16),
 ]
+# (case, B, T, H, D, dtype) of the backward: plans of one bucket; qk = QK-sparse, 40% dropped.
+BWD_CORRECTNESS = [
+    ("dense", 2, 1000, 3, 64, torch.bfloat16),
+    ("dense", 1, 1, 2, 64, torch.float16),
+    ("dense", 1, 130, 2, 128, torch.float16),
+    ("oob", 1, 300, 2, 64, torch.bfloat16),
+    ("qk", 1, 513, 2, 128, torch.bfloat16),
+    ("qk", 2, 4096, 2, 64, torch.float16),
+]
+# Gradient bound, relative to the largest reference gradient element.
+GRAD_REL = {torch.bfloat16: 3e-2, torch.float16: 5e-3}
 TIMING = [(4, 48, 16384, 64), (4, 24, 16384, 128)]
 # Output tolerance against the float32 reference (values are O(1) averages of V rows).
 ATOL = {torch.bfloat16: 3e-2, torch.float16: 5e-3}
@@ -149,6 +164,45 @@ def check_case(case: str, B: int, T: int, H: int, D: int, dtype: torch.dtype) ->
     return row
 
 
+def check_backward_case(case: str, B: int, T: int, H: int, D: int, dtype: torch.dtype) -> dict:
+    """Gluon backward vs the float32 reference's gradients and the portable backward, from
+    the portable forward's output and LSE."""
+    q, k, v, q_hash, k_hash, _ = make_inputs("oob" if case == "oob" else "dense", B, T, H, D, dtype)
+    scale = 1.0 / math.sqrt(D)
+    g = torch.Generator(device="cuda").manual_seed(5)
+    do = torch.randn(B, T, H, D, device="cuda", dtype=dtype, generator=g)
+    f32 = [t.float() for t in (q, k, v)]
+    if case == "qk":
+        q_keep, k_keep = (torch.rand(B, T, H, device="cuda", generator=g) >= 0.4 for _ in "qk")
+        plan = qk_plan(q_keep, k_keep)
+        want = reference.qk_sparse_attention_grads(*f32, q_keep, k_keep, do.float(), scale)
+    else:
+        plan = hash_plan(q_hash, k_hash, 1)
+        want = reference.hash_sparse_attention_grads(
+            *f32, q_hash, k_hash, do.float(), scale, n_buckets=1
+        )
+    cfg = kcfg.select(q.device, dtype, D, float(T))
+    out, lse = _launch.forward(q, k, v, plan, scale, cfg)
+    got = _gluon_bwd.backward(do, q, k, v, out, lse, plan, scale, 1)
+    portable = _launch.backward(do, q, k, v, out, lse, plan, scale, cfg)
+    torch.cuda.synchronize()
+    row = {"case": case, "shape": [B, T, H, D], "dtype": str(dtype).removeprefix("torch.")}
+    for name, a, ref, port in zip(("dq", "dk", "dv"), got, want, portable, strict=True):
+        size = float(ref.abs().max()) or 1.0
+        row[f"{name}_nan"] = int(a.isnan().sum())
+        row[f"{name}_rel_err_vs_reference"] = float((a.float() - ref).abs().max()) / size
+        row[f"{name}_rel_diff_vs_portable"] = float((a.float() - port.float()).abs().max()) / size
+    bound = GRAD_REL[dtype]
+    row["ok"] = all(
+        row[f"{n}_nan"] == 0
+        and row[f"{n}_rel_err_vs_reference"] <= bound
+        and row[f"{n}_rel_diff_vs_portable"] <= bound
+        for n in ("dq", "dk", "dv")
+    )
+    print(f"[backward] {row}", flush=True)
+    return row
+
+
 def check_public_api(B: int, T: int, H: int, D: int, dtype: torch.dtype) -> dict:
     """The public call routes dense forwards to Gluon (and not under SCFA_FORCE_PORTABLE),
     and the backward from the Gluon forward's LSE matches the portable one's."""
@@ -187,10 +241,10 @@ def check_public_api(B: int, T: int, H: int, D: int, dtype: torch.dtype) -> dict
     return row
 
 
-def bench(fn: Callable[[], object]) -> float:
+def bench(fn: Callable[[], object], grad: bool = False) -> float:
     from triton.testing import do_bench
 
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
 
 
@@ -213,12 +267,36 @@ def time_point(B: int, H: int, T: int, D: int, record: dict) -> dict:
     def api():
         return hash_sparse_attention(q, k, v, q_hash, k_hash, n_buckets=1)
 
+    leaves = [x.detach().clone().requires_grad_(True) for x in (q, k, v)]
+    do = torch.randn_like(q)
+
+    def fwd_bwd(call: Callable[[], torch.Tensor]) -> Callable[[], object]:
+        return lambda: torch.autograd.grad(call(), leaves, do)
+
+    def cudnn_graph() -> torch.Tensor:
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            lq, lk, lv = (x.transpose(1, 2) for x in leaves)
+            return sdpa(lq, lk, lv, is_causal=True).transpose(1, 2)
+
+    def api_graph() -> torch.Tensor:
+        return hash_sparse_attention(*leaves, q_hash, k_hash, n_buckets=1)
+
+    o_ref, lse_ref = _launch.forward(q, k, v, plan, scale, cfg)
     variants = {
         "cudnn": cudnn,
         "portable_api": api,
         "gluon_api": api,
         "portable_kernel": lambda: _launch.forward(q, k, v, plan, scale, cfg),
         "gluon_kernel": lambda: _gluon_fwd.forward(q, k, v, plan, scale),
+        "cudnn_fwd_bwd": fwd_bwd(cudnn_graph),
+        "portable_api_fwd_bwd": fwd_bwd(api_graph),
+        "gluon_api_fwd_bwd": fwd_bwd(api_graph),
+        "portable_bwd_kernels": lambda: _launch.backward(
+            do, q, k, v, o_ref, lse_ref, plan, scale, cfg
+        ),
+        "gluon_bwd_kernels": lambda: _gluon_bwd.backward(
+            do, q, k, v, o_ref, lse_ref, plan, scale, 1
+        ),
     }
     if D == 64 and time.perf_counter() - STARTED < VARIANT_BUDGET_S:
         # Other tiles of the Gluon kernel, for tuning (timed only, checked on the way:
@@ -243,12 +321,14 @@ def time_point(B: int, H: int, T: int, D: int, record: dict) -> dict:
 
         def measure(fn=fn, name=name):
             with force_portable(name.startswith("portable")):
-                return bench(fn)
+                return bench(fn, grad=name.endswith("fwd_bwd"))
 
         ms = run_part(record, tag, measure)
         if ms is not None:
             point["ms"][name] = ms
-            point["tflops"][name] = flops / (ms * 1e-3) / 1e12
+            # FlashAttention's count: the backward does 2.5x the forward's products.
+            factor = 3.5 if name.endswith("fwd_bwd") else 2.5 if "bwd" in name else 1.0
+            point["tflops"][name] = factor * flops / (ms * 1e-3) / 1e12
             print(f"[timing] {tag}: {ms:.3f} ms, {point['tflops'][name]:.0f} TFLOP/s", flush=True)
     return point
 
@@ -273,7 +353,7 @@ def table(points: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("SCFA_HOPPER", "1")  # the Gluon forward is opt-in; this checks it
+    os.environ.setdefault("SCFA_HOPPER", "1")  # the Gluon kernels are opt-in; this checks them
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--skip-timing", action="store_true")
@@ -310,6 +390,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         if row is not None:
             record["correctness"].append(row)
+    record["backward"] = []
+    for case in BWD_CORRECTNESS:
+        row = run_part(
+            record,
+            f"backward {case[0]} {case[1:5]} {case[5]}",
+            lambda c=case: check_backward_case(*c),
+        )
+        if row is not None:
+            record["backward"].append(row)
     points: list[dict] = []
     record["timing"] = points  # filled in place: partial dumps show the points done
     if not args.skip_timing:
@@ -332,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         row = run_part(record, f"public api {shape}", lambda s=shape: check_public_api(*s))
         if row is not None:
             record["public_api"].append(row)
-    checks = record["correctness"] + record["public_api"]
+    checks = record["correctness"] + record["backward"] + record["public_api"]
     record["all_checks_ok"] = bool(checks) and all(r["ok"] for r in checks)
     failed_parts = [n for n, p in record.get("parts", {}).items() if not p["ok"]]
     record["failed_parts"] = failed_parts
