@@ -29,15 +29,16 @@ _POINTERS = {
 }
 _TENSORS = ("Q", "K", "V", "Out", "dK", "dV", "dQ")
 _DESCRIPTORS = {"q_desc": "BLOCK_M", "do_desc": "BLOCK_M", "k_desc": "BLOCK_N", "v_desc": "BLOCK_N"}
-KERNELS = ("fwd", "dkdv", "dq")
+KERNELS = ("fwd", "fwd_ws", "dkdv", "dq")
 
 
 def _kernel_and_tiles(kernel: str, head_dim: int):
     """The Gluon kernel named `kernel` and its (BLOCK_M, BLOCK_N, num_warps, STAGES)."""
     from . import _gluon_bwd, _gluon_fwd
 
-    if kernel == "fwd":
-        return _gluon_fwd.hopper_attention_fwd_kernel, _gluon_fwd.tile_shape(head_dim)
+    if kernel in ("fwd", "fwd_ws"):
+        tiles = _gluon_fwd.tile_shape(head_dim, warp_specialize=kernel == "fwd_ws")
+        return _gluon_fwd.hopper_attention_fwd_kernel, tiles
     shapes = _gluon_bwd.tile_shapes(head_dim)
     if kernel == "dkdv":
         return _gluon_bwd.hopper_bwd_dkdv_kernel, shapes["dkdv"]
@@ -46,7 +47,8 @@ def _kernel_and_tiles(kernel: str, head_dim: int):
 
 def compile_case(dtype: str, head_dim: int, arch: int = 90, tiles=None, kernel: str = "fwd"):
     """The compiled kernel (triton.compile's result) `kernel` (one of KERNELS) for `dtype`
-    ("bf16"/"fp16"); `tiles`: (BLOCK_M, BLOCK_N, num_warps, STAGES) instead of its own."""
+    ("bf16"/"fp16"); `tiles`: (BLOCK_M, BLOCK_N, num_warps, STAGES) instead of its own.
+    "fwd_ws" is the forward with its loader warp (WARP_SPECIALIZE)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -59,6 +61,7 @@ def compile_case(dtype: str, head_dim: int, arch: int = 90, tiles=None, kernel: 
         "HEAD_DIM": head_dim,
         "STAGES": stages,
         "num_warps": num_warps,
+        "WARP_SPECIALIZE": kernel == "fwd_ws",
     }
     gl_dtype = gl.bfloat16 if dtype == "bf16" else gl.float16
     rows = {"BLOCK_M": block_m, "BLOCK_N": block_n}
@@ -80,6 +83,10 @@ def compile_case(dtype: str, head_dim: int, arch: int = 90, tiles=None, kernel: 
             signature[name] = "i32"
     source = _source(jit_fn, signature, constexprs)
     options = {"num_warps": num_warps}
+    if kernel == "fwd_ws":
+        from ._gluon_fwd import WS_MAXNREG
+
+        options["maxnreg"] = WS_MAXNREG
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
 
 

@@ -60,13 +60,19 @@ except Exception as exc:  # pragma: no cover - depends on the installed Triton
 from ._triton_common import KEY_PAD_BUCKET, QUERY_PAD_BUCKET
 
 LOG2E = 1.4426950408889634
+# The warp-specialised forward's launch register cap: 8 computing warps plus the loader's
+# warpgroup (4 warps, 24 registers each: the least a warp may have) fit the register file at
+# launch; the computing warps then take the loader's share (setmaxnreg), 240 each.
+WS_MAXNREG = 168
 
 
-def tile_shape(head_dim: int) -> tuple[int, int, int, int]:
+def tile_shape(head_dim: int, warp_specialize: bool = False) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, STAGES): two warpgroups of 64 query rows each; three
-    K/V stages (D=128: 64-row key tiles to fit 3 stages in shared memory)."""
+    K/V stages (D=128: 64-row key tiles to fit 3 stages in shared memory). Warp-specialised,
+    the computing warps have 240 registers, not 255: at D=64 128-key tiles spill there
+    (ptxas, Triton 3.6), so it takes 64-key tiles and four stages."""
     if head_dim == 64:
-        return 128, 128, 8, 3
+        return (128, 64, 8, 4) if warp_specialize else (128, 128, 8, 3)
     return 128, 64, 8, 3
 
 
@@ -154,14 +160,16 @@ if GLUON_IMPORT_ERROR is None:
 
     @gluon.jit
     def _tma_loop(
-        k_desc, v_desc, q_smem, k_smem, v_smem, bars, k_row, col, j_begin, j_end, n, start,
-        q_pos, q_bucket, k_perm_bh, k_bucket_bh, T, qk_scale, state,
+        k_desc, v_desc, q_smem, k_smem, v_smem, bars, empty, k_row, col, j_begin, j_end, n,
+        start, q_pos, q_bucket, k_perm_bh, k_bucket_bh, T, qk_scale, state,
         MASKED: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-        s_layout: gl.constexpr, o_layout: gl.constexpr,
+        s_layout: gl.constexpr, o_layout: gl.constexpr, WS: gl.constexpr,
     ):  # fmt: skip
         """Key tiles [j_begin, j_end) of the fast path. `state` = (S of tile j_begin in
         registers, the output accumulator with P V of the previous tile maybe in flight,
-        row max, row sum)."""
+        row max, row sum). `bars`: a stage's tiles arrived; with WS a loader partition
+        (`_ws_loader`) fills the stages and waits on `empty` for each to be released,
+        else the loop refills a stage itself once it is free."""
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
         s, acc, m_i, l_i = state
         s_zero = gl.zeros_like(s)
@@ -192,9 +200,13 @@ if GLUON_IMPORT_ERROR is None:
             acc, s_next = warpgroup_mma_wait(num_outstanding=0, deps=(acc, s_next))
             # wgmma waits are per warpgroup: the other one may still read that stage.
             _cta_barrier()
-            _issue_kv(
-                k_desc, v_desc, k_smem, v_smem, bars, j + STAGES - 1, n, k_row, col, STAGES, BLOCK_N
-            )
+            if WS:
+                mbarrier.arrive(empty.index((j + STAGES - 1) % STAGES), pred=j > 0)
+            else:
+                _issue_kv(
+                    k_desc, v_desc, k_smem, v_smem, bars, j + STAGES - 1, n, k_row, col,
+                    STAGES, BLOCK_N,
+                )  # fmt: skip
             acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
             p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
             acc = warpgroup_mma(p_op, v_smem.index(j % STAGES), acc, is_async=True)
@@ -202,42 +214,14 @@ if GLUON_IMPORT_ERROR is None:
         return s, acc, m_i, l_i
 
     @gluon.jit
-    def _attend_tma(
-        q_desc,
-        k_desc,
-        v_desc,
-        q_smem,
-        k_smem,
-        v_smem,
-        bars,
-        q_row,
-        k_row,
-        col,
-        n,
-        n_full,
-        start,
-        q_pos,
-        q_bucket,
-        k_perm_bh,
-        k_bucket_bh,
-        T,
-        qk_scale,
-        BLOCK_M: gl.constexpr,
-        BLOCK_N: gl.constexpr,
-        HEAD_DIM: gl.constexpr,
-        STAGES: gl.constexpr,
-        s_layout: gl.constexpr,
-        o_layout: gl.constexpr,
-    ):
-        """The fast path: the key range [start, start + n * BLOCK_N) by TMA, pipelined."""
+    def _consume(
+        k_desc, v_desc, q_smem, k_smem, v_smem, bars, empty, k_row, col, n, n_full, start,
+        q_pos, q_bucket, k_perm_bh, k_bucket_bh, T, qk_scale,
+        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+        STAGES: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr, WS: gl.constexpr,
+    ):  # fmt: skip
+        """The fast path's computation once Q is in shared memory: (acc, row max, row sum)."""
         row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
-        q_bar = bars.index(STAGES)
-        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-        _tma_load(q_desc, [q_row, col], q_bar, q_smem)
-        for t in gl.static_range(STAGES - 1):
-            _issue_kv(k_desc, v_desc, k_smem, v_smem, bars, t, n, k_row, col, STAGES, BLOCK_N)
-        mbarrier.wait(q_bar, 0)
-
         s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
         # S_0 (skipped for an empty range: its barrier would never complete).
         mbarrier.wait(bars.index(0), 0, pred=n > 0)
@@ -251,60 +235,75 @@ if GLUON_IMPORT_ERROR is None:
         n_unmasked = gl.minimum(n_full, n)
         state = (s, acc, m_i, l_i)
         state = _tma_loop(
-            k_desc,
-            v_desc,
-            q_smem,
-            k_smem,
-            v_smem,
-            bars,
-            k_row,
-            col,
-            0,
-            n_unmasked,
-            n,
-            start,
-            q_pos,
-            q_bucket,
-            k_perm_bh,
-            k_bucket_bh,
-            T,
-            qk_scale,
-            state,
-            False,
-            BLOCK_N,
-            STAGES,
-            s_layout,
-            o_layout,
-        )
+            k_desc, v_desc, q_smem, k_smem, v_smem, bars, empty, k_row, col, 0, n_unmasked, n,
+            start, q_pos, q_bucket, k_perm_bh, k_bucket_bh, T, qk_scale, state,
+            False, BLOCK_N, STAGES, s_layout, o_layout, WS,
+        )  # fmt: skip
         state = _tma_loop(
-            k_desc,
-            v_desc,
-            q_smem,
-            k_smem,
-            v_smem,
-            bars,
-            k_row,
-            col,
-            n_unmasked,
-            n,
-            n,
-            start,
-            q_pos,
-            q_bucket,
-            k_perm_bh,
-            k_bucket_bh,
-            T,
-            qk_scale,
-            state,
-            True,
-            BLOCK_N,
-            STAGES,
-            s_layout,
-            o_layout,
-        )
+            k_desc, v_desc, q_smem, k_smem, v_smem, bars, empty, k_row, col, n_unmasked, n, n,
+            start, q_pos, q_bucket, k_perm_bh, k_bucket_bh, T, qk_scale, state,
+            True, BLOCK_N, STAGES, s_layout, o_layout, WS,
+        )  # fmt: skip
         s, acc, m_i, l_i = state
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         return acc, m_i, l_i
+
+    @gluon.jit
+    def _attend_tma(
+        q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bars, empty, q_row, k_row, col, n,
+        n_full, start, q_pos, q_bucket, k_perm_bh, k_bucket_bh, T, qk_scale,
+        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+        STAGES: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr,
+    ):  # fmt: skip
+        """The fast path in one partition: the key range [start, start + n * BLOCK_N) by
+        TMA, pipelined, the loads issued by the computing warps themselves."""
+        q_bar = bars.index(STAGES)
+        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+        _tma_load(q_desc, [q_row, col], q_bar, q_smem)
+        for t in gl.static_range(STAGES - 1):
+            _issue_kv(k_desc, v_desc, k_smem, v_smem, bars, t, n, k_row, col, STAGES, BLOCK_N)
+        mbarrier.wait(q_bar, 0)
+        return _consume(
+            k_desc, v_desc, q_smem, k_smem, v_smem, bars, empty, k_row, col, n, n_full, start,
+            q_pos, q_bucket, k_perm_bh, k_bucket_bh, T, qk_scale,
+            BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, s_layout, o_layout, False,
+        )  # fmt: skip
+
+    @gluon.jit
+    def _ws_compute(
+        k_desc, v_desc, q_smem, k_smem, v_smem, bars, empty, k_row, col, n, n_full, start,
+        q_pos, q_bucket, k_perm_bh, k_bucket_bh, T, qk_scale,
+        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+        STAGES: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr,
+    ):  # fmt: skip
+        """The warp-specialised fast path's default partition: the computation, fed by
+        `_ws_loader`."""
+        mbarrier.wait(bars.index(STAGES), 0)
+        return _consume(
+            k_desc, v_desc, q_smem, k_smem, v_smem, bars, empty, k_row, col, n, n_full, start,
+            q_pos, q_bucket, k_perm_bh, k_bucket_bh, T, qk_scale,
+            BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, s_layout, o_layout, True,
+        )  # fmt: skip
+
+    @gluon.jit
+    def _ws_loader(
+        q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bars, empty, q_row, k_row, col, n,
+        STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
+    ):  # fmt: skip
+        """The loader partition (one warp): Q, then key tile j into stage j % STAGES once
+        the computation has released the tile that stage held (mbarriers start as if
+        their phase before the first had completed, so the first round waits on nothing)."""
+        q_bar = bars.index(STAGES)
+        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+        _tma_load(q_desc, [q_row, col], q_bar, q_smem)
+        for j in range(n):
+            stage = j % STAGES
+            mbarrier.wait(empty.index(stage), ((j // STAGES) & 1) ^ 1)
+            bar = bars.index(stage)
+            mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+            row = k_row + j * BLOCK_N
+            _tma_load(k_desc, [row, col], bar, k_smem.index(stage))
+            _tma_load(v_desc, [row, col], bar, v_smem.index(stage))
 
     @gluon.jit
     def _gather_rows(
@@ -427,7 +426,7 @@ if GLUON_IMPORT_ERROR is None:
         stride_vb, stride_vt, stride_vh, stride_ob, stride_ot, stride_oh,
         H, T, n_tiles, qk_scale,
         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-        STAGES: gl.constexpr, num_warps: gl.constexpr,
+        STAGES: gl.constexpr, num_warps: gl.constexpr, WARP_SPECIALIZE: gl.constexpr,
     ):  # fmt: skip
         # The loop waits for tile j+1 before issuing tile j+STAGES-1: at least 3 stages.
         gl.static_assert(STAGES >= 3)
@@ -467,8 +466,12 @@ if GLUON_IMPORT_ERROR is None:
         k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
         v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
         bars = gl.allocate_shared_memory(gl.int64, [STAGES + 1, 1], mbarrier.MBarrierLayout())
+        # Stages released by the computation, for the loader partition (WARP_SPECIALIZE).
+        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(STAGES + 1):
             mbarrier.init(bars.index(i), count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(empty.index(i), count=1)
 
         k_perm_bh = k_perm + row_base
         k_bucket_bh = k_bucket_sorted + row_base
@@ -484,33 +487,38 @@ if GLUON_IMPORT_ERROR is None:
             # TMA rows of the (B*T, H*D) view: original positions of the first slots.
             q_row = b * T + gl.load(q_perm + row_base + q_slot0)
             k_row = b * T + gl.load(k_perm_bh + gl.minimum(start, T - 1))
-            acc, m_i, l_i = _attend_tma(
-                q_desc,
-                k_desc,
-                v_desc,
-                q_smem,
-                k_smem,
-                v_smem,
-                bars,
-                q_row.to(gl.int32),
-                k_row.to(gl.int32),
-                (h * HEAD_DIM).to(gl.int32),
-                n,
-                n_full,
-                start,
-                q_pos,
-                q_bucket,
-                k_perm_bh,
-                k_bucket_bh,
-                T,
-                qk_scale,
-                BLOCK_M,
-                BLOCK_N,
-                HEAD_DIM,
-                STAGES,
-                s_layout,
-                o_layout,
-            )
+            q_row = q_row.to(gl.int32)
+            k_row = k_row.to(gl.int32)
+            col = (h * HEAD_DIM).to(gl.int32)
+            if WARP_SPECIALIZE:
+                # One loader warp issues every TMA; the computing warps only wait on it.
+                acc, m_i, l_i = gl.warp_specialize(
+                    [
+                        (
+                            _ws_compute,
+                            (
+                                k_desc, v_desc, q_smem, k_smem, v_smem, bars, empty, k_row, col,
+                                n, n_full, start, q_pos, q_bucket, k_perm_bh, k_bucket_bh, T,
+                                qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, s_layout, o_layout,
+                            ),
+                        ),
+                        (
+                            _ws_loader,
+                            (
+                                q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bars, empty,
+                                q_row, k_row, col, n, STAGES, BLOCK_N,
+                            ),
+                        ),
+                    ],
+                    [1],
+                    [24],
+                )  # fmt: skip
+            else:
+                acc, m_i, l_i = _attend_tma(
+                    q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bars, empty, q_row, k_row,
+                    col, n, n_full, start, q_pos, q_bucket, k_perm_bh, k_bucket_bh, T, qk_scale,
+                    BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, s_layout, o_layout,
+                )  # fmt: skip
         else:
             acc, m_i, l_i = _attend_gather(
                 Q,
@@ -546,6 +554,8 @@ if GLUON_IMPORT_ERROR is None:
             )
         for i in gl.static_range(STAGES + 1):
             mbarrier.invalidate(bars.index(i))
+        for i in gl.static_range(STAGES):
+            mbarrier.invalidate(empty.index(i))
 
         seen = l_i > 0.0
         l_safe = gl.where(seen, l_i, 1.0)
@@ -578,16 +588,19 @@ def forward(
     out: torch.Tensor | None = None,
     lse: torch.Tensor | None = None,
     tiles: tuple[int, int, int, int] | None = None,
+    warp_specialize: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, T, H, D), lse (BH, T) float32, base 2, sorted order): the Gluon forward on
     the plan's query tile ranges. Callers check `hopper.use_hopper` first. `out` / `lse`:
     buffers to write into (a check poisons them to see unwritten elements). `tiles`:
-    (BLOCK_M, BLOCK_N, num_warps, STAGES) instead of `tile_shape` (tuning probes)."""
+    (BLOCK_M, BLOCK_N, num_warps, STAGES) instead of `tile_shape` (tuning probes).
+    `warp_specialize`: one loader warp issues the TMA loads (`_ws_loader`), not yet the
+    default: it has not been timed."""
     from .plan import query_tile_ranges
 
     B, T, H, D = q.shape
     BH = B * H
-    block_m, block_n, num_warps, stages = tiles or tile_shape(D)
+    block_m, block_n, num_warps, stages = tiles or tile_shape(D, warp_specialize)
     if not all(_tma_compatible(t) for t in (q, k, v)):
         q, k, v = (t.contiguous() for t in (q, k, v))
     n_tiles = -(-T // block_m)
@@ -611,6 +624,8 @@ def forward(
         BLOCK_N=block_n,
         HEAD_DIM=D,
         STAGES=stages,
+        WARP_SPECIALIZE=warp_specialize,
         num_warps=num_warps,
+        **({"maxnreg": WS_MAXNREG} if warp_specialize else {}),
     )
     return out, lse

@@ -18,7 +18,9 @@ For an H100 (torch 2.11, Triton 3.6), in about two minutes:
 (d) the Gluon backward (`scfa_kernels._gluon_bwd.backward`) against the float32 reference's
     gradients and the portable backward, on plans of one bucket: dense, ids out of range,
     QK-sparse with dropped rows, T=1; and in (c), fwd+bwd of the public call (portable, and
-    Gluon both ways) and both backwards alone, against cuDNN's fwd+bwd.
+    Gluon both ways) and both backwards alone, against cuDNN's fwd+bwd;
+(e) last (a deadlock there would hang only the end of the run): the warp-specialised
+    forward (`warp_specialize=True`: one loader warp) checked as in (a) and timed as in (c).
 Every part runs in its own try block: a failure is printed in full (compile errors too) and
 recorded, and the rest goes on. Everything goes to the JSON file given by --out.
 """
@@ -125,13 +127,15 @@ def make_inputs(case: str, B: int, T: int, H: int, D: int, dtype: torch.dtype, s
     return q, k, v, q_hash, k_hash, n_buckets
 
 
-def check_case(case: str, B: int, T: int, H: int, D: int, dtype: torch.dtype) -> dict:
+def check_case(
+    case: str, B: int, T: int, H: int, D: int, dtype: torch.dtype, ws: bool = False
+) -> dict:
     q, k, v, q_hash, k_hash, n_buckets = make_inputs(case, B, T, H, D, dtype)
     scale = 1.0 / math.sqrt(D)
     plan = hash_plan(q_hash, k_hash, n_buckets)
     out = torch.full((B, T, H, D), float("nan"), dtype=dtype, device="cuda")
     lse = torch.full((B * H, T), float("nan"), dtype=torch.float32, device="cuda")
-    out, lse = _gluon_fwd.forward(q, k, v, plan, scale, out=out, lse=lse)
+    out, lse = _gluon_fwd.forward(q, k, v, plan, scale, out=out, lse=lse, warp_specialize=ws)
     torch.cuda.synchronize()
     ref = reference.hash_sparse_attention(
         q.float(), k.float(), v.float(), q_hash, k_hash, scale, n_buckets=n_buckets
@@ -141,6 +145,7 @@ def check_case(case: str, B: int, T: int, H: int, D: int, dtype: torch.dtype) ->
     finite = torch.isfinite(p_lse)
     row = {
         "case": case,
+        "warp_specialize": ws,
         "shape": [B, T, H, D],
         "dtype": str(dtype).removeprefix("torch."),
         "nan_out": int(out.isnan().sum()),
@@ -333,6 +338,20 @@ def time_point(B: int, H: int, T: int, D: int, record: dict) -> dict:
     return point
 
 
+def time_ws(point: dict) -> float:
+    """The warp-specialised forward kernel on `point`'s inputs, added to its timings."""
+    s = point["shape"]
+    B, H, T, D = s["B"], s["H"], s["T"], s["D"]
+    q, k, v, q_hash, k_hash, _ = make_inputs("dense", B, T, H, D, torch.bfloat16, seed=3)
+    plan = hash_plan(q_hash, k_hash, 1)
+    scale = 1.0 / math.sqrt(D)
+    ms = bench(lambda: _gluon_fwd.forward(q, k, v, plan, scale, warp_specialize=True))
+    point["ms"]["gluon_ws_kernel"] = ms
+    point["tflops"]["gluon_ws_kernel"] = 4.0 * B * H * T * T * D / 2 / (ms * 1e-3) / 1e12
+    print(f"[timing] ws B={B} H={H} T={T} D={D}: {ms:.3f} ms", flush=True)
+    return ms
+
+
 def table(points: list[dict]) -> str:
     names = ["cudnn", "portable_api", "gluon_api", "portable_kernel", "gluon_kernel"]
     names += sorted({n for p in points for n in p["ms"] if n not in names})
@@ -357,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument(
+        "--skip-ws", action="store_true", help="leave out the warp-specialised forward"
+    )
     parser.add_argument("--budget-s", type=float, default=150.0, help="skip the API checks after")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -421,7 +443,21 @@ def main(argv: list[str] | None = None) -> int:
         row = run_part(record, f"public api {shape}", lambda s=shape: check_public_api(*s))
         if row is not None:
             record["public_api"].append(row)
+    record["ws_correctness"] = []
+    if not args.skip_ws:
+        for case in CORRECTNESS:
+            row = run_part(
+                record,
+                f"ws correctness {case[0]} {case[1:5]} {case[5]}",
+                lambda c=case: check_case(*c, ws=True),
+            )
+            if row is not None:
+                record["ws_correctness"].append(row)
+        for point in [] if args.skip_timing else points:
+            B, H, T, D = (point["shape"][axis] for axis in "BHTD")
+            run_part(record, f"time ws B={B} H={H} T={T} D={D}", lambda p=point: time_ws(p))
     checks = record["correctness"] + record["backward"] + record["public_api"]
+    checks += record["ws_correctness"]
     record["all_checks_ok"] = bool(checks) and all(r["ok"] for r in checks)
     failed_parts = [n for n, p in record.get("parts", {}).items() if not p["ok"]]
     record["failed_parts"] = failed_parts
