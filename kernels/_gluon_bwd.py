@@ -31,8 +31,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from ._gluon_fwd import GLUON_IMPORT_ERROR, LOG2E
+from .plan import SparsityPlan
 
 if GLUON_IMPORT_ERROR is None:
     from triton.experimental import gluon
@@ -44,7 +46,7 @@ if GLUON_IMPORT_ERROR is None:
         warpgroup_mma_wait,
     )
 
-    from ._gluon_fwd import _cta_barrier, _descriptor, _tma_compatible, _tma_load
+    from ._gluon_fwd import _cta_barrier, _descriptor, _issue_kv, _tma_compatible, _tma_load
 
 
 def tile_shapes(head_dim: int) -> dict[str, tuple[int, int, int, int]]:
@@ -99,19 +101,26 @@ def hopper_bwd_prep_kernel(
 if GLUON_IMPORT_ERROR is None:
 
     @gluon.jit
-    def _issue_pair(
-        a_desc, b_desc, a_smem, b_smem, bars, t, n, row0, col,
-        STAGES: gl.constexpr, BLOCK: gl.constexpr,
-    ):  # fmt: skip
-        """TMA of the t-th streamed tile of both tensors (rows row0 + t * BLOCK) into its
-        stage, on one barrier, if t < n."""
-        stage = t % STAGES
-        ok = t < n
-        bar = bars.index(stage)
-        mbarrier.expect(bar, a_desc.block_type.nbytes + b_desc.block_type.nbytes, pred=ok)
-        row = row0 + t * BLOCK
-        _tma_load(a_desc, [row, col], bar, a_smem.index(stage), pred=ok)
-        _tma_load(b_desc, [row, col], bar, b_smem.index(stage), pred=ok)
+    def _program_tile(n_tiles, H, T, HEAD_DIM: gl.constexpr, REVERSED: gl.constexpr):
+        """(tile, b, h, row_base, col) of this program: tile `tile` of row bh = b * H + h
+        (REVERSED: the last tile first), its rows' base in (BH, T) vectors and its column
+        in the (B*T, H*D) TMA view."""
+        pid = gl.program_id(0)
+        bh = pid // n_tiles
+        tile = pid % n_tiles
+        if REVERSED:
+            tile = n_tiles - 1 - tile
+        h = (bh % H).to(gl.int64)
+        return tile, (bh // H).to(gl.int64), h, bh.to(gl.int64) * T, (h * HEAD_DIM).to(gl.int32)
+
+    @gluon.jit
+    def _ready_barriers(STAGES: gl.constexpr):
+        """STAGES + 1 mbarriers: one per stage of the streamed tiles, and the last for the
+        tiles loaded once."""
+        bars = gl.allocate_shared_memory(gl.int64, [STAGES + 1, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(STAGES + 1):
+            mbarrier.init(bars.index(i), count=1)
+        return bars
 
     @gluon.jit
     def _dkdv_loop(
@@ -140,7 +149,7 @@ if GLUON_IMPORT_ERROR is None:
             s_t, dp_t = warpgroup_mma_wait(num_outstanding=0, deps=(s_t, dp_t))
             # Every warpgroup is done with tile t-1's stage: refill it with tile t+STAGES-1.
             _cta_barrier()
-            _issue_pair(
+            _issue_kv(
                 q_desc, do_desc, q_smem, do_smem, bars, t + STAGES - 1, n, q_row0, col,
                 STAGES, BLOCK_M,
             )  # fmt: skip
@@ -170,13 +179,7 @@ if GLUON_IMPORT_ERROR is None:
     ):  # fmt: skip
         gl.static_assert(STAGES >= 2)
         # The key tiles that see the most queries (the first) start first.
-        pid = gl.program_id(0)
-        bh = pid // n_tiles
-        tile = pid % n_tiles
-        b = (bh // H).to(gl.int64)
-        h = (bh % H).to(gl.int64)
-        row_base = bh.to(gl.int64) * T
-        col = (h * HEAD_DIM).to(gl.int32)
+        tile, b, h, row_base, col = _program_tile(n_tiles, H, T, HEAD_DIM, False)
         n0 = tile * BLOCK_N
 
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -193,9 +196,7 @@ if GLUON_IMPORT_ERROR is None:
         do_smem = gl.allocate_shared_memory(
             do_desc.dtype, [STAGES, BLOCK_M, HEAD_DIM], do_desc.layout
         )
-        bars = gl.allocate_shared_memory(gl.int64, [STAGES + 1, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(STAGES + 1):
-            mbarrier.init(bars.index(i), count=1)
+        bars = _ready_barriers(STAGES)
 
         # Query tiles from the one holding key n0 to the last: the first ones up to
         # i_full cross the diagonal (masked), the rest see every key of the tile.
@@ -211,7 +212,7 @@ if GLUON_IMPORT_ERROR is None:
         _tma_load(k_desc, [k_row, col], kv_bar, k_smem)
         _tma_load(v_desc, [k_row, col], kv_bar, v_smem)
         for t in gl.static_range(STAGES - 1):
-            _issue_pair(q_desc, do_desc, q_smem, do_smem, bars, t, n, q_row0, col, STAGES, BLOCK_M)
+            _issue_kv(q_desc, do_desc, q_smem, do_smem, bars, t, n, q_row0, col, STAGES, BLOCK_M)
         k_pos = n0 + gl.arange(0, BLOCK_N, layout=row_layout)
         key_bias = gl.load(KeyBias + row_base + k_pos, mask=k_pos < T, other=float("-inf"))
         mbarrier.wait(kv_bar, 0)
@@ -271,7 +272,7 @@ if GLUON_IMPORT_ERROR is None:
             bias = gl.load(bias_bh + k_idx, mask=k_idx < T, other=float("-inf"))
             s, dp, dq = warpgroup_mma_wait(num_outstanding=0, deps=(s, dp, dq))
             _cta_barrier()
-            _issue_pair(
+            _issue_kv(
                 k_desc, v_desc, k_smem, v_smem, bars, t + STAGES - 1, n, k_row0, col,
                 STAGES, BLOCK_N,
             )  # fmt: skip
@@ -293,13 +294,7 @@ if GLUON_IMPORT_ERROR is None:
     ):  # fmt: skip
         gl.static_assert(STAGES >= 2)
         # The last query tiles (the most keys) start first.
-        pid = gl.program_id(0)
-        bh = pid // n_tiles
-        tile = n_tiles - 1 - pid % n_tiles
-        b = (bh // H).to(gl.int64)
-        h = (bh % H).to(gl.int64)
-        row_base = bh.to(gl.int64) * T
-        col = (h * HEAD_DIM).to(gl.int32)
+        tile, b, h, row_base, col = _program_tile(n_tiles, H, T, HEAD_DIM, True)
         m0 = tile * BLOCK_M
 
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -314,9 +309,7 @@ if GLUON_IMPORT_ERROR is None:
         do_smem = gl.allocate_shared_memory(do_desc.dtype, do_desc.block_type.shape, do_desc.layout)
         k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
         v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
-        bars = gl.allocate_shared_memory(gl.int64, [STAGES + 1, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(STAGES + 1):
-            mbarrier.init(bars.index(i), count=1)
+        bars = _ready_barriers(STAGES)
 
         # Key tiles 0 .. up to the one holding query m0 + BLOCK_M - 1; those before j_full
         # lie wholly before the tile's first query (unmasked), the rest cross the diagonal.
@@ -331,7 +324,7 @@ if GLUON_IMPORT_ERROR is None:
         _tma_load(q_desc, [q_row, col], qo_bar, q_smem)
         _tma_load(do_desc, [q_row, col], qo_bar, do_smem)
         for t in gl.static_range(STAGES - 1):
-            _issue_pair(k_desc, v_desc, k_smem, v_smem, bars, t, n, k_row0, col, STAGES, BLOCK_N)
+            _issue_kv(k_desc, v_desc, k_smem, v_smem, bars, t, n, k_row0, col, STAGES, BLOCK_N)
         q_idx = m0 + gl.arange(0, BLOCK_M, layout=row_layout)
         q_ok = q_idx < T
         lse = gl.load(LSEOrig + row_base + q_idx, mask=q_ok, other=float("inf"))
@@ -369,8 +362,8 @@ PREP_BLOCK = 64
 
 
 def prepare(
-    do: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, plan, n_buckets: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    do: Tensor, out: Tensor, lse: Tensor, plan: SparsityPlan, n_buckets: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """(LSE, Delta, key bias), each (BH, T) float32 in original order (the module
     docstring); runs under the interpreter too."""
     B, T, H, D = out.shape
@@ -390,17 +383,9 @@ def prepare(
 
 
 def backward(
-    do: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    out: torch.Tensor,
-    lse: torch.Tensor,
-    plan,
-    sm_scale: float,
-    n_buckets: int,
-    tiles: dict[str, tuple[int, int, int, int]] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, plan: SparsityPlan,
+    sm_scale: float, n_buckets: int, tiles: dict[str, tuple[int, int, int, int]] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """(dq, dk, dv), each (B, T, H, D) in q's dtype: the Gluon backward of a plan of one
     bucket (`n_buckets` must be 1). Callers check `hopper.use_hopper` first. `tiles`:
     instead of `tile_shapes` (tuning probes)."""

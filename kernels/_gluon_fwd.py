@@ -104,20 +104,9 @@ if GLUON_IMPORT_ERROR is None:
 
     @gluon.jit
     def _softmax_step(
-        s,
-        m_i,
-        l_i,
-        q_pos,
-        q_bucket,
-        k_perm_bh,
-        k_bucket_bh,
-        slot0,
-        T,
-        qk_scale,
-        masked,
-        BLOCK_N: gl.constexpr,
-        s_layout: gl.constexpr,
-    ):
+        s, m_i, l_i, q_pos, q_bucket, k_perm_bh, k_bucket_bh, slot0, T, qk_scale, masked,
+        BLOCK_N: gl.constexpr, s_layout: gl.constexpr,
+    ):  # fmt: skip
         """One key tile of the online softmax: (p, alpha, m_new, l_new) from S = Q K^T."""
         s = s * qk_scale
         if masked:
@@ -182,20 +171,9 @@ if GLUON_IMPORT_ERROR is None:
             k_next = k_smem.index(nxt % STAGES).permute((1, 0))
             s_next = warpgroup_mma(q_smem, k_next, s_zero, use_acc=False, is_async=True)
             p, alpha, m_i, l_i = _softmax_step(
-                s,
-                m_i,
-                l_i,
-                q_pos,
-                q_bucket,
-                k_perm_bh,
-                k_bucket_bh,
-                start + j * BLOCK_N,
-                T,
-                qk_scale,
-                MASKED,
-                BLOCK_N,
-                s_layout,
-            )
+                s, m_i, l_i, q_pos, q_bucket, k_perm_bh, k_bucket_bh,
+                start + j * BLOCK_N, T, qk_scale, MASKED, BLOCK_N, s_layout,
+            )  # fmt: skip
             # S_{j+1} and P_{j-1} V_{j-1} done: tile j-1's stage is free.
             acc, s_next = warpgroup_mma_wait(num_outstanding=0, deps=(acc, s_next))
             # wgmma waits are per warpgroup: the other one may still read that stage.
@@ -330,37 +308,12 @@ if GLUON_IMPORT_ERROR is None:
 
     @gluon.jit
     def _attend_gather(
-        Q,
-        K,
-        V,
-        q_smem,
-        k_smem,
-        v_smem,
-        q_base,
-        k_base,
-        v_base,
-        q_perm_bh,
-        q_slot0,
-        q_bound,
-        n,
-        n_full,
-        start,
-        q_pos,
-        q_bucket,
-        k_perm_bh,
-        k_bucket_bh,
-        T,
-        stride_qt,
-        stride_kt,
-        stride_vt,
-        qk_scale,
-        BLOCK_M: gl.constexpr,
-        BLOCK_N: gl.constexpr,
-        HEAD_DIM: gl.constexpr,
-        s_layout: gl.constexpr,
-        o_layout: gl.constexpr,
-        num_warps: gl.constexpr,
-    ):
+        Q, K, V, q_smem, k_smem, v_smem, q_base, k_base, v_base, q_perm_bh, q_slot0, q_bound,
+        n, n_full, start, q_pos, q_bucket, k_perm_bh, k_bucket_bh, T,
+        stride_qt, stride_kt, stride_vt, qk_scale,
+        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+        s_layout: gl.constexpr, o_layout: gl.constexpr, num_warps: gl.constexpr,
+    ):  # fmt: skip
         """The general path: rows gathered through the permutation, unpipelined."""
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
         row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
@@ -398,20 +351,9 @@ if GLUON_IMPORT_ERROR is None:
             _cta_barrier()
             s = warpgroup_mma(q_smem, k_smem.permute((1, 0)), s_zero, use_acc=False)
             p, alpha, m_i, l_i = _softmax_step(
-                s,
-                m_i,
-                l_i,
-                q_pos,
-                q_bucket,
-                k_perm_bh,
-                k_bucket_bh,
-                slot0,
-                T,
-                qk_scale,
-                j >= n_full,
-                BLOCK_N,
-                s_layout,
-            )
+                s, m_i, l_i, q_pos, q_bucket, k_perm_bh, k_bucket_bh,
+                slot0, T, qk_scale, j >= n_full, BLOCK_N, s_layout,
+            )  # fmt: skip
             acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
             p_op = gl.convert_layout(p.to(Q.dtype.element_ty), p_layout)
             acc = warpgroup_mma(p_op, v_smem, acc)
@@ -521,37 +463,13 @@ if GLUON_IMPORT_ERROR is None:
                 )  # fmt: skip
         else:
             acc, m_i, l_i = _attend_gather(
-                Q,
-                K,
-                V,
-                q_smem,
-                k_smem.index(0),
-                v_smem.index(0),
-                b * stride_qb + h * stride_qh,
-                b * stride_kb + h * stride_kh,
-                b * stride_vb + h * stride_vh,
-                q_perm + row_base,
-                q_slot0,
-                q_bound,
-                n,
-                n_full,
-                start,
-                q_pos,
-                q_bucket,
-                k_perm_bh,
-                k_bucket_bh,
-                T,
-                stride_qt,
-                stride_kt,
-                stride_vt,
-                qk_scale,
-                BLOCK_M,
-                BLOCK_N,
-                HEAD_DIM,
-                s_layout,
-                o_layout,
-                num_warps,
-            )
+                Q, K, V, q_smem, k_smem.index(0), v_smem.index(0),
+                b * stride_qb + h * stride_qh, b * stride_kb + h * stride_kh,
+                b * stride_vb + h * stride_vh, q_perm + row_base, q_slot0, q_bound,
+                n, n_full, start, q_pos, q_bucket, k_perm_bh, k_bucket_bh, T,
+                stride_qt, stride_kt, stride_vt, qk_scale,
+                BLOCK_M, BLOCK_N, HEAD_DIM, s_layout, o_layout, num_warps,
+            )  # fmt: skip
         for i in gl.static_range(STAGES + 1):
             mbarrier.invalidate(bars.index(i))
         for i in gl.static_range(STAGES):

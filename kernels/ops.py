@@ -90,17 +90,9 @@ def qk_sparse_attention_op(
 
 
 def _backward_kernels(
-    do: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    out: Tensor,
-    lse: Tensor,
-    plan: SparsityPlan,
-    sm_scale: float,
-    n_buckets: int,
-    dense: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, plan: SparsityPlan,
+    sm_scale: float, n_buckets: int, dense: bool,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """(dq, dk, dv): the Hopper kernels where `hopper.use_hopper` says so, else the
     portable ones. Either reads the LSE of either forward (sorted order, base 2)."""
     if use_hopper(q, dense=dense):
