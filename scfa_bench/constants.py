@@ -43,3 +43,8 @@ WALL_CLOCK_WARNING = (
 )
 # What a meta records as `hopper_kernels_hash` when the run did not ask for the Hopper path.
 HOPPER_OFF = "off"
+# Steps run untimed right before the first timed one, with no synchronisation in between, so
+# the window starts as a training loop's steady state does: the host launching ahead of the
+# GPU. After a synchronisation the queue is empty, and a step whose host time is close to its
+# GPU time reads host-paced for the first steps of a short window (a user's loop never waits).
+LEAD_STEPS = 2

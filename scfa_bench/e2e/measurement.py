@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from scfa_bench.constants import LEAD_STEPS
 from scfa_bench.e2e.attention import AttentionUnavailable
 from scfa_bench.e2e.kernel_share import profile_kernels, split_kernel_times
 from scfa_bench.e2e.step import (
@@ -78,13 +79,16 @@ def _quantiles(samples: list[float]) -> tuple[float, float, float]:
 
 
 def _time_steps(run: Callable[[], Tensor], steps: int, device: str) -> tuple[list[float], Tensor]:
-    """Milliseconds of each of `steps` back-to-back steps, and the last loss."""
+    """Milliseconds of each of `steps` back-to-back steps (on a GPU after LEAD_STEPS more),
+    and the last loss."""
     if device == "cuda":
         events = [
             (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
             for _ in range(steps)
         ]
         torch.cuda.synchronize()
+        for _ in range(LEAD_STEPS):
+            run()
         for start, end in events:
             start.record()
             loss = run()

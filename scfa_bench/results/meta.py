@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scfa_bench import __version__
+from scfa_bench.constants import LEAD_STEPS
 from scfa_bench.errors import InputError
 from scfa_bench.results.writer import replace_file
 from scfa_bench.suite.schema import Suite
@@ -87,6 +88,7 @@ def _timing(suite: Suite) -> dict[str, Any]:
             "warmup_steps": steps.warmup,
             "timed_steps": steps.timed,
             "profile_steps": steps.profile,
+            "lead_steps": LEAD_STEPS,
         }
     return {
         "warmup_ms": suite.timing.warmup_ms,

@@ -73,6 +73,17 @@ def test_the_optimizer_step_changes_the_weights() -> None:
     assert without.model.wte.weight.grad is not None
 
 
+def test_each_step_starts_from_no_gradient() -> None:
+    """A step's gradients are its own: the next step does not add to them (as it would if
+    the step forgot to drop the last one's)."""
+    step = build_step(config())
+    step.run()
+    first = [p.grad.clone() for p in step.model.parameters()]
+    step.run()  # the same batch, no optimizer: the same gradients, not twice them
+    for p, g in zip(step.model.parameters(), first, strict=True):
+        torch.testing.assert_close(p.grad, g)
+
+
 def test_steps_are_seeded() -> None:
     assert build_step(config(seed=1)).run() == build_step(config(seed=1)).run()
     assert build_step(config(seed=1)).run() != build_step(config(seed=2)).run()
