@@ -79,8 +79,8 @@ def _quantiles(samples: list[float]) -> tuple[float, float, float]:
 
 
 def _time_steps(run: Callable[[], Tensor], steps: int, device: str) -> tuple[list[float], Tensor]:
-    """Milliseconds of each of `steps` back-to-back steps (on a GPU after LEAD_STEPS more),
-    and the last loss."""
+    """Milliseconds of each of `steps` back-to-back steps, after LEAD_STEPS untimed ones, and
+    the last loss."""
     if device == "cuda":
         events = [
             (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
@@ -96,6 +96,8 @@ def _time_steps(run: Callable[[], Tensor], steps: int, device: str) -> tuple[lis
         torch.cuda.synchronize()
         return [start.elapsed_time(end) for start, end in events], loss
     samples = []
+    for _ in range(LEAD_STEPS):  # as on a GPU, so the meta's lead_steps hold everywhere
+        run()
     for _ in range(steps):
         begin = time.perf_counter()
         loss = run()

@@ -41,7 +41,7 @@ def test_lead_steps_run_between_the_sync_and_the_first_timed_step(cuda_log) -> N
     assert cuda_log == ["sync"] + ["step"] * LEAD_STEPS + timed + ["sync"]
 
 
-def test_the_cpu_times_every_step_by_the_wall_clock_without_lead() -> None:
+def test_the_cpu_runs_the_lead_steps_too_and_times_the_rest_by_the_wall_clock() -> None:
     calls = []
     samples, _loss = measurement._time_steps(lambda: calls.append(1) or torch.zeros(()), 4, "cpu")
-    assert len(samples) == 4 and len(calls) == 4
+    assert len(samples) == 4 and len(calls) == 4 + LEAD_STEPS

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from scfa_bench.constants import LEAD_STEPS
 from scfa_bench.e2e import measurement
 from scfa_bench.errors import InputError
 from scfa_bench.results.meta import meta_path_for
@@ -74,7 +75,8 @@ def test_a_model_suite_writes_one_step_row_per_task(tmp_path: Path) -> None:
         assert row.speedup == pytest.approx(base[row.seq_len].ms_median / row.ms_median, 1e-5)
     meta = json.loads(meta_path_for(outcome.csv_path).read_text())
     assert meta["shape"] is None and meta["model"]["label"] == "L1-D32-H2-M4-V64"
-    assert meta["timing"] == {"warmup_steps": 1, "timed_steps": 2, "profile_steps": 1}
+    timing = {"warmup_steps": 1, "timed_steps": 2, "profile_steps": 1, "lead_steps": LEAD_STEPS}
+    assert meta["timing"] == timing
 
 
 def test_a_head_dim_an_attention_declares_it_cannot_take_is_refused_before_any_work() -> None:
