@@ -15,11 +15,13 @@ the CPU tests) writes the three row vectors they read, in original order:
 dK/dV (`hopper_bwd_dkdv_kernel`): one program per (key tile, batch*head), keys along the
 rows, queries along the columns (the transposed form: dK and dV accumulate in registers);
 the query tiles from the diagonal on stream through a TMA ring of Q and dO. Per query tile:
-  issue S^T = K Q^T and dP^T = V dO^T (async) | wait (this also retires the previous
-  tile's dV, dK products) | prefetch by TMA into the stage just freed |
-  P^T, dS^T in registers | issue dV += P^T dO and dK += dS^T Q (async, left in flight).
+  issue S^T = K Q^T and dP^T = V dO^T (async, together) | wait | prefetch by TMA into the
+  stage the previous tile freed | P^T, dS^T in registers | dV += P^T dO and dK += dS^T Q,
+  retired before the next tile (in flight across the loop's back edge, ptxas serialises
+  every wgmma: its C7514 notice).
 dQ (`hopper_bwd_dq_kernel`): one program per (query tile, batch*head), the key tiles up to
-the diagonal through a TMA ring of K and V, the same shape of loop with dQ += dS K.
+the diagonal through a TMA ring of K and V, the same shape of loop with dQ += dS K (that
+one product left in flight into the next tile's wait, as in the forward).
 
 All waits are for zero outstanding groups (as in the forward, `_gluon_fwd`: with "all but
 one" ptxas serialises the wgmmas). Rows of a tile past T read the next batch's rows (or
@@ -130,7 +132,7 @@ if GLUON_IMPORT_ERROR is None:
         STAGES: gl.constexpr, s_layout: gl.constexpr, acc_layout: gl.constexpr,
     ):  # fmt: skip
         """Streamed query tiles [t_begin, t_end) (query tile i_first + t) of one key tile;
-        `state` = (dk, dv), their last products maybe in flight."""
+        `state` = (dk, dv), every product retired."""
         op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
         col_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
         dk, dv = state
